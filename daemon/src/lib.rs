@@ -1,0 +1,19 @@
+//! # Layout
+//! `tandem` is one binary; this library is all of it but `main`.
+//!
+//! Dependencies point one way: `model → config → store → consensus →
+//! {services, steering} → api → app`. `metrics` is a leaf usable anywhere.
+//!
+//! - [`model`]: leases, MACs, service config, Raft commands. No I/O.
+//! - [`config`]: the node file (`node.toml`) and validation of service config.
+//! - [`store`]: redb only: Raft log, vote and state machine in one file.
+//! - [`consensus`]: openraft only: type config, network, [`consensus::ClusterHandle`].
+//! - [`services`]: DHCP, TFTP and the VIP; they reach the cluster via `ClusterHandle`.
+//! - [`steering`]: aya only: loads the XDP program and flips its role map.
+//! - [`api`]: the admin HTTP API, its client and DTOs.
+//! - [`ui`]: the CLI (and later the TUI), built on `api::client` only.
+//! - [`app`]: the composition root: wires everything and owns shutdown.
+
+pub mod model;
+pub mod metrics;
+pub mod services;

@@ -1,0 +1,22 @@
+//! # Layout
+//! Plain data that every other layer speaks: hardware addresses, leases,
+//! the replicated service configuration, and the commands that Raft carries.
+//! Nothing here does I/O; everything is `serde` so it can travel in the log,
+//! in snapshots and over the admin API.
+//!
+//! - [`Mac`]: a 48-bit hardware address, written `aa:bb:cc:dd:ee:ff`.
+//! - [`Lease`], [`LeaseState`]: one address bound (or quarantined) for a client.
+//! - [`ServiceConfig`] and its parts ([`Subnet`], [`Reservation`], [`BootProfile`]):
+//!   the declarative config that `tandem apply` replaces as a whole.
+//! - [`Command`], [`CommandResponse`]: what a Raft log entry asks the state machine to do.
+//! - [`State`]: the state machine's data, and the pure `apply` that changes it.
+
+mod config;
+mod lease;
+mod mac;
+mod state;
+
+pub use config::{BootProfile, BootpPolicy, PoolRange, Reservation, ServiceConfig, Subnet};
+pub use lease::{Lease, LeaseState};
+pub use mac::{Mac, ParseMacError};
+pub use state::{Command, CommandResponse, State};

@@ -1,0 +1,183 @@
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Lease, LeaseState, Mac, ServiceConfig};
+
+/// What one Raft log entry asks the state machine to do. Every field that
+/// depends on time or choice was fixed by the leader when it proposed, so
+/// applying is deterministic on every replica.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Command {
+    /// Replace the whole service config (`tandem apply`).
+    SetConfig { config: ServiceConfig },
+    /// Bind (or renew) `lease.ip` to `lease.mac`. Any other address the same
+    /// MAC held is given up, so a client holds one address.
+    Grant { lease: Lease },
+    /// The client let go of the address (DHCPRELEASE or `tandem lease release`).
+    /// The record stays, expired, so the client gets the same address back.
+    Release { ip: Ipv4Addr, at: u64 },
+    /// The client found the address in use (DHCPDECLINE): quarantine it.
+    Decline { ip: Ipv4Addr, mac: Mac, at: u64, until: u64 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum CommandResponse {
+    Ok,
+    /// The command was valid Raft-wise but does not apply (e.g. the address is
+    /// held by another client); the state did not change.
+    Rejected { reason: String },
+}
+
+/// The replicated data. `apply` is pure, so replicas that apply the same log
+/// hold the same state.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct State {
+    pub config: ServiceConfig,
+    pub leases: BTreeMap<Ipv4Addr, Lease>,
+    /// mac -> ip of its newest lease record; rebuilt after load.
+    #[serde(skip)]
+    by_mac: HashMap<Mac, Ipv4Addr>,
+}
+
+impl PartialEq for State {
+    fn eq(&self, o: &Self) -> bool {
+        self.config == o.config && self.leases == o.leases
+    }
+}
+
+impl State {
+    /// Rebuilds the derived index; call after deserializing.
+    pub fn reindex(&mut self) {
+        self.by_mac.clear();
+        let mut newest: HashMap<Mac, (u64, Ipv4Addr)> = HashMap::new();
+        for l in self.leases.values().filter(|l| l.state == LeaseState::Bound) {
+            let e = newest.entry(l.mac).or_insert((l.granted_at, l.ip));
+            if l.granted_at >= e.0 {
+                *e = (l.granted_at, l.ip);
+            }
+        }
+        self.by_mac = newest.into_iter().map(|(m, (_, ip))| (m, ip)).collect();
+    }
+
+    /// The newest bound lease record of `mac`, live or expired.
+    #[must_use]
+    pub fn lease_of_mac(&self, mac: Mac) -> Option<&Lease> {
+        self.by_mac.get(&mac).and_then(|ip| self.leases.get(ip))
+    }
+
+    #[must_use]
+    pub fn lease_of_ip(&self, ip: Ipv4Addr) -> Option<&Lease> {
+        self.leases.get(&ip)
+    }
+
+    pub fn apply(&mut self, cmd: &Command) -> CommandResponse {
+        match cmd {
+            Command::SetConfig { config } => {
+                self.config = config.clone();
+                CommandResponse::Ok
+            }
+            Command::Grant { lease } => {
+                if let Some(cur) = self.leases.get(&lease.ip) {
+                    if cur.mac != lease.mac
+                        && cur.is_active(lease.granted_at)
+                        && cur.state == LeaseState::Bound
+                    {
+                        return CommandResponse::Rejected {
+                            reason: format!("{} is leased to {}", lease.ip, cur.mac),
+                        };
+                    }
+                }
+                if let Some(old) = self.by_mac.get(&lease.mac).copied() {
+                    if old != lease.ip {
+                        self.leases.remove(&old);
+                    }
+                }
+                if let Some(prev) = self.leases.get(&lease.ip) {
+                    if prev.mac != lease.mac {
+                        self.by_mac.remove(&prev.mac);
+                    }
+                }
+                self.leases.insert(lease.ip, lease.clone());
+                self.by_mac.insert(lease.mac, lease.ip);
+                CommandResponse::Ok
+            }
+            Command::Release { ip, at } => match self.leases.get_mut(ip) {
+                Some(l) if l.state == LeaseState::Bound => {
+                    l.expires_at = l.expires_at.min(*at);
+                    CommandResponse::Ok
+                }
+                _ => CommandResponse::Rejected { reason: format!("{ip} is not leased") },
+            },
+            Command::Decline { ip, mac, at, until } => {
+                if let Some(prev) = self.leases.get(ip) {
+                    if self.by_mac.get(&prev.mac) == Some(ip) {
+                        self.by_mac.remove(&prev.mac);
+                    }
+                }
+                self.leases.insert(
+                    *ip,
+                    Lease {
+                        ip: *ip,
+                        mac: *mac,
+                        state: LeaseState::Declined,
+                        hostname: None,
+                        granted_at: *at,
+                        expires_at: *until,
+                    },
+                );
+                CommandResponse::Ok
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(ip: [u8; 4], mac: u8, at: u64) -> Lease {
+        Lease {
+            ip: ip.into(),
+            mac: Mac([2, 0, 0, 0, 0, mac]),
+            state: LeaseState::Bound,
+            hostname: None,
+            granted_at: at,
+            expires_at: at + 600,
+        }
+    }
+
+    #[test]
+    fn grant_moves_a_mac_and_refuses_a_held_address() {
+        let mut s = State::default();
+        assert_eq!(s.apply(&Command::Grant { lease: lease([10, 0, 0, 5], 1, 100) }), CommandResponse::Ok);
+        // Another client cannot take a live lease.
+        assert!(matches!(
+            s.apply(&Command::Grant { lease: lease([10, 0, 0, 5], 2, 101) }),
+            CommandResponse::Rejected { .. }
+        ));
+        // The same client moving to a new address gives up the old one.
+        assert_eq!(s.apply(&Command::Grant { lease: lease([10, 0, 0, 6], 1, 102) }), CommandResponse::Ok);
+        assert!(s.lease_of_ip([10, 0, 0, 5].into()).is_none());
+        assert_eq!(s.lease_of_mac(Mac([2, 0, 0, 0, 0, 1])).unwrap().ip, Ipv4Addr::new(10, 0, 0, 6));
+        // Once expired, another client may take it.
+        assert_eq!(s.apply(&Command::Grant { lease: lease([10, 0, 0, 6], 2, 800) }), CommandResponse::Ok);
+        assert!(s.lease_of_mac(Mac([2, 0, 0, 0, 0, 1])).is_none());
+    }
+
+    #[test]
+    fn reindex_matches_incremental_index() {
+        let mut s = State::default();
+        s.apply(&Command::Grant { lease: lease([10, 0, 0, 5], 1, 100) });
+        s.apply(&Command::Grant { lease: lease([10, 0, 0, 7], 3, 100) });
+        s.apply(&Command::Release { ip: [10, 0, 0, 7].into(), at: 150 });
+        let json = serde_json::to_string(&s).unwrap();
+        let mut t: State = serde_json::from_str(&json).unwrap();
+        t.reindex();
+        assert_eq!(t, s);
+        assert_eq!(t.lease_of_mac(Mac([2, 0, 0, 0, 0, 3])).unwrap().expires_at, 150);
+    }
+}
