@@ -17,3 +17,10 @@
 pub mod model;
 pub mod metrics;
 pub mod services;
+pub mod consensus;
+pub mod config;
+pub mod store;
+pub mod api;
+pub mod steering;
+pub mod app;
+pub mod ui;

@@ -1,1 +1,67 @@
-fn main() {}
+//! # Layout
+//! `cargo xtask ...` (alias in .cargo/config.toml): orchestration that cargo
+//! itself does not own. Builds stay in cargo; xtask only sequences them.
+//!
+//! - this file: flags, and one function per subcommand.
+//! - [`deps`]: `cargo xtask deps`, installs what a fresh Debian 12 lacks.
+//! - [`labcmd`]: `cargo xtask lab up|down`, a lab left up for manual work.
+//! - [`testcmd`]: `cargo xtask test`, what CI runs (`.ci/run`).
+//! - [`demo`]: `cargo xtask demo`, one node serving one real client.
+//! - [`util`]: running commands, the workspace root, building `tandem`.
+
+mod demo;
+mod deps;
+mod labcmd;
+mod testcmd;
+mod util;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "tandem's development tasks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install missing build and test dependencies (apt packages, rust-src, bpf-linker).
+    Deps,
+    /// Build or remove a lab of network namespaces that stays up (prefix `tl-`).
+    Lab {
+        #[command(subcommand)]
+        cmd: LabCmd,
+    },
+    /// Deps, release build of tandem, then every unit and integration test.
+    Test {
+        /// Passed to the test harness after `--` (e.g. a test name filter).
+        #[arg(last = true)]
+        harness_args: Vec<String>,
+    },
+    /// One node, one client: DHCP lease and a TFTP download, end to end.
+    Demo,
+}
+
+#[derive(Subcommand)]
+enum LabCmd {
+    /// Build the lab and leave it up.
+    Up {
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        #[arg(long, default_value_t = 1)]
+        clients: usize,
+    },
+    /// Remove the xtask lab and labs of test runs that died.
+    Down,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Deps => deps::run(),
+        Cmd::Lab { cmd: LabCmd::Up { nodes, clients } } => labcmd::up(nodes, clients),
+        Cmd::Lab { cmd: LabCmd::Down } => labcmd::down(),
+        Cmd::Test { harness_args } => testcmd::run(&harness_args),
+        Cmd::Demo => demo::run(),
+    }
+}

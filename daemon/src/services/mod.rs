@@ -5,4 +5,7 @@
 //! - `tftp`: socket loop | per-transfer session state machine | artifact file access.
 //! - `vip`: adding/removing the VIP and gratuitous ARP.
 
+pub mod dhcp;
 pub mod tftp;
+pub mod link;
+pub mod vip;

@@ -1,0 +1,49 @@
+use serde::{Deserialize, Serialize};
+
+/// One member as this node sees it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MemberDto {
+    pub id: u64,
+    pub raft: String,
+    pub api: String,
+    /// "leader", "follower", "learner" or "unknown".
+    pub role: String,
+}
+
+/// `tandem status --json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StatusDto {
+    pub node_id: u64,
+    /// "leader", "follower", "candidate", "learner" or "shutdown".
+    pub role: String,
+    pub term: u64,
+    pub leader: Option<u64>,
+    pub last_log_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub members: Vec<MemberDto>,
+    /// Whether this node holds the VIP now.
+    pub vip_held: bool,
+    pub vip: String,
+    /// Whether the responders (DHCP, TFTP) run on this node.
+    pub serving: bool,
+    /// Human-readable problems (e.g. XDP not attached, VIP step failed).
+    pub warnings: Vec<String>,
+}
+
+/// An error body: every non-2xx answer carries one.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ErrorDto {
+    pub error: String,
+    /// For writes sent to a follower: the leader's API address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_api: Option<String>,
+}
+
+/// Result of `PUT /v1/config`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ApplyDto {
+    pub applied_index: u64,
+    pub subnets: usize,
+    pub reservations: usize,
+    pub profiles: usize,
+}

@@ -1,0 +1,14 @@
+//! # Layout
+//! The admin HTTP API (DESIGN.md section 4) on `api.listen` (7481/tcp).
+//!
+//! - `dto`: the JSON shapes; `--json` output of the CLI is exactly these.
+//! - `server`: axum routes over the running node.
+//! - `client`: a small blocking client the CLI (and TUI) use.
+//!
+//! Routes: `GET /v1/status`, `GET /v1/leases`, `GET /v1/config` (export),
+//! `PUT /v1/config` (apply), `GET /metrics` (Prometheus text).
+//! Writes on a follower answer 421 with the leader's API address.
+
+pub mod client;
+pub mod dto;
+pub mod server;

@@ -1,0 +1,280 @@
+//! The composition root: store → consensus → {steering, services} → api,
+//! and the one leadership transition of DESIGN.md section 2.
+//!
+//! ```text
+//!   leadership watch ──▶ becomes leader ──▶ 1 apply to commit index (ensure_linearizable)
+//!                                          2 XDP role map := leader
+//!                                          3 VIP add + gratuitous ARPs
+//!                                          4 DHCP + TFTP responders start
+//!                                          5 status: serving
+//!                    └─▶ loses leadership / shutdown ──▶ the same steps in reverse
+//! ```
+//! Every step is logged with term and index and checked; the whole transition
+//! is timed into `tandem_transition_seconds{direction}`.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use openraft::ReadPolicy;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::server::{self as api_server, Api, ServiceStatus};
+use crate::config::NodeConfig;
+use crate::consensus::{Cluster, Leadership};
+use crate::metrics::{self, DirectionLabel};
+use crate::services::dhcp::server::{self as dhcp, DhcpConfig};
+use crate::services::tftp::{self, TftpConfig};
+use crate::services::vip::Vip;
+use crate::steering::{Role, Steering};
+use crate::store::Store;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("storage: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("consensus: {0}")]
+    Consensus(#[from] crate::consensus::ConsensusError),
+    #[error("VIP: {0}")]
+    Vip(#[from] crate::services::vip::VipError),
+    #[error("XDP steering: {0}")]
+    Steering(#[from] crate::steering::SteeringError),
+    #[error("cannot create {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("admin API on {addr}: {source}")]
+    Api {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The responders of one term of leadership.
+struct Serving {
+    cancel: CancellationToken,
+    tasks: Vec<(&'static str, JoinHandle<()>)>,
+}
+
+/// Drives the node's service side from leadership.
+struct Transitions {
+    cfg: NodeConfig,
+    cluster: Cluster,
+    vip: Vip,
+    steering: Option<Steering>,
+    serving: Option<Serving>,
+    status: watch::Sender<ServiceStatus>,
+    warnings: Vec<String>,
+}
+
+impl Transitions {
+    fn publish(&self) {
+        let st = ServiceStatus {
+            serving: self.serving.is_some(),
+            vip_held: self.vip.is_present().unwrap_or(false),
+            warnings: self.warnings.clone(),
+        };
+        metrics::get().serving.set(i64::from(st.serving));
+        self.status.send_if_modified(|cur| {
+            let changed = *cur != st;
+            *cur = st;
+            changed
+        });
+    }
+
+    /// Steps 1–5. On any failure the node steps back down, so it never
+    /// serves half-way (a VIP without responders, or responders without XDP).
+    async fn become_leader(&mut self, l: &Leadership) {
+        let t = Instant::now();
+        let (term, index) = (l.term, l.last_log_index.unwrap_or(0));
+        tracing::info!(target: "tandem::transition", term, index, "becoming leader");
+        // 1. Serve no stale view: wait until everything committed so far is applied here.
+        match self.cluster.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+            Ok(read) => {
+                tracing::info!(target: "tandem::transition", term, index = read.log_id().index, "step 1: applied to commit index");
+            }
+            Err(e) => {
+                tracing::warn!(target: "tandem::transition", term, index, error = %e, "step 1 failed: not leader after all");
+                return;
+            }
+        }
+        // 2. XDP passes service traffic.
+        if let Some(s) = self.steering.as_mut() {
+            if let Err(e) = s.set_role(Role::Leader) {
+                tracing::error!(target: "tandem::transition", term, index, error = %e, "step 2 failed: XDP role map");
+                self.step_down("xdp failure").await;
+                return;
+            }
+        }
+        tracing::info!(target: "tandem::transition", term, index, "step 2: XDP role = leader");
+        // 3. VIP and gratuitous ARPs.
+        let serve_cancel = CancellationToken::new();
+        if let Err(e) = self.vip.add().and_then(|()| self.vip.announce(serve_cancel.clone())) {
+            tracing::error!(target: "tandem::transition", term, index, error = %e, "step 3 failed: VIP");
+            self.warnings.push(format!("VIP: {e}"));
+            self.step_down("vip failure").await;
+            return;
+        }
+        tracing::info!(target: "tandem::transition", term, index, vip = %self.vip.addr(), "step 3: VIP added, gratuitous ARP sent");
+        // 4. Responders.
+        let mut tasks = Vec::new();
+        let dcfg = DhcpConfig { iface: self.cfg.service.interface.clone(), server_id: self.cfg.vip_addr(), port: self.cfg.service.dhcp_port };
+        let (cluster, c) = (self.cluster.clone(), serve_cancel.clone());
+        tasks.push((
+            "dhcp",
+            tokio::spawn(async move {
+                if let Err(e) = dhcp::serve(dcfg, cluster, c).await {
+                    tracing::error!(target: "tandem::transition", error = %e, "DHCP responder failed");
+                }
+            }),
+        ));
+        let tcfg = TftpConfig { root: self.cfg.artifact_dir.clone(), default_timeout: Duration::from_secs(1), max_retries: 5 };
+        let taddr = std::net::SocketAddr::from((self.cfg.vip_addr(), self.cfg.service.tftp_port));
+        let c = serve_cancel.clone();
+        tasks.push((
+            "tftp",
+            tokio::spawn(async move {
+                if let Err(e) = tftp::serve(taddr, tcfg, c).await {
+                    tracing::error!(target: "tandem::transition", error = %e, "TFTP responder failed");
+                }
+            }),
+        ));
+        self.serving = Some(Serving { cancel: serve_cancel, tasks });
+        tracing::info!(target: "tandem::transition", term, index, "step 4: responders started");
+        // 5. Report.
+        self.publish();
+        let secs = t.elapsed().as_secs_f64();
+        metrics::get().transition_seconds.get_or_create(&DirectionLabel { direction: "up".into() }).observe(secs);
+        tracing::info!(target: "tandem::transition", term, index, seconds = secs, "step 5: serving");
+    }
+
+    /// The reverse: stop responders, XDP drop, remove the VIP.
+    async fn step_down(&mut self, why: &str) {
+        let t = Instant::now();
+        let l = self.cluster.leadership().borrow().clone();
+        let (term, index) = (l.term, l.last_log_index.unwrap_or(0));
+        tracing::info!(target: "tandem::transition", term, index, why, "stepping down");
+        if let Some(s) = self.serving.take() {
+            s.cancel.cancel();
+            for (name, h) in s.tasks {
+                // Responders end promptly on cancel; abort one that does not.
+                let abort = h.abort_handle();
+                if tokio::time::timeout(Duration::from_secs(2), h).await.is_err() {
+                    tracing::warn!(target: "tandem::transition", term, index, task = name, "responder did not stop in time; aborted");
+                    abort.abort();
+                }
+            }
+        }
+        tracing::info!(target: "tandem::transition", term, index, "responders stopped");
+        if let Some(s) = self.steering.as_mut() {
+            match s.set_role(Role::Follower) {
+                Ok(()) => tracing::info!(target: "tandem::transition", term, index, "XDP role = drop"),
+                Err(e) => tracing::error!(target: "tandem::transition", term, index, error = %e, "XDP role flip failed"),
+            }
+        }
+        match self.vip.remove() {
+            Ok(()) => tracing::info!(target: "tandem::transition", term, index, "VIP removed"),
+            Err(e) => tracing::error!(target: "tandem::transition", term, index, error = %e, "VIP removal failed"),
+        }
+        self.publish();
+        metrics::get()
+            .transition_seconds
+            .get_or_create(&DirectionLabel { direction: "down".into() })
+            .observe(t.elapsed().as_secs_f64());
+    }
+}
+
+/// Runs the node until `shutdown` fires (SIGTERM/SIGINT in `main`).
+pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), AppError> {
+    for dir in [&cfg.data_dir, &cfg.artifact_dir] {
+        std::fs::create_dir_all(dir).map_err(|source| AppError::Dir { path: dir.clone(), source })?;
+    }
+    // A stale VIP must never survive a restart.
+    let vip = Vip::new(&cfg.service.interface, cfg.service.vip);
+    if vip.is_present()? {
+        tracing::warn!(target: "tandem::transition", vip = %vip.addr(), "removing a stale VIP left from an earlier run");
+    }
+    vip.remove()?;
+    let mut warnings = Vec::new();
+    let steering = if cfg.service.xdp {
+        let s = Steering::attach(&cfg.service.interface, cfg.vip_addr())?;
+        tracing::info!(target: "tandem::steering", iface = %cfg.service.interface, mode = ?s.mode(), "XDP steering attached (role = drop)");
+        Some(s)
+    } else {
+        warnings.push("XDP steering disabled by config (service.xdp = false)".into());
+        None
+    };
+
+    let store = Store::open(&cfg.data_dir)?;
+    let raft_cancel = CancellationToken::new();
+    let cluster = Cluster::start(&cfg, &store, raft_cancel.clone()).await?;
+
+    let (status_tx, status_rx) = watch::channel(ServiceStatus::default());
+    let api = Api { cluster: cluster.clone(), service: status_rx, vip: cfg.service.vip.to_string() };
+    let api_cancel = CancellationToken::new();
+    let api_addr = cfg.api_listen;
+    let api_listener = tokio::net::TcpListener::bind(api_addr).await.map_err(|source| AppError::Api { addr: api_addr, source })?;
+    let api_task = tokio::spawn(api_server::serve(api_listener, api, api_cancel.clone()));
+
+    let mut tr = Transitions { cfg, cluster: cluster.clone(), vip, steering, serving: None, status: status_tx, warnings };
+    tr.publish();
+    notify_ready();
+
+    let mut leadership = cluster.leadership();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let l = leadership.borrow_and_update().clone();
+        if l.is_leader && tr.serving.is_none() {
+            tr.become_leader(&l).await;
+        } else if !l.is_leader && tr.serving.is_some() {
+            tr.step_down("lost leadership").await;
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            r = leadership.changed() => if r.is_err() { break },
+            _ = tick.tick() => {
+                if let Some(s) = tr.steering.as_ref() {
+                    if let Err(e) = s.export_counters() {
+                        tracing::debug!(target: "tandem::steering", error = %e, "XDP counters not read");
+                    }
+                }
+            }
+        }
+    }
+    tr.step_down("shutdown").await;
+    if let Err(e) = cluster.raft.shutdown().await {
+        tracing::warn!(target: "tandem::raft", error = %e, "raft shutdown");
+    }
+    raft_cancel.cancel();
+    api_cancel.cancel();
+    let _ = api_task.await;
+    drop(tr);
+    tracing::info!(target: "tandem::transition", "stopped");
+    Ok(())
+}
+
+/// systemd `Type=notify`: tell the service manager we are up.
+fn notify_ready() {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let sock = match std::os::unix::net::UnixDatagram::unbound() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "sd_notify socket");
+            return;
+        }
+    };
+    let p = path.to_string_lossy();
+    let res = if let Some(abstract_name) = p.strip_prefix('@') {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(abstract_name.as_bytes()).and_then(|a| sock.send_to_addr(b"READY=1", &a))
+    } else {
+        sock.send_to(b"READY=1", &*p)
+    };
+    if let Err(e) = res {
+        tracing::warn!(error = %e, "sd_notify READY=1 not sent");
+    }
+}

@@ -1,0 +1,218 @@
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use ipnet::Ipv4Net;
+use serde::Deserialize;
+
+use super::{field_err, ConfigError};
+
+/// The file as written (`/etc/tandem/node.toml`). Unknown fields are refused
+/// so that a typo does not silently fall back to a default.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wire {
+    node_id: Option<u64>,
+    data_dir: Option<PathBuf>,
+    /// Where TFTP and HTTP boot serve files from; defaults to `<data_dir>/artifacts`.
+    artifact_dir: Option<PathBuf>,
+    cluster: Option<WireListen>,
+    api: Option<WireListen>,
+    service: Option<WireService>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireListen {
+    listen: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireService {
+    interface: Option<String>,
+    vip: Option<String>,
+    /// Ports are configurable for labs that cannot use the well-known ones.
+    dhcp_port: Option<u16>,
+    tftp_port: Option<u16>,
+    /// Attach the XDP steering program (default true). Off only for hosts
+    /// whose kernel cannot load it; followers then rely on the leader lease alone.
+    xdp: Option<bool>,
+}
+
+/// The service side of the node: where the VIP lives.
+#[derive(Clone, Debug)]
+pub struct ServiceIface {
+    pub interface: String,
+    /// The floating address, with its prefix length, e.g. `10.0.0.10/24`.
+    pub vip: Ipv4Net,
+    pub dhcp_port: u16,
+    pub tftp_port: u16,
+    pub xdp: bool,
+}
+
+/// A validated node config.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub node_id: u64,
+    pub data_dir: PathBuf,
+    pub artifact_dir: PathBuf,
+    pub raft_listen: SocketAddr,
+    pub api_listen: SocketAddr,
+    pub service: ServiceIface,
+}
+
+impl NodeConfig {
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Syntax { message, .. } => ConfigError::Syntax { path: path.display().to_string(), message },
+            other => other,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<NodeConfig, ConfigError> {
+        let w: Wire = toml::from_str(text)
+            .map_err(|e| ConfigError::Syntax { path: "node.toml".into(), message: e.to_string() })?;
+        w.validate()
+    }
+}
+
+fn listen(field: &str, v: Option<WireListen>) -> Result<SocketAddr, ConfigError> {
+    let s = v
+        .and_then(|l| l.listen)
+        .ok_or_else(|| field_err(field, "missing", format!("set `{field} = \"10.0.0.11:PORT\"`")))?;
+    let a: SocketAddr = s
+        .parse()
+        .map_err(|_| field_err(field, format!("{s:?} is not an address:port"), "write it as \"10.0.0.11:7480\""))?;
+    if a.ip().is_unspecified() {
+        return Err(field_err(
+            field,
+            "0.0.0.0 cannot be advertised to peers",
+            "use this node's own address on the cluster network",
+        ));
+    }
+    Ok(a)
+}
+
+impl Wire {
+    fn validate(self) -> Result<NodeConfig, ConfigError> {
+        let node_id = self
+            .node_id
+            .ok_or_else(|| field_err("node_id", "missing", "set `node_id = 1` (unique per node, >= 1)"))?;
+        if node_id == 0 {
+            return Err(field_err("node_id", "0 is reserved", "use a number >= 1, unique in the cluster"));
+        }
+        let data_dir = self.data_dir.unwrap_or_else(|| PathBuf::from("/var/lib/tandem"));
+        if !data_dir.is_absolute() {
+            return Err(field_err("data_dir", "must be an absolute path", "e.g. data_dir = \"/var/lib/tandem\""));
+        }
+        let artifact_dir = self.artifact_dir.unwrap_or_else(|| data_dir.join("artifacts"));
+        let raft_listen = listen("cluster.listen", self.cluster)?;
+        let api_listen = listen("api.listen", self.api)?;
+        if raft_listen == api_listen {
+            return Err(field_err("api.listen", "same as cluster.listen", "use another port, e.g. 7481"));
+        }
+        let s = self
+            .service
+            .ok_or_else(|| field_err("service", "missing section", "add [service] with interface and vip"))?;
+        let interface = s
+            .interface
+            .ok_or_else(|| field_err("service.interface", "missing", "name the LAN interface, e.g. \"eth1\""))?;
+        if interface.is_empty() || interface.len() > 15 || interface.contains('/') {
+            return Err(field_err(
+                "service.interface",
+                format!("{interface:?} is not a valid interface name"),
+                "use the name `ip link` shows, at most 15 characters",
+            ));
+        }
+        let vip_s = s
+            .vip
+            .ok_or_else(|| field_err("service.vip", "missing", "set the floating address with prefix, e.g. \"10.0.0.10/24\""))?;
+        let vip: Ipv4Net = vip_s.parse().map_err(|_| {
+            field_err(
+                "service.vip",
+                format!("{vip_s:?} is not an IPv4 address with prefix length"),
+                "write it as \"10.0.0.10/24\"",
+            )
+        })?;
+        let a = vip.addr();
+        if a.is_unspecified() || a.is_broadcast() || a.is_multicast() || a == vip.network() || a == vip.broadcast() {
+            return Err(field_err(
+                "service.vip",
+                format!("{a} cannot be a host address in {}", vip.trunc()),
+                "pick an unused host address of the LAN",
+            ));
+        }
+        if raft_listen.ip() == std::net::IpAddr::V4(a) {
+            return Err(field_err(
+                "service.vip",
+                "equals this node's own cluster address",
+                "the VIP floats between nodes; give it its own address",
+            ));
+        }
+        Ok(NodeConfig {
+            node_id,
+            data_dir,
+            artifact_dir,
+            raft_listen,
+            api_listen,
+            service: ServiceIface {
+                interface,
+                vip,
+                dhcp_port: s.dhcp_port.unwrap_or(67),
+                tftp_port: s.tftp_port.unwrap_or(69),
+                xdp: s.xdp.unwrap_or(true),
+            },
+        })
+    }
+}
+
+impl NodeConfig {
+    #[must_use]
+    pub fn vip_addr(&self) -> Ipv4Addr {
+        self.service.vip.addr()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+node_id = 1
+data_dir = "/var/lib/tandem"
+[cluster]
+listen = "10.0.0.11:7480"
+[api]
+listen = "10.0.0.11:7481"
+[service]
+interface = "eth1"
+vip = "10.0.0.10/24"
+"#;
+
+    #[test]
+    fn parses_the_design_example() {
+        let c = NodeConfig::parse(GOOD).unwrap();
+        assert_eq!(c.node_id, 1);
+        assert_eq!(c.vip_addr(), Ipv4Addr::new(10, 0, 0, 10));
+        assert_eq!(c.artifact_dir, PathBuf::from("/var/lib/tandem/artifacts"));
+        assert_eq!(c.service.dhcp_port, 67);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let bad_vip = GOOD.replace("10.0.0.10/24", "10.0.0.300/24");
+        let e = NodeConfig::parse(&bad_vip).unwrap_err().to_string();
+        assert!(e.contains("service.vip"), "{e}");
+        let no_id = GOOD.replace("node_id = 1", "");
+        let e = NodeConfig::parse(&no_id).unwrap_err().to_string();
+        assert!(e.contains("node_id"), "{e}");
+        let typo = GOOD.replace("interface =", "interfac =");
+        let e = NodeConfig::parse(&typo).unwrap_err().to_string();
+        assert!(e.contains("interfac"), "{e}");
+        let zero = GOOD.replace("10.0.0.11:7481", "0.0.0.0:7481");
+        let e = NodeConfig::parse(&zero).unwrap_err().to_string();
+        assert!(e.contains("api.listen"), "{e}");
+    }
+}

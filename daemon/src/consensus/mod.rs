@@ -1,0 +1,19 @@
+//! # Layout
+//! The only module that touches openraft.
+//!
+//! - `types`: [`TypeConfig`] (log payload = [`crate::model::Command`]) and [`NodeInfo`].
+//! - `handle`: [`ClusterHandle`], the small interface services use (propose, read).
+//! - `network`: Raft RPCs between peers over TCP (length-prefixed JSON frames).
+//! - `node`: starting Raft on the store ([`Cluster::start`]), leadership watch.
+
+mod handle;
+mod network;
+mod node;
+mod types;
+
+pub use handle::{ClusterHandle, ProposeError};
+pub use node::{Cluster, ConsensusError, Leadership, ELECTION_MAX_MS, ELECTION_MIN_MS, HEARTBEAT_MS};
+pub use types::{NodeId, NodeInfo, TypeConfig};
+
+/// The Raft instance: our type config over the redb state machine.
+pub type Raft = openraft::Raft<TypeConfig, crate::store::StateMachine>;

@@ -1,0 +1,266 @@
+//! The DHCP socket loop: receive, decide (pure handler), commit through Raft,
+//! then reply. The order is the contract: a lease is committed to a quorum
+//! before its DHCPACK leaves the node.
+//!
+//! ```text
+//!   UDP :67 (bound to the service interface)
+//!        │ decode ── malformed ──▶ count + rate-limited log, drop
+//!        ▼
+//!   handler::handle(req, state, offers, now) ──▶ Action
+//!        │ Reply/Offer ────────────────────────▶ send now
+//!        │ CommitThenReply ─▶ task: propose ─▶ applied Ok ─▶ send ACK
+//!        │                                   └▶ rejected  ─▶ send NAK
+//!        │ Commit ──────────▶ task: propose (RELEASE/DECLINE)
+//! ```
+//! Proposals run in their own tasks so that many are in flight at once and
+//! Raft batches them into one fsync (group commit).
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use dhcproto::v4::{Message, MessageType};
+use dhcproto::{Decodable, Decoder, Encodable};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+
+use super::allocator::{Allocator, Offers};
+use super::handler::{self, Action, Context, Destination};
+use crate::consensus::ClusterHandle;
+use crate::metrics;
+use crate::model::CommandResponse;
+use crate::services::link::{udp_frame, RawLink, BROADCAST};
+
+pub const CLIENT_PORT: u16 = 68;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DhcpError {
+    #[error("cannot open the DHCP socket on {iface}:{port}: {source}")]
+    Bind {
+        iface: String,
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open a raw socket on {iface}: {source}")]
+    Link {
+        iface: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub struct DhcpConfig {
+    pub iface: String,
+    /// The VIP: server identifier and the source of every reply.
+    pub server_id: Ipv4Addr,
+    pub port: u16,
+}
+
+/// Everything a reply needs to leave the node.
+struct Sender {
+    udp: Arc<UdpSocket>,
+    link: RawLink,
+    server_id: Ipv4Addr,
+    port: u16,
+}
+
+impl Sender {
+    fn send(&self, msg: &Message, to: &Destination) {
+        let Ok(bytes) = msg.to_vec() else {
+            tracing::error!(target: "tandem::dhcp", "cannot encode reply");
+            return;
+        };
+        let kind = msg.opts().msg_type().map_or("bootreply", msg_name);
+        let res = match *to {
+            Destination::Relay(giaddr) => send_from(&self.udp, &bytes, self.server_id, SocketAddrV4::new(giaddr, self.port)),
+            Destination::Unicast(ip) => send_from(&self.udp, &bytes, self.server_id, SocketAddrV4::new(ip, CLIENT_PORT)),
+            Destination::L2Unicast { mac, ip } => {
+                let f = udp_frame(self.link.mac, mac, (self.server_id, self.port), (ip, CLIENT_PORT), &bytes);
+                self.link.send(mac, &f)
+            }
+            Destination::Broadcast => {
+                let f = udp_frame(self.link.mac, BROADCAST, (self.server_id, self.port), (Ipv4Addr::BROADCAST, CLIENT_PORT), &bytes);
+                self.link.send(BROADCAST, &f)
+            }
+        };
+        match res {
+            Ok(()) => metrics::dhcp_packet(kind, "out"),
+            Err(e) => tracing::warn!(target: "tandem::dhcp", error = %e, ?to, "reply not sent"),
+        }
+    }
+}
+
+/// Sends a UDP datagram whose source address is `src` (the VIP) even though
+/// the socket is bound to 0.0.0.0, using `IP_PKTINFO`.
+fn send_from(sock: &UdpSocket, buf: &[u8], src: Ipv4Addr, dst: SocketAddrV4) -> std::io::Result<()> {
+    let dst_sa = libc::sockaddr_in {
+        sin_family: libc::AF_INET as u16,
+        sin_port: dst.port().to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from(*dst.ip()).to_be() },
+        sin_zero: [0; 8],
+    };
+    let pktinfo = libc::in_pktinfo {
+        ipi_ifindex: 0,
+        ipi_spec_dst: libc::in_addr { s_addr: u32::from(src).to_be() },
+        ipi_addr: libc::in_addr { s_addr: 0 },
+    };
+    // u64-aligned buffer large enough for one in_pktinfo control message.
+    let mut cbuf = [0u64; 8];
+    let mut iov = libc::iovec { iov_base: buf.as_ptr() as *mut _, iov_len: buf.len() };
+    // SAFETY: msghdr is plain old data; every pointer below outlives the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = std::ptr::addr_of!(dst_sa) as *mut _;
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::in_pktinfo>() as u32) } as usize;
+    // SAFETY: msg_control points at a buffer of msg_controllen bytes.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::IPPROTO_IP;
+        (*c).cmsg_type = libc::IP_PKTINFO;
+        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::in_pktinfo>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<libc::in_pktinfo>(), pktinfo);
+    }
+    // SAFETY: valid fd and msghdr.
+    let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn msg_name(t: MessageType) -> &'static str {
+    match t {
+        MessageType::Discover => "discover",
+        MessageType::Offer => "offer",
+        MessageType::Request => "request",
+        MessageType::Decline => "decline",
+        MessageType::Ack => "ack",
+        MessageType::Nak => "nak",
+        MessageType::Release => "release",
+        MessageType::Inform => "inform",
+        _ => "other",
+    }
+}
+
+fn bind(cfg: &DhcpConfig) -> Result<UdpSocket, DhcpError> {
+    let err = |source| DhcpError::Bind { iface: cfg.iface.clone(), port: cfg.port, source };
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
+    s.set_reuse_address(true).map_err(err)?;
+    s.set_broadcast(true).map_err(err)?;
+    // Only the service interface: Raft and the API live on the same host.
+    s.bind_device(Some(cfg.iface.as_bytes())).map_err(err)?;
+    s.set_nonblocking(true).map_err(err)?;
+    s.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, cfg.port)).into()).map_err(err)?;
+    UdpSocket::from_std(s.into()).map_err(err)
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Rate limit for malformed-packet warnings: at most one line per second;
+/// the counter carries the full number.
+struct Throttle(Option<Instant>);
+
+impl Throttle {
+    fn ready(&mut self) -> bool {
+        let now = Instant::now();
+        match self.0 {
+            Some(t) if now.duration_since(t).as_secs() < 1 => false,
+            _ => {
+                self.0 = Some(now);
+                true
+            }
+        }
+    }
+}
+
+/// Serves DHCP until `cancel` fires.
+pub async fn serve<C: ClusterHandle>(cfg: DhcpConfig, cluster: C, cancel: CancellationToken) -> Result<(), DhcpError> {
+    let udp = Arc::new(bind(&cfg)?);
+    let link = RawLink::open(&cfg.iface).map_err(|source| DhcpError::Link { iface: cfg.iface.clone(), source })?;
+    let sender = Arc::new(Sender { udp: udp.clone(), link, server_id: cfg.server_id, port: cfg.port });
+    let mut offers = Offers::new();
+    let mut alloc = Allocator::new();
+    let mut buf = vec![0u8; 4096];
+    let mut throttle = Throttle(None);
+    let tasks = tokio_util::task::TaskTracker::new();
+    tracing::info!(target: "tandem::dhcp", iface = %cfg.iface, server_id = %cfg.server_id, port = cfg.port, "DHCP responder started");
+    loop {
+        // cancel-safety: recv_from is cancel-safe; a datagram is either returned or left queued.
+        let (n, peer) = tokio::select! {
+            () = cancel.cancelled() => break,
+            r = udp.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                Err(e) => { tracing::warn!(target: "tandem::dhcp", error = %e, "recv failed"); continue; }
+            },
+        };
+        let started = Instant::now();
+        let req = match Message::decode(&mut Decoder::new(&buf[..n])) {
+            Ok(m) => m,
+            Err(e) => {
+                metrics::get().dhcp_malformed.inc();
+                if throttle.ready() {
+                    tracing::warn!(target: "tandem::dhcp", %peer, len = n, error = %e, "malformed DHCP packet dropped");
+                }
+                continue;
+            }
+        };
+        metrics::dhcp_packet(req.opts().msg_type().map_or("bootrequest", msg_name), "in");
+        let now = unix_now();
+        offers.expire(now);
+        let ctx = Context { server_id: cfg.server_id, now };
+        let action = cluster.read(|state| handler::handle(&req, state, &offers, &mut alloc, &ctx));
+        metrics::get().dhcp_decision_seconds.observe(started.elapsed().as_secs_f64());
+        match action {
+            Action::Drop { reason } => {
+                tracing::debug!(target: "tandem::dhcp::packet", xid = req.xid(), chaddr = ?req.chaddr(), reason, "no reply");
+            }
+            Action::Reply { reply, to } => sender.send(&reply, &to),
+            Action::Offer { reply, to, ip, mac, until } => {
+                offers.record(ip, mac, until);
+                sender.send(&reply, &to);
+            }
+            Action::CommitThenReply { cmd, reply, nak, to } => {
+                let (cluster, sender) = (cluster.clone(), sender.clone());
+                tasks.spawn(async move {
+                    let t = Instant::now();
+                    match cluster.propose(cmd).await {
+                        Ok(CommandResponse::Ok) => {
+                            metrics::get().raft_commit_seconds.observe(t.elapsed().as_secs_f64());
+                            sender.send(&reply, &to);
+                        }
+                        Ok(CommandResponse::Rejected { reason }) => {
+                            tracing::info!(target: "tandem::dhcp", xid = reply.xid(), reason, "grant rejected at apply; NAK");
+                            sender.send(&nak, &to);
+                        }
+                        Err(e) => {
+                            // No ACK without a commit; the client retries.
+                            tracing::warn!(target: "tandem::dhcp", xid = reply.xid(), error = %e, "lease not committed; no reply");
+                        }
+                    }
+                });
+            }
+            Action::Commit { cmd } => {
+                let cluster = cluster.clone();
+                tasks.spawn(async move {
+                    if let Err(e) = cluster.propose(cmd).await {
+                        tracing::warn!(target: "tandem::dhcp", error = %e, "release/decline not committed");
+                    }
+                });
+            }
+        }
+    }
+    tasks.close();
+    tasks.wait().await;
+    tracing::info!(target: "tandem::dhcp", "DHCP responder stopped");
+    Ok(())
+}
+

@@ -1,0 +1,173 @@
+//! Layer-2 sending on the service interface: DHCP replies to clients that have
+//! no address yet (unicast to chaddr or broadcast) and gratuitous ARP both need
+//! frames built by hand, because the kernel would ARP for an address the
+//! client does not hold yet.
+
+use std::ffi::CString;
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use crate::model::Mac;
+
+pub const BROADCAST: Mac = Mac([0xff; 6]);
+
+/// An `AF_PACKET` socket bound to one interface, used for sending only.
+pub struct RawLink {
+    fd: OwnedFd,
+    ifindex: i32,
+    /// The interface's own hardware address (the Ethernet source).
+    pub mac: Mac,
+}
+
+impl RawLink {
+    pub fn open(iface: &str) -> io::Result<RawLink> {
+        let name = CString::new(iface).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name"))?;
+        // SAFETY: plain libc calls with valid arguments; results are checked.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        if ifindex == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // Protocol 0: this socket receives nothing, it only sends.
+        // SAFETY: socket(2) with constant arguments.
+        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a fresh, owned descriptor.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let mac = hw_addr(&fd, iface)?;
+        Ok(RawLink { fd, ifindex: ifindex as i32, mac })
+    }
+
+    /// Sends one complete Ethernet frame (the caller built the header).
+    pub fn send(&self, dst: Mac, frame: &[u8]) -> io::Result<()> {
+        // SAFETY: sockaddr_ll is plain old data; zeroed is a valid value.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_ifindex = self.ifindex;
+        sll.sll_halen = 6;
+        sll.sll_addr[..6].copy_from_slice(&dst.0);
+        // SAFETY: the buffer and address are valid for the given lengths.
+        let n = unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                std::ptr::addr_of!(sll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+fn hw_addr(fd: &OwnedFd, iface: &str) -> io::Result<Mac> {
+    // SAFETY: ifreq is plain old data; zeroed is valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(iface.bytes()) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFHWADDR fills ifr_hwaddr of a valid ifreq.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFHWADDR, &mut req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the ioctl succeeded, so the union holds the hardware address.
+    let data = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
+    let mut m = [0u8; 6];
+    for (d, s) in m.iter_mut().zip(data.iter()) {
+        *d = *s as u8;
+    }
+    Ok(Mac(m))
+}
+
+/// The one's-complement checksum of IPv4 headers (RFC 1071).
+fn checksum(words: &[u8], initial: u32) -> u16 {
+    let mut sum = initial;
+    for c in words.chunks(2) {
+        let w = if c.len() == 2 { u16::from_be_bytes([c[0], c[1]]) } else { u16::from_be_bytes([c[0], 0]) };
+        sum += u32::from(w);
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Ethernet + IPv4 + UDP around `payload`.
+#[must_use]
+pub fn udp_frame(src_mac: Mac, dst_mac: Mac, src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), payload: &[u8]) -> Vec<u8> {
+    let udp_len = 8 + payload.len();
+    let ip_len = 20 + udp_len;
+    let mut f = Vec::with_capacity(14 + ip_len);
+    f.extend_from_slice(&dst_mac.0);
+    f.extend_from_slice(&src_mac.0);
+    f.extend_from_slice(&0x0800u16.to_be_bytes());
+    let ip_start = f.len();
+    f.extend_from_slice(&[0x45, 0x10]); // IHL 5; DSCP low-delay like ISC dhcpd
+    f.extend_from_slice(&(ip_len as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0, 0x40, 0]); // id 0, DF
+    f.extend_from_slice(&[64, 17, 0, 0]); // TTL, UDP, checksum placeholder
+    f.extend_from_slice(&src.0.octets());
+    f.extend_from_slice(&dst.0.octets());
+    let ck = checksum(&f[ip_start..ip_start + 20], 0);
+    f[ip_start + 10..ip_start + 12].copy_from_slice(&ck.to_be_bytes());
+    let udp_start = f.len();
+    f.extend_from_slice(&src.1.to_be_bytes());
+    f.extend_from_slice(&dst.1.to_be_bytes());
+    f.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(payload);
+    // UDP checksum over the pseudo-header; 0 would mean "none", so map it to 0xffff.
+    let mut pseudo = u32::from(u16::from_be_bytes([src.0.octets()[0], src.0.octets()[1]]));
+    pseudo += u32::from(u16::from_be_bytes([src.0.octets()[2], src.0.octets()[3]]));
+    pseudo += u32::from(u16::from_be_bytes([dst.0.octets()[0], dst.0.octets()[1]]));
+    pseudo += u32::from(u16::from_be_bytes([dst.0.octets()[2], dst.0.octets()[3]]));
+    pseudo += 17 + udp_len as u32;
+    let mut ck = checksum(&f[udp_start..], pseudo);
+    if ck == 0 {
+        ck = 0xffff;
+    }
+    f[udp_start + 6..udp_start + 8].copy_from_slice(&ck.to_be_bytes());
+    f
+}
+
+/// A gratuitous ARP request announcing that `ip` is at `mac`.
+#[must_use]
+pub fn garp_frame(mac: Mac, ip: Ipv4Addr) -> Vec<u8> {
+    let mut f = Vec::with_capacity(42);
+    f.extend_from_slice(&BROADCAST.0);
+    f.extend_from_slice(&mac.0);
+    f.extend_from_slice(&0x0806u16.to_be_bytes());
+    f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]); // Ethernet, IPv4, request
+    f.extend_from_slice(&mac.0);
+    f.extend_from_slice(&ip.octets());
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&ip.octets());
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_header_checksum_verifies() {
+        let f = udp_frame(Mac([2; 6]), BROADCAST, ([10, 0, 0, 1].into(), 67), ([255; 4].into(), 68), b"hello");
+        // Summing a header that carries its checksum gives 0 after complement.
+        assert_eq!(checksum(&f[14..34], 0), 0);
+        assert_eq!(f.len(), 14 + 20 + 8 + 5);
+    }
+
+    #[test]
+    fn garp_is_a_request_for_itself() {
+        let f = garp_frame(Mac([2, 0, 0, 0, 0, 9]), [10, 0, 0, 10].into());
+        assert_eq!(&f[12..14], &[8, 6]);
+        assert_eq!(&f[28..32], &[10, 0, 0, 10]);
+        assert_eq!(&f[38..42], &[10, 0, 0, 10]);
+    }
+}

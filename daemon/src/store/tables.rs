@@ -1,0 +1,52 @@
+//! The redb tables of `tandem.redb`. Every value is sealed (see
+//! [`super::codec`]): a tag, a CRC-32C and a JSON payload.
+//!
+//! ```text
+//!   raft_log    u64 index      -> Entry<TypeConfig>        log store
+//!   raft_meta   &str           -> vote | committed | last_purged | format
+//!   sm_meta     &str           -> last_applied | last_membership | config
+//!   sm_leases   u32 (IPv4, BE) -> Lease                    one row per address
+//!   snapshot    &str           -> meta | data              the latest snapshot
+//! ```
+//!
+//! Invariants:
+//! - `raft_log` keys are contiguous; every key is greater than the index of
+//!   `raft_meta.last_purged`.
+//! - `sm_meta.last_applied`, `sm_meta.config` and `sm_leases` are written in
+//!   the same transaction, so they always describe the same point of the log.
+//! - `snapshot.meta` and `snapshot.data` are written together.
+
+use redb::TableDefinition;
+
+pub(super) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
+pub(super) const RAFT_META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
+pub(super) const SM_META: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_meta");
+/// Keyed by the address as a big-endian `u32`, so the table's order is the
+/// address order of `State::leases`.
+pub(super) const LEASES: TableDefinition<u32, &[u8]> = TableDefinition::new("sm_leases");
+pub(super) const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
+
+/// Keys of [`RAFT_META`].
+pub(super) mod raft_meta {
+    pub const VOTE: &str = "vote";
+    pub const COMMITTED: &str = "committed";
+    pub const LAST_PURGED: &str = "last_purged";
+    /// The on-disk layout version; a file written by a newer layout is refused.
+    pub const FORMAT: &str = "format";
+}
+
+/// Keys of [`SM_META`].
+pub(super) mod sm_meta {
+    pub const LAST_APPLIED: &str = "last_applied";
+    pub const LAST_MEMBERSHIP: &str = "last_membership";
+    pub const CONFIG: &str = "config";
+}
+
+/// Keys of [`SNAPSHOT`].
+pub(super) mod snapshot {
+    pub const META: &str = "meta";
+    pub const DATA: &str = "data";
+}
+
+/// The layout described above.
+pub(super) const FORMAT_VERSION: u32 = 1;

@@ -1,0 +1,174 @@
+//! The `tandem` command line. Exit codes (DESIGN.md section 4): 0 ok,
+//! 1 the operation failed, 2 usage error (clap), 3 no quorum or no leader reachable.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::api::client::{Client, ClientError};
+use crate::api::dto::{ApplyDto, StatusDto};
+use crate::model::{Lease, LeaseState, ServiceConfig};
+
+pub const DEFAULT_CONFIG: &str = "/etc/tandem/node.toml";
+
+#[derive(Parser, Debug)]
+#[command(name = "tandem", version, about = "Highly available DHCP + TFTP + HTTP boot")]
+pub struct Cli {
+    /// Admin API of the node to talk to (default: this node's `api.listen` from
+    /// its config, else 127.0.0.1:7481).
+    #[arg(long, global = true, env = "TANDEM_API")]
+    pub api: Option<String>,
+    /// Node config, used to find the local API address.
+    #[arg(long, global = true, default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Run the node in the foreground (systemd Type=notify).
+    Daemon,
+    /// This node's view of the cluster.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Leases.
+    Lease {
+        #[command(subcommand)]
+        cmd: LeaseCmd,
+    },
+    /// Apply a service config file (subnets, pools, reservations, profiles) declaratively.
+    Apply { file: PathBuf },
+    /// Print the service config as TOML (round-trips with `apply`).
+    Export,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LeaseCmd {
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn api_base(cli: &Cli) -> String {
+    if let Some(a) = &cli.api {
+        return a.clone();
+    }
+    match crate::config::NodeConfig::load(&cli.config) {
+        Ok(c) => c.api_listen.to_string(),
+        Err(_) => "127.0.0.1:7481".into(),
+    }
+}
+
+fn fail(e: &ClientError) -> ExitCode {
+    eprintln!("tandem: {e}");
+    match e {
+        ClientError::Unreachable { .. } | ClientError::NoLeader(_) => ExitCode::from(3),
+        _ => ExitCode::from(1),
+    }
+}
+
+fn print_json<T: serde::Serialize>(v: &T) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")));
+}
+
+/// Runs an admin subcommand (everything but `daemon`).
+#[must_use]
+pub fn run_admin(cli: &Cli) -> ExitCode {
+    let client = Client::new(&api_base(cli));
+    match &cli.cmd {
+        Cmd::Daemon => unreachable!("main runs the daemon itself"),
+        Cmd::Status { json } => match client.get::<StatusDto>("/v1/status") {
+            Ok(s) if *json => {
+                print_json(&s);
+                ExitCode::SUCCESS
+            }
+            Ok(s) => {
+                print_status(&s);
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
+        Cmd::Lease { cmd: LeaseCmd::List { json } } => match client.get::<Vec<Lease>>("/v1/leases") {
+            Ok(l) if *json => {
+                print_json(&l);
+                ExitCode::SUCCESS
+            }
+            Ok(l) => {
+                print_leases(&l);
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
+        Cmd::Apply { file } => {
+            let text = match std::fs::read_to_string(file) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("tandem: cannot read {}: {e}", file.display());
+                    return ExitCode::from(1);
+                }
+            };
+            let cfg = match crate::config::service::parse(&text) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("tandem: {}: {e}", file.display());
+                    return ExitCode::from(1);
+                }
+            };
+            match client.put::<_, ApplyDto>("/v1/config", &cfg) {
+                Ok(a) => {
+                    println!(
+                        "applied at index {}: {} subnet(s), {} reservation(s), {} profile(s)",
+                        a.applied_index, a.subnets, a.reservations, a.profiles
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        Cmd::Export => match client.get::<ServiceConfig>("/v1/config") {
+            Ok(c) => {
+                print!("{}", crate::config::service::to_toml(&c));
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
+    }
+}
+
+fn print_status(s: &StatusDto) {
+    println!("node {}  role {}  term {}  leader {}", s.node_id, s.role, s.term, s.leader.map_or("none".into(), |l| l.to_string()));
+    println!(
+        "log {}  applied {}  vip {} {}  serving {}",
+        s.last_log_index.map_or("-".into(), |i| i.to_string()),
+        s.applied_index.map_or("-".into(), |i| i.to_string()),
+        s.vip,
+        if s.vip_held { "(held here)" } else { "(not here)" },
+        if s.serving { "yes" } else { "no" }
+    );
+    println!("{:<4} {:<22} {:<22} ROLE", "ID", "RAFT", "API");
+    for m in &s.members {
+        println!("{:<4} {:<22} {:<22} {}", m.id, m.raft, m.api, m.role);
+    }
+    for w in &s.warnings {
+        println!("warning: {w}");
+    }
+}
+
+fn print_leases(ls: &[Lease]) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    println!("{:<16} {:<18} {:<9} {:>8}  HOSTNAME", "IP", "MAC", "STATE", "EXPIRES");
+    for l in ls {
+        let state = match l.state {
+            LeaseState::Bound if l.is_active(now) => "bound",
+            LeaseState::Bound => "expired",
+            LeaseState::Declined => "declined",
+        };
+        let left = l.expires_at.saturating_sub(now);
+        println!("{:<16} {:<18} {:<9} {:>7}s  {}", l.ip, l.mac, state, left, l.hostname.as_deref().unwrap_or(""));
+    }
+}

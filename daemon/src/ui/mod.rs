@@ -1,0 +1,6 @@
+//! # Layout
+//! What operators type and see. Built on `api::client` and `api::dto` only.
+//!
+//! - `cli`: the `tandem` command line (clap), its exit codes and output.
+
+pub mod cli;

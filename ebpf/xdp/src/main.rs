@@ -1,0 +1,208 @@
+//! # Layout
+//! The XDP program that keeps followers silent (DESIGN.md §2, §9: "two
+//! independent guards"). One entry point, [`steer`], classifies each frame
+//! into a [`Proto`], decides a [`Verdict`] from the role map, counts the pair
+//! and returns the action.
+//!
+//! - Leader (`ROLE` = [`ROLE_LEADER`]): pass everything.
+//! - Follower (`ROLE` = [`ROLE_DROP`], also the value of a fresh map): drop
+//!   DHCP (UDP dst 67), TFTP (UDP dst 69) and ARP requests for the VIP; pass
+//!   everything else, so Raft, the API and ssh keep working.
+//!
+//! Frames are Ethernet with at most one 802.1Q/802.1ad tag. Parsing never
+//! drops: a frame too short for the header the program wants next is
+//! "other" and passes, so the kernel decides about it as it would without
+//! XDP. `XDP_ABORTED` is reserved for map lookups failing, which cannot
+//! happen with the fixed single-entry maps and would mean a broken loader.
+#![no_std]
+#![no_main]
+
+use core::mem::size_of;
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    macros::{map, xdp},
+    maps::{Array, PerCpuArray},
+    programs::XdpContext,
+};
+use tandem_ebpf_common::{
+    counter_index, Config, Proto, Verdict, COUNTER_SLOTS, PORT_DHCP, PORT_TFTP, ROLE_LEADER,
+};
+
+#[map(name = "ROLE")]
+static ROLE: Array<u32> = Array::with_max_entries(1, 0);
+
+#[map(name = "CONFIG")]
+static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+#[map(name = "COUNTERS")]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+
+const ETH_HLEN: usize = 14;
+const VLAN_HLEN: usize = 4;
+const ETH_P_IPV4: u16 = 0x0800;
+const ETH_P_ARP: u16 = 0x0806;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88A8;
+const IPPROTO_UDP: u8 = 17;
+/// ARP opcode of a request.
+const ARPOP_REQUEST: u16 = 1;
+
+#[xdp]
+pub fn steer(ctx: XdpContext) -> u32 {
+    match try_steer(&ctx) {
+        Ok(action) => action,
+        Err(()) => xdp_action::XDP_ABORTED,
+    }
+}
+
+fn try_steer(ctx: &XdpContext) -> Result<u32, ()> {
+    let vip_be = CONFIG.get(0).ok_or(())?.vip_be;
+    let leader = *ROLE.get(0).ok_or(())? == ROLE_LEADER;
+
+    let (proto, arp_request) = classify(ctx, vip_be);
+    let verdict = match proto {
+        Proto::Dhcp | Proto::Tftp if !leader => Verdict::Drop,
+        // Only requests: a reply addressed to the VIP answers the leader's own
+        // ARP and is unicast to its MAC; a follower has no reason to eat it.
+        Proto::ArpVip if !leader && arp_request => Verdict::Drop,
+        _ => Verdict::Pass,
+    };
+
+    let slot = COUNTERS.get_ptr_mut(counter_index(proto, verdict)).ok_or(())?;
+    // SAFETY: the pointer comes from a successful lookup in a per-CPU array,
+    // so it is valid and only this CPU writes it while this program runs.
+    unsafe { *slot += 1 };
+
+    Ok(match verdict {
+        Verdict::Pass => xdp_action::XDP_PASS,
+        Verdict::Drop => xdp_action::XDP_DROP,
+    })
+}
+
+/// Classifies a frame; the bool says "ARP request" (opcode 1). Never fails:
+/// anything it cannot read is [`Proto::Other`].
+#[inline(always)]
+fn classify(ctx: &XdpContext, vip_be: u32) -> (Proto, bool) {
+    let Some(mut ethertype) = read_be16(ctx, 12) else {
+        return (Proto::Other, false);
+    };
+    let mut l3 = ETH_HLEN;
+    if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
+        // One tag: TCI (2 bytes), then the inner ethertype.
+        let Some(inner) = read_be16(ctx, ETH_HLEN + 2) else {
+            return (Proto::Other, false);
+        };
+        ethertype = inner;
+        l3 += VLAN_HLEN;
+    }
+    match ethertype {
+        ETH_P_ARP => classify_arp(ctx, l3, vip_be),
+        ETH_P_IPV4 => (classify_ipv4(ctx, l3), false),
+        _ => (Proto::Other, false),
+    }
+}
+
+/// ARP for Ethernet/IPv4 (the only kind that carries an IPv4 VIP):
+///
+/// ```text
+/// 0 htype(2) 2 ptype(2) 4 hlen(1) 5 plen(1) 6 oper(2)
+/// 8 sha(6) 14 spa(4) 18 tha(6) 24 tpa(4)   = 28 bytes
+/// ```
+#[inline(always)]
+fn classify_arp(ctx: &XdpContext, arp: usize, vip_be: u32) -> (Proto, bool) {
+    let Ok(fixed) = ptr_at::<[u8; 8]>(ctx, arp) else {
+        return (Proto::Other, false);
+    };
+    // SAFETY: `ptr_at` checked that the 8 bytes lie inside the packet.
+    let fixed = unsafe { *fixed };
+    let eth_ipv4 = fixed[0..4] == [0, 1, 0x08, 0x00] && fixed[4] == 6 && fixed[5] == 4;
+    if !eth_ipv4 || vip_be == 0 {
+        return (Proto::Other, false);
+    }
+    let request = u16::from_be_bytes([fixed[6], fixed[7]]) == ARPOP_REQUEST;
+    let (Some(spa), Some(tpa)) = (read_ne32(ctx, arp + 14), read_ne32(ctx, arp + 24)) else {
+        return (Proto::Other, false);
+    };
+    // Sender first: a gratuitous ARP from another host (spa == tpa == VIP)
+    // is a claim on the VIP, which the daemon must see, never a question.
+    if spa == vip_be {
+        (Proto::ArpConflict, request)
+    } else if tpa == vip_be {
+        (Proto::ArpVip, request)
+    } else {
+        (Proto::Other, request)
+    }
+}
+
+/// IPv4, with options (IHL > 5), then UDP's destination port.
+#[inline(always)]
+fn classify_ipv4(ctx: &XdpContext, ip: usize) -> Proto {
+    let Ok(hdr) = ptr_at::<[u8; 20]>(ctx, ip) else {
+        return Proto::Other;
+    };
+    // SAFETY: `ptr_at` checked that the 20 bytes lie inside the packet.
+    let hdr = unsafe { *hdr };
+    if hdr[0] >> 4 != 4 || hdr[9] != IPPROTO_UDP {
+        return Proto::Other;
+    }
+    // A non-first fragment carries no UDP header: its first bytes are payload,
+    // so reading a "port" there would drop random traffic.
+    let frag_offset = u16::from_be_bytes([hdr[6], hdr[7]]) & 0x1FFF;
+    if frag_offset != 0 {
+        return Proto::Other;
+    }
+    let ihl = usize::from(hdr[0] & 0x0F) * 4;
+    if ihl < 20 {
+        return Proto::Other;
+    }
+    match read_be16(ctx, ip + ihl + 2) {
+        Some(PORT_DHCP) => Proto::Dhcp,
+        Some(PORT_TFTP) => Proto::Tftp,
+        _ => Proto::Other,
+    }
+}
+
+#[inline(always)]
+fn read_be16(ctx: &XdpContext, offset: usize) -> Option<u16> {
+    let p = ptr_at::<[u8; 2]>(ctx, offset).ok()?;
+    // SAFETY: `ptr_at` checked that the 2 bytes lie inside the packet.
+    Some(u16::from_be_bytes(unsafe { *p }))
+}
+
+/// Reads 4 bytes as they lie in the packet (network order kept), for
+/// comparing against addresses stored in network order.
+#[inline(always)]
+fn read_ne32(ctx: &XdpContext, offset: usize) -> Option<u32> {
+    let p = ptr_at::<[u8; 4]>(ctx, offset).ok()?;
+    // SAFETY: `ptr_at` checked that the 4 bytes lie inside the packet.
+    Some(u32::from_ne_bytes(unsafe { *p }))
+}
+
+/// The one bounds check every read goes through: a pointer to a `T` at
+/// `offset` bytes into the packet, if all of it lies before `data_end`. `T`
+/// is always a byte array, so alignment does not matter. The verifier
+/// accepts the later dereference because of exactly this comparison.
+#[inline(always)]
+fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, ()> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + offset + size_of::<T>() > end {
+        return Err(());
+    }
+    Ok((start + offset) as *const T)
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // Unreachable in a verified program: the verifier rejects any path that
+    // could get here. The loop satisfies the `!` type.
+    loop {}
+}
+
+/// The kernel reads the license from this section. No GPL-only helper is
+/// used, so the project's own licence is declared.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 11] = *b"Apache-2.0\0";
