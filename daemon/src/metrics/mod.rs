@@ -115,7 +115,7 @@ impl Metrics {
             tftp_active: reg!("tftp_active", "TFTP transfers in progress", Gauge::default()),
             tftp_denied: reg!("tftp_denied", "TFTP requests refused for escaping the artifact directory", Counter::default()),
             http_requests: reg!("http_requests", "HTTP boot requests by status code", Family::default()),
-            xdp_packets: reg!("xdp_packets", "XDP verdicts by protocol (read from the XDP counters map)", Family::default()),
+            xdp_packets: reg!("xdp_packets_total", "XDP verdicts by protocol and verdict; absolute values read from the kernel counters map (a counter, exported as a gauge because the kernel owns the count)", Family::default()),
             vip_held: reg!("vip_held", "1 while this node holds the VIP", Gauge::default()),
             vip_garp_sent: reg!("vip_garp_sent", "Gratuitous ARPs sent", Counter::default()),
             vip_conflicts: reg!("vip_conflicts", "ARP frames from another MAC claiming our VIP", Counter::default()),
