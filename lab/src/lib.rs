@@ -65,6 +65,25 @@ pub const BRIDGE: &str = "br0";
 pub const RAFT_PORT: u16 = 7480;
 /// Admin API port (DESIGN.md section 8).
 pub const API_PORT: u16 = 7481;
+/// A service config (the `tandem apply` format) that fits the lab's address
+/// plan: pool 10.99.1.1-10.99.1.200, router and DNS 10.99.0.1, domain
+/// `lab.tandem`, and a boot profile `pxe`. Used by the demo and the tests.
+pub const SERVICE_TOML: &str = r#"# The lab's service config (lab::SERVICE_TOML), applied with `tandem apply`.
+[[subnet]]
+cidr = "10.99.0.0/16"
+pools = ["10.99.1.1-10.99.1.200"]
+router = "10.99.0.1"
+dns = ["10.99.0.1"]
+domain = "lab.tandem"
+lease_time = 600
+profile = "pxe"
+
+[[profile]]
+name = "pxe"
+bios = "undionly.kpxe"
+uefi_x64 = "ipxe.efi"
+ipxe_script = "http://10.99.0.10/boot.ipxe"
+"#;
 /// The prefix of labs made by `cargo xtask lab up`.
 pub const XTASK_PREFIX: &str = "tl";
 

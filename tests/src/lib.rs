@@ -1,1 +1,133 @@
-//! Integration tests live in tests/<area>/main.rs.
+//! # Layout
+//! Shared helpers for the integration test binaries, one per area
+//! (`tests/<area>/main.rs`, declared as `[[test]]` in tests/Cargo.toml, so
+//! each area builds once with its modules). They drive the real `tandem`
+//! binary in a [`Lab`] through its CLI contracts (DESIGN.md section 4) only;
+//! the `--json` output is read as plain JSON, as a script would.
+//!
+//! Helpers panic with context instead of returning `Result` (STYLE.md,
+//! Tests): a panicking test drops its `Lab`, which prints the daemon logs.
+//! Mark the phases of a test with [`phase`].
+
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+pub use lab::{self, describe_output, wait_until, DhcpLease, Lab, LabProcess, SERVICE_TOML};
+use serde_json::Value;
+
+/// Prints `=== phase: NAME`, so a failing CI log reads like a story.
+pub fn phase(name: &str) {
+    println!("=== phase: {name}");
+}
+
+/// The `tandem` binary under test (`TANDEM_BIN`, set by `cargo xtask test`,
+/// else `target/release/tandem`). Panics with the fix if it is missing.
+#[must_use]
+pub fn tandem_bin() -> PathBuf {
+    let bin = lab::tandem_bin();
+    assert!(
+        bin.exists(),
+        "tandem binary {} is missing: run `cargo xtask test`, or `cargo build --release -p tandem`, \
+         or set TANDEM_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// Builds a lab and starts `tandem daemon` on every node with its standard
+/// `node.toml`.
+#[must_use]
+pub fn start_lab(nodes: usize, clients: usize) -> Lab {
+    let bin = tandem_bin();
+    let lab = Lab::builder().nodes(nodes).clients(clients).tandem_bin(&bin).build().expect("building the lab");
+    for i in 1..=nodes {
+        lab.start_node(i, &bin).unwrap_or_else(|e| panic!("starting node {i}: {e:#}"));
+    }
+    lab
+}
+
+/// Parses the stdout of a successful `--json` command.
+pub fn json(out: &Output) -> Result<Value> {
+    ensure!(out.status.success(), "command failed: {}", describe_output(out));
+    serde_json::from_slice(&out.stdout).with_context(|| format!("not JSON: {}", describe_output(out)))
+}
+
+/// `tandem status --json` of node `i`.
+pub fn status(lab: &Lab, i: usize) -> Result<Value> {
+    json(&lab.tandem(i, &["status", "--json"])?)
+}
+
+/// Whether node `i` answers and reports `"serving": true`. A node that does
+/// not answer is not serving.
+#[must_use]
+pub fn is_serving(lab: &Lab, i: usize) -> bool {
+    status(lab, i).is_ok_and(|s| s.get("serving").and_then(Value::as_bool) == Some(true))
+}
+
+/// The nodes that report serving right now.
+#[must_use]
+pub fn serving_nodes(lab: &Lab) -> Vec<usize> {
+    (1..=lab.node_count()).filter(|&i| is_serving(lab, i)).collect()
+}
+
+/// Waits until exactly one node serves and returns it. Panics after `timeout`
+/// with what each node reported.
+#[must_use]
+pub fn wait_single_server(lab: &Lab, timeout: Duration) -> usize {
+    let mut last = Vec::new();
+    if wait_until(timeout, || {
+        last = serving_nodes(lab);
+        last.len() == 1
+    }) {
+        return last[0];
+    }
+    let views: Vec<String> = (1..=lab.node_count())
+        .map(|i| match status(lab, i) {
+            Ok(v) => format!("node {i}: {v}"),
+            Err(e) => format!("node {i}: {e:#}"),
+        })
+        .collect();
+    panic!("no single serving node after {timeout:?} (serving: {last:?})\n{}", views.join("\n"));
+}
+
+/// Writes `toml` as `<node dir>/service.toml` and runs `tandem apply` on node
+/// `i`; panics if it fails.
+pub fn apply(lab: &Lab, i: usize, toml: &str) {
+    let path = lab.node_dir(i).join("service.toml");
+    std::fs::write(&path, toml).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    let out = lab
+        .tandem(i, &["apply", path.to_str().expect("lab paths are UTF-8")])
+        .unwrap_or_else(|e| panic!("tandem apply on node {i}: {e:#}"));
+    assert!(out.status.success(), "tandem apply on node {i} failed: {}", describe_output(&out));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::ExitStatus;
+
+    use super::*;
+
+    fn output(code: i32, stdout: &str) -> Output {
+        Output { status: ExitStatus::from_raw(code << 8), stdout: stdout.into(), stderr: b"oops".to_vec() }
+    }
+
+    #[test]
+    fn json_needs_success_and_json() {
+        assert_eq!(json(&output(0, r#"{"serving": true}"#)).unwrap()["serving"], Value::Bool(true));
+        let err = format!("{:#}", json(&output(3, r#"{"serving": true}"#)).unwrap_err());
+        assert!(err.contains("exit code 3") && err.contains("oops"), "{err}");
+        assert!(json(&output(0, "serving: yes")).is_err());
+    }
+
+    /// The demo and the tests apply this file; the daemon must accept it.
+    #[test]
+    fn lab_service_config_is_valid() {
+        let cfg = tandem::config::service::parse(SERVICE_TOML).unwrap();
+        assert_eq!(cfg.subnets.len(), 1);
+        assert_eq!(cfg.subnets[0].pools[0].len(), 200);
+        assert!(cfg.profile("pxe").is_some());
+    }
+}

@@ -5,36 +5,18 @@
 //!
 //! It relies only on the CLI contracts of DESIGN.md section 4:
 //! `tandem daemon --config PATH`, `tandem --api URL status --json` (an
-//! object with at least `"serving": bool`), `tandem --api URL cluster init`,
-//! `tandem --api URL apply FILE` and `tandem --api URL lease list`.
+//! object with at least `"serving": bool`), `tandem --api URL apply FILE`
+//! and `tandem --api URL lease list` (and, only as a fallback for a node
+//! that does not form its cluster of one by itself, `cluster init`).
 
 use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use lab::{describe_output, sha256_file, Lab, VIP};
+use lab::{describe_output, sha256_file, Lab, SERVICE_TOML, VIP};
 
 use crate::util::{build_tandem, require_root};
-
-/// The service config the demo applies (the `tandem apply` format, which is
-/// `model::ServiceConfig`).
-const SERVICE_TOML: &str = r#"# Applied by `cargo xtask demo` with `tandem apply`.
-[[subnet]]
-cidr = "10.99.0.0/16"
-pools = ["10.99.1.1-10.99.1.200"]
-router = "10.99.0.1"
-dns = ["10.99.0.1"]
-domain = "lab.tandem"
-lease_time = 600
-profile = "pxe"
-
-[[profile]]
-name = "pxe"
-bios = "undionly.kpxe"
-uefi_x64 = "ipxe.efi"
-ipxe_script = "http://10.99.0.10/boot.ipxe"
-"#;
 
 /// The file the client downloads: 1 MiB of random bytes, so a transfer that
 /// drops or repeats a block cannot match by accident.
@@ -135,11 +117,13 @@ fn scenario(lab: &Lab, bin: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Waits for `status --json` to report `"serving": true`. A fresh node has no
-/// cluster yet, so once its API answers "not serving", the demo asks it once
-/// to form a one-node cluster (`tandem cluster init`).
+/// Waits for `status --json` to report `"serving": true`. A fresh node forms
+/// a cluster of one by itself; only if its API keeps answering "not serving"
+/// for a while does the demo ask it once with `tandem cluster init`.
 fn wait_serving(lab: &Lab) -> Result<()> {
+    const INIT_AFTER: Duration = Duration::from_secs(10);
     let deadline = Instant::now() + SERVING_TIMEOUT;
+    let mut not_serving_since: Option<Instant> = None;
     let mut init_done = false;
     let mut last = String::from("no answer yet");
     while Instant::now() < deadline {
@@ -150,16 +134,19 @@ fn wait_serving(lab: &Lab) -> Result<()> {
         }
         match status_serving(lab) {
             Ok(true) => return Ok(()),
-            Ok(false) if !init_done => {
-                init_done = true;
-                println!("    API answers, not serving yet: tandem cluster init");
-                let out = lab.tandem(1, &["cluster", "init"])?;
-                if !out.status.success() {
-                    // Not fatal: the node may be forming its cluster already.
-                    println!("    cluster init did not succeed (continuing to wait): {}", describe_output(&out));
+            Ok(false) => {
+                last = "API answers: serving = false".into();
+                let since = *not_serving_since.get_or_insert_with(Instant::now);
+                if !init_done && since.elapsed() >= INIT_AFTER {
+                    init_done = true;
+                    println!("    not serving after {INIT_AFTER:?}: tandem cluster init");
+                    let out = lab.tandem(1, &["cluster", "init"])?;
+                    if !out.status.success() {
+                        // Not fatal: the node may still be forming its cluster.
+                        println!("    cluster init did not succeed (still waiting): {}", describe_output(&out));
+                    }
                 }
             }
-            Ok(false) => last = "API answers: serving = false".into(),
             Err(e) => last = format!("{e:#}"),
         }
         std::thread::sleep(Duration::from_millis(250));

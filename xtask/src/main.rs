@@ -56,8 +56,20 @@ enum LabCmd {
     Down,
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().cmd {
+fn main() -> std::process::ExitCode {
+    // Print the error chain ourselves: anyhow's Debug output would add a
+    // backtrace whenever RUST_BACKTRACE is set, burying the message.
+    match dispatch(Cli::parse().cmd) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
+    match cmd {
         Cmd::Deps => deps::run(),
         Cmd::Lab { cmd: LabCmd::Up { nodes, clients } } => labcmd::up(nodes, clients),
         Cmd::Lab { cmd: LabCmd::Down } => labcmd::down(),

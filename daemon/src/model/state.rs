@@ -97,7 +97,9 @@ impl State {
                     }
                 }
                 if let Some(prev) = self.leases.get(&lease.ip) {
-                    if prev.mac != lease.mac {
+                    // Only drop the previous holder's index entry if it points here:
+                    // it may hold another address (e.g. it declined this one).
+                    if prev.mac != lease.mac && self.by_mac.get(&prev.mac) == Some(&lease.ip) {
                         self.by_mac.remove(&prev.mac);
                     }
                 }
@@ -166,6 +168,23 @@ mod tests {
         // Once expired, another client may take it.
         assert_eq!(s.apply(&Command::Grant { lease: lease([10, 0, 0, 6], 2, 800) }), CommandResponse::Ok);
         assert!(s.lease_of_mac(Mac([2, 0, 0, 0, 0, 1])).is_none());
+    }
+
+    #[test]
+    fn index_survives_decline_then_regrant() {
+        // A client that declined an address keeps its own lease in the index
+        // when another client is later granted the declined address.
+        let mut s = State::default();
+        s.apply(&Command::Grant { lease: lease([10, 0, 0, 1], 1, 100) });
+        s.apply(&Command::Decline { ip: [10, 0, 0, 2].into(), mac: Mac([2, 0, 0, 0, 0, 1]), at: 100, until: 110 });
+        s.apply(&Command::Grant { lease: lease([10, 0, 0, 2], 2, 200) });
+        let mut t = s.clone();
+        t.reindex();
+        for m in 1..=2 {
+            let mac = Mac([2, 0, 0, 0, 0, m]);
+            assert_eq!(s.lease_of_mac(mac).map(|l| l.ip), t.lease_of_mac(mac).map(|l| l.ip), "mac {m}");
+        }
+        assert_eq!(s.lease_of_mac(Mac([2, 0, 0, 0, 0, 1])).unwrap().ip, Ipv4Addr::new(10, 0, 0, 1));
     }
 
     #[test]

@@ -41,13 +41,23 @@ pub(super) fn seal(salt: u64, payload: &[u8]) -> Vec<u8> {
 
 /// Checks the frame and returns the payload. `what` names the value in the
 /// error (e.g. "log entry 42").
-pub(super) fn unseal<'a>(salt: u64, bytes: &'a [u8], what: &dyn Fn() -> String) -> Result<&'a [u8], StoreError> {
+pub(super) fn unseal<'a>(
+    salt: u64,
+    bytes: &'a [u8],
+    what: &dyn Fn() -> String,
+) -> Result<&'a [u8], StoreError> {
     if bytes.len() < HEADER {
-        return Err(StoreError::Corrupt { what: what(), detail: format!("{} bytes, shorter than the header", bytes.len()) });
+        return Err(StoreError::Corrupt {
+            what: what(),
+            detail: format!("{} bytes, shorter than the header", bytes.len()),
+        });
     }
     let tag = bytes[0];
     if tag != TAG_V1 {
-        return Err(StoreError::Corrupt { what: what(), detail: format!("unknown encoding tag {tag}") });
+        return Err(StoreError::Corrupt {
+            what: what(),
+            detail: format!("unknown encoding tag {tag}"),
+        });
     }
     let stored = u32::from_le_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
     let payload = &bytes[HEADER..];
@@ -62,15 +72,26 @@ pub(super) fn unseal<'a>(salt: u64, bytes: &'a [u8], what: &dyn Fn() -> String) 
 }
 
 /// Serializes and seals.
-pub(super) fn encode<T: Serialize + ?Sized>(salt: u64, value: &T, what: &'static str) -> Result<Vec<u8>, StoreError> {
+pub(super) fn encode<T: Serialize + ?Sized>(
+    salt: u64,
+    value: &T,
+    what: &'static str,
+) -> Result<Vec<u8>, StoreError> {
     let json = serde_json::to_vec(value).map_err(|source| StoreError::Encode { what, source })?;
     Ok(seal(salt, &json))
 }
 
 /// Unseals and deserializes; a checksum or decoding failure is corruption.
-pub(super) fn decode<T: DeserializeOwned>(salt: u64, bytes: &[u8], what: &dyn Fn() -> String) -> Result<T, StoreError> {
+pub(super) fn decode<T: DeserializeOwned>(
+    salt: u64,
+    bytes: &[u8],
+    what: &dyn Fn() -> String,
+) -> Result<T, StoreError> {
     let payload = unseal(salt, bytes, what)?;
-    serde_json::from_slice(payload).map_err(|e| StoreError::Corrupt { what: what(), detail: format!("undecodable: {e}") })
+    serde_json::from_slice(payload).map_err(|e| StoreError::Corrupt {
+        what: what(),
+        detail: format!("undecodable: {e}"),
+    })
 }
 
 fn checksum(salt: u64, tag: u8, payload: &[u8]) -> u32 {
@@ -95,7 +116,11 @@ const CRC_TABLE: [u32; 256] = {
         let mut c = i as u32;
         let mut k = 0;
         while k < 8 {
-            c = if c & 1 == 1 { (c >> 1) ^ 0x82F6_3B78 } else { c >> 1 };
+            c = if c & 1 == 1 {
+                (c >> 1) ^ 0x82F6_3B78
+            } else {
+                c >> 1
+            };
             k += 1;
         }
         table[i] = c;
@@ -148,7 +173,10 @@ mod tests {
             for bit in 0..8 {
                 let mut bad = sealed.clone();
                 bad[byte] ^= 1 << bit;
-                assert!(unseal(7, &bad, &|| "x".into()).is_err(), "flip at {byte}:{bit} went unnoticed");
+                assert!(
+                    unseal(7, &bad, &|| "x".into()).is_err(),
+                    "flip at {byte}:{bit} went unnoticed"
+                );
             }
         }
         // The same bytes under another key are rejected too.

@@ -38,9 +38,14 @@ impl LogStore {
     /// its key, and no hole between consecutive entries.
     fn read_entries(&self, lo: Bound<u64>, hi: Bound<u64>) -> Result<Vec<EntryOf<C>>, StoreError> {
         let txn = self.db.begin_read().map_err(redb_err("read logs: begin"))?;
-        let table = txn.open_table(tables::LOG).map_err(redb_err("read logs: open table"))?;
+        let table = txn
+            .open_table(tables::LOG)
+            .map_err(redb_err("read logs: open table"))?;
         let mut out = Vec::new();
-        for row in table.range((lo, hi)).map_err(redb_err("read logs: range"))? {
+        for row in table
+            .range((lo, hi))
+            .map_err(redb_err("read logs: range"))?
+        {
             let (k, v) = row.map_err(redb_err("read logs: next"))?;
             let index = k.value();
             let entry = decode_entry(index, v.value())?;
@@ -59,26 +64,44 @@ impl LogStore {
 
     fn log_state(&self) -> Result<LogState<C>, StoreError> {
         let txn = self.db.begin_read().map_err(redb_err("log state: begin"))?;
-        let meta = txn.open_table(tables::RAFT_META).map_err(redb_err("log state: open meta"))?;
-        let last_purged_log_id: Option<LogIdOf<C>> = get_meta(&meta, raft_meta::LAST_PURGED, "log state: read purged")?;
-        let log = txn.open_table(tables::LOG).map_err(redb_err("log state: open log"))?;
+        let meta = txn
+            .open_table(tables::RAFT_META)
+            .map_err(redb_err("log state: open meta"))?;
+        let last_purged_log_id: Option<LogIdOf<C>> =
+            get_meta(&meta, raft_meta::LAST_PURGED, "log state: read purged")?;
+        let log = txn
+            .open_table(tables::LOG)
+            .map_err(redb_err("log state: open log"))?;
         let last = match log.last().map_err(redb_err("log state: last entry"))? {
             Some((k, v)) => Some(decode_entry(k.value(), v.value())?.log_id),
             None => None,
         };
         // With no entry left, the last log id is the last purged one.
         let last_log_id = last.or(last_purged_log_id);
-        Ok(LogState { last_purged_log_id, last_log_id })
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
     }
 
-    fn read_raft_meta<T: serde::de::DeserializeOwned>(&self, key: &str, op: &'static str) -> Result<Option<T>, StoreError> {
+    fn read_raft_meta<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+        op: &'static str,
+    ) -> Result<Option<T>, StoreError> {
         let txn = self.db.begin_read().map_err(redb_err(op))?;
         let meta = txn.open_table(tables::RAFT_META).map_err(redb_err(op))?;
         get_meta(&meta, key, op)
     }
 
     /// Writes one `raft_meta` value in its own transaction.
-    async fn write_raft_meta(&self, key: &'static str, value: Vec<u8>, durability: Durability, op: &'static str) -> Result<(), StoreError> {
+    async fn write_raft_meta(
+        &self,
+        key: &'static str,
+        value: Vec<u8>,
+        durability: Durability,
+        op: &'static str,
+    ) -> Result<(), StoreError> {
         let db = self.db.clone();
         blocking(move || {
             let mut txn = db.begin_write().map_err(redb_err(op))?;
@@ -131,7 +154,9 @@ impl RaftLogStorage<C> for LogStore {
     /// Durable before returning, as openraft requires.
     async fn save_vote(&mut self, vote: &VoteOf<C>) -> Result<(), io::Error> {
         let v = codec::encode(0, vote, "vote")?;
-        Ok(self.write_raft_meta(raft_meta::VOTE, v, Durability::Immediate, "save vote").await?)
+        Ok(self
+            .write_raft_meta(raft_meta::VOTE, v, Durability::Immediate, "save vote")
+            .await?)
     }
 
     /// Not fsynced: the committed id only lets a restarted node re-apply
@@ -139,11 +164,14 @@ impl RaftLogStorage<C> for LogStore {
     /// is on disk, every append committed before it is too.
     async fn save_committed(&mut self, committed: Option<LogIdOf<C>>) -> Result<(), io::Error> {
         let v = codec::encode(0, &committed, "committed log id")?;
-        Ok(self.write_raft_meta(raft_meta::COMMITTED, v, Durability::None, "save committed").await?)
+        Ok(self
+            .write_raft_meta(raft_meta::COMMITTED, v, Durability::None, "save committed")
+            .await?)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogIdOf<C>>, io::Error> {
-        let v: Option<Option<LogIdOf<C>>> = self.read_raft_meta(raft_meta::COMMITTED, "read committed")?;
+        let v: Option<Option<LogIdOf<C>>> =
+            self.read_raft_meta(raft_meta::COMMITTED, "read committed")?;
         Ok(v.flatten())
     }
 
@@ -160,14 +188,23 @@ impl RaftLogStorage<C> for LogStore {
         let res = blocking(move || {
             let rows = entries
                 .iter()
-                .map(|e| Ok((e.log_id.index, codec::encode(e.log_id.index, e, "log entry")?)))
+                .map(|e| {
+                    Ok((
+                        e.log_id.index,
+                        codec::encode(e.log_id.index, e, "log entry")?,
+                    ))
+                })
                 .collect::<Result<Vec<_>, StoreError>>()?;
             let mut txn = db.begin_write().map_err(redb_err("append: begin"))?;
-            txn.set_durability(Durability::Immediate).map_err(redb_err("append: durability"))?;
+            txn.set_durability(Durability::Immediate)
+                .map_err(redb_err("append: durability"))?;
             {
-                let mut log = txn.open_table(tables::LOG).map_err(redb_err("append: open log"))?;
+                let mut log = txn
+                    .open_table(tables::LOG)
+                    .map_err(redb_err("append: open log"))?;
                 for (index, value) in &rows {
-                    log.insert(index, value.as_slice()).map_err(redb_err("append: insert"))?;
+                    log.insert(index, value.as_slice())
+                        .map_err(redb_err("append: insert"))?;
                 }
             }
             txn.commit().map_err(redb_err("append: commit"))
@@ -192,8 +229,11 @@ impl RaftLogStorage<C> for LogStore {
         blocking(move || {
             let txn = db.begin_write().map_err(redb_err("truncate: begin"))?;
             {
-                let mut log = txn.open_table(tables::LOG).map_err(redb_err("truncate: open log"))?;
-                log.retain_in(from.., |_, _| false).map_err(redb_err("truncate: delete"))?;
+                let mut log = txn
+                    .open_table(tables::LOG)
+                    .map_err(redb_err("truncate: open log"))?;
+                log.retain_in(from.., |_, _| false)
+                    .map_err(redb_err("truncate: delete"))?;
             }
             txn.commit().map_err(redb_err("truncate: commit"))
         })
@@ -210,14 +250,21 @@ impl RaftLogStorage<C> for LogStore {
         blocking(move || {
             let txn = db.begin_write().map_err(redb_err("purge: begin"))?;
             {
-                let mut meta = txn.open_table(tables::RAFT_META).map_err(redb_err("purge: open meta"))?;
-                let prev: Option<LogIdOf<C>> = get_meta(&meta, raft_meta::LAST_PURGED, "purge: read purged")?;
+                let mut meta = txn
+                    .open_table(tables::RAFT_META)
+                    .map_err(redb_err("purge: open meta"))?;
+                let prev: Option<LogIdOf<C>> =
+                    get_meta(&meta, raft_meta::LAST_PURGED, "purge: read purged")?;
                 if prev.as_ref().is_none_or(|p| p.index < log_id.index) {
                     let v = codec::encode(0, &log_id, "last purged log id")?;
-                    meta.insert(raft_meta::LAST_PURGED, v.as_slice()).map_err(redb_err("purge: write purged"))?;
+                    meta.insert(raft_meta::LAST_PURGED, v.as_slice())
+                        .map_err(redb_err("purge: write purged"))?;
                 }
-                let mut log = txn.open_table(tables::LOG).map_err(redb_err("purge: open log"))?;
-                log.retain_in(..=log_id.index, |_, _| false).map_err(redb_err("purge: delete"))?;
+                let mut log = txn
+                    .open_table(tables::LOG)
+                    .map_err(redb_err("purge: open log"))?;
+                log.retain_in(..=log_id.index, |_, _| false)
+                    .map_err(redb_err("purge: delete"))?;
             }
             txn.commit().map_err(redb_err("purge: commit"))
         })

@@ -78,7 +78,11 @@ pub enum StoreError {
         source: redb::DatabaseError,
     },
     #[error("{path} has storage format {found}; this build reads format {expected}")]
-    Format { path: PathBuf, found: u32, expected: u32 },
+    Format {
+        path: PathBuf,
+        found: u32,
+        expected: u32,
+    },
     /// A redb operation failed; `op` says which (e.g. "append: commit").
     #[error("redb: {op}")]
     Redb {
@@ -120,7 +124,10 @@ impl From<StoreError> for io::Error {
 
 /// Wraps any redb error with the operation that hit it.
 fn redb_err<E: Into<redb::Error>>(op: &'static str) -> impl FnOnce(E) -> StoreError {
-    move |e| StoreError::Redb { op, source: e.into() }
+    move |e| StoreError::Redb {
+        op,
+        source: e.into(),
+    }
 }
 
 /// Runs blocking redb work (fsync, large scans) off the async workers.
@@ -129,7 +136,9 @@ where
     T: Send + 'static,
     F: FnOnce() -> Result<T, StoreError> + Send + 'static,
 {
-    tokio::task::spawn_blocking(f).await.map_err(StoreError::Join)?
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(StoreError::Join)?
 }
 
 /// The node's storage. Cheap handles to it are handed to openraft
@@ -145,10 +154,15 @@ impl Store {
     /// Opens (or creates) `<data_dir>/tandem.redb`, creating `data_dir` if
     /// needed, and loads the applied state into memory.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|source| StoreError::CreateDir { path: data_dir.to_owned(), source })?;
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::CreateDir {
+            path: data_dir.to_owned(),
+            source,
+        })?;
         let path = data_dir.join(DB_FILE);
-        let db = Database::create(&path).map_err(|source| StoreError::Open { path: path.clone(), source })?;
+        let db = Database::create(&path).map_err(|source| StoreError::Open {
+            path: path.clone(),
+            source,
+        })?;
         init_tables(&db, &path)?;
         let applied = {
             let txn = db.begin_read().map_err(redb_err("open: begin read"))?;
@@ -163,7 +177,11 @@ impl Store {
             "store opened"
         );
         let view = StateView::new(applied.state, index);
-        Ok(Store { db: Arc::new(db), view, path })
+        Ok(Store {
+            db: Arc::new(db),
+            view,
+            path,
+        })
     }
 
     /// The Raft log and vote, for `Raft::new`. Clones share the database.
@@ -196,25 +214,41 @@ impl Store {
 fn init_tables(db: &Database, path: &Path) -> Result<(), StoreError> {
     let txn = db.begin_write().map_err(redb_err("open: begin write"))?;
     {
-        let mut meta = txn.open_table(tables::RAFT_META).map_err(redb_err("open: open raft_meta"))?;
-        let found = match meta.get(tables::raft_meta::FORMAT).map_err(redb_err("open: read format"))? {
-            Some(v) => Some(codec::decode::<u32>(0, v.value(), &|| "format version".into())?),
+        let mut meta = txn
+            .open_table(tables::RAFT_META)
+            .map_err(redb_err("open: open raft_meta"))?;
+        let found = match meta
+            .get(tables::raft_meta::FORMAT)
+            .map_err(redb_err("open: read format"))?
+        {
+            Some(v) => Some(codec::decode::<u32>(0, v.value(), &|| {
+                "format version".into()
+            })?),
             None => None,
         };
         match found {
             Some(v) if v == tables::FORMAT_VERSION => {}
             Some(found) => {
-                return Err(StoreError::Format { path: path.to_owned(), found, expected: tables::FORMAT_VERSION })
+                return Err(StoreError::Format {
+                    path: path.to_owned(),
+                    found,
+                    expected: tables::FORMAT_VERSION,
+                })
             }
             None => {
                 let v = codec::encode(0, &tables::FORMAT_VERSION, "format version")?;
-                meta.insert(tables::raft_meta::FORMAT, v.as_slice()).map_err(redb_err("open: write format"))?;
+                meta.insert(tables::raft_meta::FORMAT, v.as_slice())
+                    .map_err(redb_err("open: write format"))?;
             }
         }
-        txn.open_table(tables::LOG).map_err(redb_err("open: open raft_log"))?;
-        txn.open_table(tables::SM_META).map_err(redb_err("open: open sm_meta"))?;
-        txn.open_table(tables::LEASES).map_err(redb_err("open: open sm_leases"))?;
-        txn.open_table(tables::SNAPSHOT).map_err(redb_err("open: open snapshot"))?;
+        txn.open_table(tables::LOG)
+            .map_err(redb_err("open: open raft_log"))?;
+        txn.open_table(tables::SM_META)
+            .map_err(redb_err("open: open sm_meta"))?;
+        txn.open_table(tables::LEASES)
+            .map_err(redb_err("open: open sm_leases"))?;
+        txn.open_table(tables::SNAPSHOT)
+            .map_err(redb_err("open: open snapshot"))?;
     }
     txn.commit().map_err(redb_err("open: commit"))
 }
@@ -238,13 +272,22 @@ struct ViewInner {
 impl StateView {
     fn new(state: State, applied: Option<u64>) -> StateView {
         set_applied_gauge(applied);
-        StateView { inner: Arc::new(ViewInner { state: RwLock::new(state), applied: watch::channel(applied).0 }) }
+        StateView {
+            inner: Arc::new(ViewInner {
+                state: RwLock::new(state),
+                applied: watch::channel(applied).0,
+            }),
+        }
     }
 
     /// Runs `f` on the applied state under a read lock. Keep `f` short: the
     /// state machine waits for it to finish before applying the next batch.
     pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
-        let guard = self.inner.state.read().expect("state lock poisoned: a panic while applying");
+        let guard = self
+            .inner
+            .state
+            .read()
+            .expect("state lock poisoned: a panic while applying");
         f(&guard)
     }
 
@@ -271,7 +314,10 @@ impl StateView {
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, State> {
-        self.inner.state.write().expect("state lock poisoned: a panic while applying")
+        self.inner
+            .state
+            .write()
+            .expect("state lock poisoned: a panic while applying")
     }
 
     fn publish_applied(&self, index: Option<u64>) {

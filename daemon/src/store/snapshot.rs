@@ -34,14 +34,18 @@ pub struct SnapshotPayload {
 }
 
 const SNAPSHOT_FORMAT: u32 = 1;
-/// zstd level 3: the library default; a lease table compresses ~10x and
-/// building stays well under the time of one election timeout for 100k leases.
+/// zstd's default level: JSON lease rows repeat the same keys, so even the
+/// fast levels shrink them several times; snapshots are built off the async
+/// workers (`spawn_blocking`), so a higher level would only cost CPU.
 const ZSTD_LEVEL: i32 = 3;
 
 impl SnapshotPayload {
     #[must_use]
     pub fn meta(&self) -> SnapshotMetaOf<C> {
-        SnapshotMeta { last_log_id: self.last_applied, last_membership: self.last_membership.clone() }
+        SnapshotMeta {
+            last_log_id: self.last_applied,
+            last_membership: self.last_membership.clone(),
+        }
     }
 
     /// JSON, then zstd with a content checksum.
@@ -49,18 +53,25 @@ impl SnapshotPayload {
         let snap_err = |e: std::io::Error| StoreError::Snapshot(format!("compress: {e}"));
         let mut enc = zstd::stream::Encoder::new(Vec::new(), ZSTD_LEVEL).map_err(snap_err)?;
         enc.include_checksum(true).map_err(snap_err)?;
-        serde_json::to_writer(&mut enc, self).map_err(|source| StoreError::Encode { what: "snapshot", source })?;
+        serde_json::to_writer(&mut enc, self).map_err(|source| StoreError::Encode {
+            what: "snapshot",
+            source,
+        })?;
         enc.finish().map_err(snap_err)
     }
 
     /// The inverse of [`SnapshotPayload::encode`]; rebuilds the state's
     /// derived indexes.
     pub fn decode(data: &[u8]) -> Result<SnapshotPayload, StoreError> {
-        let json = zstd::stream::decode_all(data).map_err(|e| StoreError::Snapshot(format!("decompress: {e}")))?;
-        let mut p: SnapshotPayload =
-            serde_json::from_slice(&json).map_err(|e| StoreError::Snapshot(format!("decode: {e}")))?;
+        let json = zstd::stream::decode_all(data)
+            .map_err(|e| StoreError::Snapshot(format!("decompress: {e}")))?;
+        let mut p: SnapshotPayload = serde_json::from_slice(&json)
+            .map_err(|e| StoreError::Snapshot(format!("decode: {e}")))?;
         if p.format != SNAPSHOT_FORMAT {
-            return Err(StoreError::Snapshot(format!("format {} (this build reads {SNAPSHOT_FORMAT})", p.format)));
+            return Err(StoreError::Snapshot(format!(
+                "format {} (this build reads {SNAPSHOT_FORMAT})",
+                p.format
+            )));
         }
         p.state.reindex();
         Ok(p)
@@ -77,7 +88,9 @@ impl SnapshotPayload {
 /// cannot lose anything (see `state_machine`).
 pub(super) fn build(db: &Arc<Database>) -> Result<SnapshotOf<C, SnapshotData>, StoreError> {
     let payload = {
-        let txn = db.begin_read().map_err(redb_err("build snapshot: begin read"))?;
+        let txn = db
+            .begin_read()
+            .map_err(redb_err("build snapshot: begin read"))?;
         let a = load_applied(&txn)?;
         SnapshotPayload {
             format: SNAPSHOT_FORMAT,
@@ -89,14 +102,21 @@ pub(super) fn build(db: &Arc<Database>) -> Result<SnapshotOf<C, SnapshotData>, S
     let meta = payload.meta();
     let data = payload.encode()?;
 
-    let mut txn = db.begin_write().map_err(redb_err("build snapshot: begin write"))?;
-    txn.set_durability(Durability::Immediate).map_err(redb_err("build snapshot: durability"))?;
+    let mut txn = db
+        .begin_write()
+        .map_err(redb_err("build snapshot: begin write"))?;
+    txn.set_durability(Durability::Immediate)
+        .map_err(redb_err("build snapshot: durability"))?;
     let stored = {
-        let t = txn.open_table(tables::SNAPSHOT).map_err(redb_err("build snapshot: open"))?;
+        let t = txn
+            .open_table(tables::SNAPSHOT)
+            .map_err(redb_err("build snapshot: open"))?;
         get_meta::<SnapshotMetaOf<C>, _>(&t, tables::snapshot::META, "build snapshot: read meta")?
     };
     // A snapshot installed meanwhile from the leader may be newer; keep it.
-    let newer_stored = stored.is_some_and(|s| s.last_log_id.as_ref().map(|l| l.index) > meta.last_log_id.as_ref().map(|l| l.index));
+    let newer_stored = stored.is_some_and(|s| {
+        s.last_log_id.as_ref().map(|l| l.index) > meta.last_log_id.as_ref().map(|l| l.index)
+    });
     if !newer_stored {
         store_current(&txn, &meta, &data)?;
     }
@@ -108,13 +128,20 @@ pub(super) fn build(db: &Arc<Database>) -> Result<SnapshotOf<C, SnapshotData>, S
         bytes = data.len(),
         "snapshot built"
     );
-    Ok(Snapshot { meta, snapshot: data })
+    Ok(Snapshot {
+        meta,
+        snapshot: data,
+    })
 }
 
 /// Replaces the state-machine tables with the snapshot's content and makes
 /// it the current snapshot, in one durable transaction. Returns the state
 /// to publish in the view.
-pub(super) fn install(db: &Arc<Database>, meta: &SnapshotMetaOf<C>, data: &[u8]) -> Result<State, StoreError> {
+pub(super) fn install(
+    db: &Arc<Database>,
+    meta: &SnapshotMetaOf<C>,
+    data: &[u8],
+) -> Result<State, StoreError> {
     let payload = SnapshotPayload::decode(data)?;
     if payload.last_applied != meta.last_log_id || payload.last_membership != meta.last_membership {
         return Err(StoreError::Snapshot(format!(
@@ -122,29 +149,44 @@ pub(super) fn install(db: &Arc<Database>, meta: &SnapshotMetaOf<C>, data: &[u8])
             payload.last_applied, meta.last_log_id
         )));
     }
-    let mut txn = db.begin_write().map_err(redb_err("install snapshot: begin"))?;
-    txn.set_durability(Durability::Immediate).map_err(redb_err("install snapshot: durability"))?;
+    let mut txn = db
+        .begin_write()
+        .map_err(redb_err("install snapshot: begin"))?;
+    txn.set_durability(Durability::Immediate)
+        .map_err(redb_err("install snapshot: durability"))?;
     {
-        let mut leases = txn.open_table(tables::LEASES).map_err(redb_err("install snapshot: open leases"))?;
-        leases.retain(|_, _| false).map_err(redb_err("install snapshot: clear leases"))?;
+        let mut leases = txn
+            .open_table(tables::LEASES)
+            .map_err(redb_err("install snapshot: open leases"))?;
+        leases
+            .retain(|_, _| false)
+            .map_err(redb_err("install snapshot: clear leases"))?;
         for lease in payload.state.leases.values() {
             let key = lease_key(lease.ip);
-            leases.insert(key, encode_lease(lease)?.as_slice()).map_err(redb_err("install snapshot: write lease"))?;
+            leases
+                .insert(key, encode_lease(lease)?.as_slice())
+                .map_err(redb_err("install snapshot: write lease"))?;
         }
-        let mut m = txn.open_table(tables::SM_META).map_err(redb_err("install snapshot: open sm_meta"))?;
+        let mut m = txn
+            .open_table(tables::SM_META)
+            .map_err(redb_err("install snapshot: open sm_meta"))?;
         match &meta.last_log_id {
             Some(l) => {
                 let v = codec::encode(0, l, "last applied log id")?;
-                m.insert(sm_meta::LAST_APPLIED, v.as_slice()).map_err(redb_err("install snapshot: write applied"))?;
+                m.insert(sm_meta::LAST_APPLIED, v.as_slice())
+                    .map_err(redb_err("install snapshot: write applied"))?;
             }
             None => {
-                m.remove(sm_meta::LAST_APPLIED).map_err(redb_err("install snapshot: clear applied"))?;
+                m.remove(sm_meta::LAST_APPLIED)
+                    .map_err(redb_err("install snapshot: clear applied"))?;
             }
         }
         let v = codec::encode(0, &meta.last_membership, "last membership")?;
-        m.insert(sm_meta::LAST_MEMBERSHIP, v.as_slice()).map_err(redb_err("install snapshot: write membership"))?;
+        m.insert(sm_meta::LAST_MEMBERSHIP, v.as_slice())
+            .map_err(redb_err("install snapshot: write membership"))?;
         let v = codec::encode(0, &payload.state.config, "service config")?;
-        m.insert(sm_meta::CONFIG, v.as_slice()).map_err(redb_err("install snapshot: write config"))?;
+        m.insert(sm_meta::CONFIG, v.as_slice())
+            .map_err(redb_err("install snapshot: write config"))?;
     }
     store_current(&txn, meta, data)?;
     txn.commit().map_err(redb_err("install snapshot: commit"))?;
@@ -158,26 +200,49 @@ pub(super) fn install(db: &Arc<Database>, meta: &SnapshotMetaOf<C>, data: &[u8])
     Ok(payload.state)
 }
 
-fn store_current(txn: &WriteTransaction, meta: &SnapshotMetaOf<C>, data: &[u8]) -> Result<(), StoreError> {
-    let mut t = txn.open_table(tables::SNAPSHOT).map_err(redb_err("snapshot: open table"))?;
+fn store_current(
+    txn: &WriteTransaction,
+    meta: &SnapshotMetaOf<C>,
+    data: &[u8],
+) -> Result<(), StoreError> {
+    let mut t = txn
+        .open_table(tables::SNAPSHOT)
+        .map_err(redb_err("snapshot: open table"))?;
     let m = codec::encode(0, meta, "snapshot meta")?;
-    t.insert(tables::snapshot::META, m.as_slice()).map_err(redb_err("snapshot: write meta"))?;
-    t.insert(tables::snapshot::DATA, codec::seal(0, data).as_slice()).map_err(redb_err("snapshot: write data"))?;
+    t.insert(tables::snapshot::META, m.as_slice())
+        .map_err(redb_err("snapshot: write meta"))?;
+    t.insert(tables::snapshot::DATA, codec::seal(0, data).as_slice())
+        .map_err(redb_err("snapshot: write data"))?;
     Ok(())
 }
 
 /// The snapshot last built or installed, if any.
-pub(super) fn current(db: &Arc<Database>) -> Result<Option<SnapshotOf<C, SnapshotData>>, StoreError> {
-    let txn = db.begin_read().map_err(redb_err("current snapshot: begin"))?;
-    let t = txn.open_table(tables::SNAPSHOT).map_err(redb_err("current snapshot: open"))?;
-    let meta: Option<SnapshotMetaOf<C>> = get_meta(&t, tables::snapshot::META, "current snapshot: read meta")?;
-    let data = t.get(tables::snapshot::DATA).map_err(redb_err("current snapshot: read data"))?;
+pub(super) fn current(
+    db: &Arc<Database>,
+) -> Result<Option<SnapshotOf<C, SnapshotData>>, StoreError> {
+    let txn = db
+        .begin_read()
+        .map_err(redb_err("current snapshot: begin"))?;
+    let t = txn
+        .open_table(tables::SNAPSHOT)
+        .map_err(redb_err("current snapshot: open"))?;
+    let meta: Option<SnapshotMetaOf<C>> =
+        get_meta(&t, tables::snapshot::META, "current snapshot: read meta")?;
+    let data = t
+        .get(tables::snapshot::DATA)
+        .map_err(redb_err("current snapshot: read data"))?;
     match (meta, data) {
         (None, None) => Ok(None),
         (Some(meta), Some(data)) => {
             let data = codec::unseal(0, data.value(), &|| "snapshot data".into())?.to_vec();
-            Ok(Some(Snapshot { meta, snapshot: data }))
+            Ok(Some(Snapshot {
+                meta,
+                snapshot: data,
+            }))
         }
-        _ => Err(StoreError::Corrupt { what: "snapshot table".into(), detail: "meta and data not both present".into() }),
+        _ => Err(StoreError::Corrupt {
+            what: "snapshot table".into(),
+            detail: "meta and data not both present".into(),
+        }),
     }
 }

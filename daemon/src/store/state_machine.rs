@@ -86,12 +86,22 @@ pub(super) fn encode_lease(lease: &Lease) -> Result<Vec<u8>, StoreError> {
 /// Loads the applied point (meta, config, every lease) from one read
 /// transaction and rebuilds the state's derived indexes.
 pub(super) fn load_applied(txn: &ReadTransaction) -> Result<Applied, StoreError> {
-    let meta = txn.open_table(tables::SM_META).map_err(redb_err("load state: open sm_meta"))?;
-    let last_applied: Option<LogIdOf<C>> = get_meta(&meta, sm_meta::LAST_APPLIED, "load state: read applied")?;
-    let last_membership: StoredMembershipOf<C> =
-        get_meta(&meta, sm_meta::LAST_MEMBERSHIP, "load state: read membership")?.unwrap_or_default();
-    let config: ServiceConfig = get_meta(&meta, sm_meta::CONFIG, "load state: read config")?.unwrap_or_default();
-    let table = txn.open_table(tables::LEASES).map_err(redb_err("load state: open leases"))?;
+    let meta = txn
+        .open_table(tables::SM_META)
+        .map_err(redb_err("load state: open sm_meta"))?;
+    let last_applied: Option<LogIdOf<C>> =
+        get_meta(&meta, sm_meta::LAST_APPLIED, "load state: read applied")?;
+    let last_membership: StoredMembershipOf<C> = get_meta(
+        &meta,
+        sm_meta::LAST_MEMBERSHIP,
+        "load state: read membership",
+    )?
+    .unwrap_or_default();
+    let config: ServiceConfig =
+        get_meta(&meta, sm_meta::CONFIG, "load state: read config")?.unwrap_or_default();
+    let table = txn
+        .open_table(tables::LEASES)
+        .map_err(redb_err("load state: open leases"))?;
     let mut leases = BTreeMap::new();
     for row in table.iter().map_err(redb_err("load state: scan leases"))? {
         let (k, v) = row.map_err(redb_err("load state: next lease"))?;
@@ -99,7 +109,10 @@ pub(super) fn load_applied(txn: &ReadTransaction) -> Result<Applied, StoreError>
         let ip = Ipv4Addr::from(key);
         let lease: Lease = codec::decode(u64::from(key), v.value(), &|| format!("lease {ip}"))?;
         if lease.ip != ip {
-            return Err(StoreError::Corrupt { what: format!("lease {ip}"), detail: format!("holds {}", lease.ip) });
+            return Err(StoreError::Corrupt {
+                what: format!("lease {ip}"),
+                detail: format!("holds {}", lease.ip),
+            });
         }
         leases.insert(ip, lease);
     }
@@ -107,7 +120,11 @@ pub(super) fn load_applied(txn: &ReadTransaction) -> Result<Applied, StoreError>
     state.config = config;
     state.leases = leases;
     state.reindex();
-    Ok(Applied { log_id: last_applied, membership: last_membership, state })
+    Ok(Applied {
+        log_id: last_applied,
+        membership: last_membership,
+        state,
+    })
 }
 
 /// Addresses whose lease row `cmd` may insert, change or delete, judged
@@ -150,7 +167,8 @@ impl StateMachine {
     /// I/O, so readers wait microseconds), then one redb transaction, then
     /// publishes the applied index and answers the clients.
     async fn apply_batch(&mut self, batch: Vec<EntryResponder<C>>) -> Result<(), StoreError> {
-        let mut responses: Vec<(Option<ApplyResponder<C>>, CommandResponse)> = Vec::with_capacity(batch.len());
+        let mut responses: Vec<(Option<ApplyResponder<C>>, CommandResponse)> =
+            Vec::with_capacity(batch.len());
         let write = {
             let mut st = self.view.write();
             let mut dirty = BTreeSet::new();
@@ -164,7 +182,12 @@ impl StateMachine {
                     EntryPayload::Blank => CommandResponse::Ok,
                     EntryPayload::Normal(cmd) => {
                         let touched = touched_addresses(&st, &cmd);
-                        let present = |s: &State| touched.iter().filter(|ip| s.leases.contains_key(ip)).count();
+                        let present = |s: &State| {
+                            touched
+                                .iter()
+                                .filter(|ip| s.leases.contains_key(ip))
+                                .count()
+                        };
                         let (len_before, present_before) = (st.leases.len(), present(&st));
                         let resp = st.apply(&cmd);
                         // Rows outside `touched` must not appear or vanish.
@@ -196,7 +219,10 @@ impl StateMachine {
                 last_applied,
                 membership,
                 config: config_dirty.then(|| st.config.clone()),
-                rows: dirty.into_iter().map(|ip| (ip, st.leases.get(&ip).cloned())).collect(),
+                rows: dirty
+                    .into_iter()
+                    .map(|ip| (ip, st.leases.get(&ip).cloned()))
+                    .collect(),
                 rewrite_all,
             }
         };
@@ -226,38 +252,54 @@ impl StateMachine {
 fn write_batch(db: &Database, w: &BatchWrite) -> Result<(), StoreError> {
     let mut txn = db.begin_write().map_err(redb_err("apply: begin"))?;
     // Not fsynced: see the module docs for why this is safe.
-    txn.set_durability(Durability::None).map_err(redb_err("apply: durability"))?;
+    txn.set_durability(Durability::None)
+        .map_err(redb_err("apply: durability"))?;
     {
-        let mut leases = txn.open_table(tables::LEASES).map_err(redb_err("apply: open leases"))?;
+        let mut leases = txn
+            .open_table(tables::LEASES)
+            .map_err(redb_err("apply: open leases"))?;
         if let Some(all) = &w.rewrite_all {
-            leases.retain(|_, _| false).map_err(redb_err("apply: clear leases"))?;
+            leases
+                .retain(|_, _| false)
+                .map_err(redb_err("apply: clear leases"))?;
             for lease in all {
-                leases.insert(lease_key(lease.ip), encode_lease(lease)?.as_slice()).map_err(redb_err("apply: write lease"))?;
+                leases
+                    .insert(lease_key(lease.ip), encode_lease(lease)?.as_slice())
+                    .map_err(redb_err("apply: write lease"))?;
             }
         } else {
             for (ip, row) in &w.rows {
                 match row {
                     Some(lease) => {
-                        leases.insert(lease_key(*ip), encode_lease(lease)?.as_slice()).map_err(redb_err("apply: write lease"))?;
+                        leases
+                            .insert(lease_key(*ip), encode_lease(lease)?.as_slice())
+                            .map_err(redb_err("apply: write lease"))?;
                     }
                     None => {
-                        leases.remove(lease_key(*ip)).map_err(redb_err("apply: delete lease"))?;
+                        leases
+                            .remove(lease_key(*ip))
+                            .map_err(redb_err("apply: delete lease"))?;
                     }
                 }
             }
         }
-        let mut meta = txn.open_table(tables::SM_META).map_err(redb_err("apply: open sm_meta"))?;
+        let mut meta = txn
+            .open_table(tables::SM_META)
+            .map_err(redb_err("apply: open sm_meta"))?;
         if let Some(l) = &w.last_applied {
             let v = codec::encode(0, l, "last applied log id")?;
-            meta.insert(sm_meta::LAST_APPLIED, v.as_slice()).map_err(redb_err("apply: write applied"))?;
+            meta.insert(sm_meta::LAST_APPLIED, v.as_slice())
+                .map_err(redb_err("apply: write applied"))?;
         }
         if let Some(m) = &w.membership {
             let v = codec::encode(0, m, "last membership")?;
-            meta.insert(sm_meta::LAST_MEMBERSHIP, v.as_slice()).map_err(redb_err("apply: write membership"))?;
+            meta.insert(sm_meta::LAST_MEMBERSHIP, v.as_slice())
+                .map_err(redb_err("apply: write membership"))?;
         }
         if let Some(c) = &w.config {
             let v = codec::encode(0, c, "service config")?;
-            meta.insert(sm_meta::CONFIG, v.as_slice()).map_err(redb_err("apply: write config"))?;
+            meta.insert(sm_meta::CONFIG, v.as_slice())
+                .map_err(redb_err("apply: write config"))?;
         }
     }
     txn.commit().map_err(redb_err("apply: commit"))
@@ -267,12 +309,23 @@ impl RaftStateMachine<C> for StateMachine {
     type SnapshotData = SnapshotData;
     type SnapshotBuilder = SnapshotBuilder;
 
-    async fn applied_state(&mut self) -> Result<(Option<LogIdOf<C>>, StoredMembershipOf<C>), io::Error> {
-        let txn = self.db.begin_read().map_err(redb_err("applied state: begin"))?;
-        let meta = txn.open_table(tables::SM_META).map_err(redb_err("applied state: open"))?;
-        let last: Option<LogIdOf<C>> = get_meta(&meta, sm_meta::LAST_APPLIED, "applied state: read applied")?;
-        let membership: Option<StoredMembershipOf<C>> =
-            get_meta(&meta, sm_meta::LAST_MEMBERSHIP, "applied state: read membership")?;
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogIdOf<C>>, StoredMembershipOf<C>), io::Error> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(redb_err("applied state: begin"))?;
+        let meta = txn
+            .open_table(tables::SM_META)
+            .map_err(redb_err("applied state: open"))?;
+        let last: Option<LogIdOf<C>> =
+            get_meta(&meta, sm_meta::LAST_APPLIED, "applied state: read applied")?;
+        let membership: Option<StoredMembershipOf<C>> = get_meta(
+            &meta,
+            sm_meta::LAST_MEMBERSHIP,
+            "applied state: read membership",
+        )?;
         Ok((last, membership.unwrap_or_default()))
     }
 
@@ -294,19 +347,28 @@ impl RaftStateMachine<C> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        SnapshotBuilder { db: self.db.clone() }
+        SnapshotBuilder {
+            db: self.db.clone(),
+        }
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMetaOf<C>, snapshot: SnapshotData) -> Result<(), io::Error> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMetaOf<C>,
+        snapshot: SnapshotData,
+    ) -> Result<(), io::Error> {
         let db = self.db.clone();
         let m = meta.clone();
         let state = blocking(move || snapshot::install(&db, &m, &snapshot)).await?;
         *self.view.write() = state;
-        self.view.publish_applied(meta.last_log_id.as_ref().map(|l| l.index));
+        self.view
+            .publish_applied(meta.last_log_id.as_ref().map(|l| l.index));
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<C, SnapshotData>>, io::Error> {
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<SnapshotOf<C, SnapshotData>>, io::Error> {
         let db = self.db.clone();
         Ok(blocking(move || snapshot::current(&db)).await?)
     }

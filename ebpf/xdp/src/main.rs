@@ -16,6 +16,10 @@
 //! happen with the fixed single-entry maps and would mean a broken loader.
 #![no_std]
 #![no_main]
+#![allow(
+    clippy::inline_always,
+    reason = "packet pointers must stay in one function so the verifier can track their bounds"
+)]
 
 use core::mem::size_of;
 
@@ -49,6 +53,7 @@ const IPPROTO_UDP: u8 = 17;
 const ARPOP_REQUEST: u16 = 1;
 
 #[xdp]
+#[allow(clippy::needless_pass_by_value, reason = "the #[xdp] macro passes the context by value")]
 pub fn steer(ctx: XdpContext) -> u32 {
     match try_steer(&ctx) {
         Ok(action) => action,

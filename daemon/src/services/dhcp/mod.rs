@@ -1,5 +1,5 @@
 //! # Layout
-//! The DHCPv4 responder.
+//! The DHCP (IPv4) responder.
 //!
 //! - [`handler`]: the pure decision `(request, state view, offers, now) -> Action`.
 //! - [`allocator`]: the outstanding-offer table and the free-address picker.

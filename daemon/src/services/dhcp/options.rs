@@ -11,7 +11,7 @@ use crate::model::BootProfile;
 pub const IPXE_USER_CLASS: &[u8] = b"iPXE";
 
 /// iPXE's encapsulated option space (175) and its "no-pxedhcp" setting (176):
-/// set to 1, iPXE does not wait ~3 s for ProxyDHCP offers that never come.
+/// set to 1, iPXE does not wait ~3 s for proxy DHCP offers that never come.
 pub const IPXE_ENCAP: u8 = 175;
 pub const IPXE_NO_PXEDHCP: u8 = 176;
 
@@ -81,7 +81,7 @@ pub fn is_pxe_client(req: &Message) -> bool {
 /// - 6 (IA-32 UEFI) gets nothing: a 32-bit UEFI firmware cannot execute an
 ///   x86-64 EFI image, so handing it `uefi_x64` would fail at boot in a way
 ///   that is harder to diagnose than "no boot file".
-/// - No option 93: `bios` when `legacy_default` (a PXEClient vendor class or
+/// - No option 93: `bios` when `legacy_default` (a `PXEClient` vendor class or
 ///   a BOOTP client), else nothing (an ordinary OS asking for an address).
 #[must_use]
 pub fn boot_file(profile: &BootProfile, ipxe: bool, arch: Option<u16>, legacy_default: bool) -> Option<&str> {

@@ -20,5 +20,7 @@ impl StoreBuilder<C, LogStore, StateMachine, TempDir> for FreshDir {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openraft_storage_suite_passes() {
-    Suite::test_all(FreshDir).await.expect("openraft storage suite");
+    Suite::test_all(FreshDir)
+        .await
+        .expect("openraft storage suite");
 }

@@ -39,7 +39,11 @@ const WRITER_LIMIT: Duration = Duration::from_secs(30);
 #[ignore = "the writer role of crash_leaves_every_acknowledged_entry; it runs it"]
 fn crash_writer_role() {
     let dir = std::env::var(WRITER_ENV).expect("only run by crash_leaves_every_acknowledged_entry");
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(writer(std::path::PathBuf::from(dir)));
 }
 
@@ -47,15 +51,34 @@ async fn writer(dir: std::path::PathBuf) {
     let store = Store::open(&dir).expect("writer: open");
     let mut ls = store.log_store();
     let mut sm = store.state_machine();
-    let last = ls.get_log_state().await.unwrap().last_log_id.map_or(0, |l| l.index);
+    let last = ls
+        .get_log_state()
+        .await
+        .unwrap()
+        .last_log_id
+        .map_or(0, |l| l.index);
     let applied = sm.applied_state().await.unwrap().0.map_or(0, |l| l.index);
     // Recovery: re-apply what the last crash lost, as openraft does from `committed`.
     if applied < last {
-        let unapplied = ls.get_log_reader().await.try_get_log_entries(applied + 1..=last).await.unwrap();
+        let unapplied = ls
+            .get_log_reader()
+            .await
+            .try_get_log_entries(applied + 1..=last)
+            .await
+            .unwrap();
         apply(&mut sm, unapplied).await;
     }
-    let term = ls.get_log_reader().await.read_vote().await.unwrap().map_or(0, |v| v.leader_id.term) + 1;
-    ls.save_vote(&VoteOf::<C>::new_committed(term, 1)).await.unwrap();
+    let term = ls
+        .get_log_reader()
+        .await
+        .read_vote()
+        .await
+        .unwrap()
+        .map_or(0, |v| v.leader_id.term)
+        + 1;
+    ls.save_vote(&VoteOf::<C>::new_committed(term, 1))
+        .await
+        .unwrap();
 
     let mut rng = StdRng::seed_from_u64(u64::from(std::process::id()));
     let mut next = last + 1;
@@ -63,7 +86,14 @@ async fn writer(dir: std::path::PathBuf) {
     while Instant::now() < deadline {
         let n = rng.random_range(1..=16);
         let entries: Vec<EntryOf<C>> = (next..next + n)
-            .map(|i| grant(term, i, Ipv4Addr::new(10, 0, rng.random_range(0..2), rng.random_range(1..=200)), rng.random_range(1..=64)))
+            .map(|i| {
+                grant(
+                    term,
+                    i,
+                    Ipv4Addr::new(10, 0, rng.random_range(0..2), rng.random_range(1..=200)),
+                    rng.random_range(1..=64),
+                )
+            })
             .collect();
         append(&mut ls, entries.clone()).await;
         // Acknowledged: the flush callback fired. println! goes through a
@@ -78,14 +108,26 @@ async fn writer(dir: std::path::PathBuf) {
 fn crash_leaves_every_acknowledged_entry() {
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
-    let name = format!("{}::crash_writer_role", module_path!().split_once("::").unwrap().1);
+    let name = format!(
+        "{}::crash_writer_role",
+        module_path!().split_once("::").unwrap().1
+    );
     let mut rng = StdRng::seed_from_u64(0x7a6d);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let mut durable = 0;
     for round in 1..=4 {
         println!("=== round {round}: start writer");
         let mut child = Process::new(&exe)
-            .args(["--exact", &name, "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                &name,
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(WRITER_ENV, dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -100,12 +142,20 @@ fn crash_leaves_every_acknowledged_entry() {
                 }
             }
         });
-        let first = rx.recv_timeout(Duration::from_secs(60)).expect("writer acknowledged nothing");
-        assert!(first > durable, "round {round}: writer restarted at {first}, before {durable}");
+        let first = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("writer acknowledged nothing");
+        assert!(
+            first > durable,
+            "round {round}: writer restarted at {first}, before {durable}"
+        );
         std::thread::sleep(Duration::from_millis(rng.random_range(20..600)));
         child.kill().unwrap(); // SIGKILL
         let status = child.wait().unwrap();
-        assert!(!status.success(), "round {round}: writer ended on its own before the kill");
+        assert!(
+            !status.success(),
+            "round {round}: writer ended on its own before the kill"
+        );
         reader.join().unwrap();
         let acked = rx.try_iter().fold(first, u64::max);
         println!("=== round {round}: killed after ack of {acked}; reopening");
@@ -120,14 +170,33 @@ async fn check_after_crash(dir: &std::path::Path, acked: u64) {
     let mut sm = store.state_machine();
     let state = ls.get_log_state().await.unwrap();
     let last = state.last_log_id.expect("empty log after crash").index;
-    assert!(last >= acked, "acknowledged index {acked} lost: log ends at {last}");
+    assert!(
+        last >= acked,
+        "acknowledged index {acked} lost: log ends at {last}"
+    );
     // Reading verifies every checksum and that there is no hole.
-    let entries = ls.get_log_reader().await.try_get_log_entries(1..=last).await.expect("log unreadable after crash");
+    let entries = ls
+        .get_log_reader()
+        .await
+        .try_get_log_entries(1..=last)
+        .await
+        .expect("log unreadable after crash");
     assert_eq!(entries.len() as u64, last, "log has a hole");
-    assert!(ls.get_log_reader().await.read_vote().await.unwrap().is_some(), "vote lost");
+    assert!(
+        ls.get_log_reader()
+            .await
+            .read_vote()
+            .await
+            .unwrap()
+            .is_some(),
+        "vote lost"
+    );
 
     let applied = sm.applied_state().await.unwrap().0.map_or(0, |l| l.index);
-    assert!(applied <= last, "state machine at {applied} is ahead of the log at {last}");
+    assert!(
+        applied <= last,
+        "state machine at {applied} is ahead of the log at {last}"
+    );
     let mut replay = State::default();
     for e in &entries[..applied as usize] {
         if let EntryPayload::Normal(cmd) = &e.payload {
@@ -136,6 +205,12 @@ async fn check_after_crash(dir: &std::path::Path, acked: u64) {
     }
     let view = store.view();
     assert_eq!(view.applied_index(), Some(applied).filter(|a| *a > 0));
-    assert!(view.read(|s| *s == replay), "state at {applied} is not the replay of the log up to it");
-    println!("    log ends at {last}, applied {applied}, {} leases", replay.leases.len());
+    assert!(
+        view.read(|s| *s == replay),
+        "state at {applied} is not the replay of the log up to it"
+    );
+    println!(
+        "    log ends at {last}, applied {applied}, {} leases",
+        replay.leases.len()
+    );
 }

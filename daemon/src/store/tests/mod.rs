@@ -2,8 +2,8 @@
 //! corruption detection, and the incremental lease rows staying equal to the
 //! in-memory state.
 
-mod consistency;
 mod conformance;
+mod consistency;
 mod corruption;
 mod crash;
 mod restart;
@@ -38,13 +38,20 @@ fn lease(ip: Ipv4Addr, mac: u8, at: u64) -> Lease {
 }
 
 fn grant(term: u64, index: u64, ip: Ipv4Addr, mac: u8) -> EntryOf<C> {
-    EntryOf::<C>::new_normal(lid(term, index), Command::Grant { lease: lease(ip, mac, index) })
+    EntryOf::<C>::new_normal(
+        lid(term, index),
+        Command::Grant {
+            lease: lease(ip, mac, index),
+        },
+    )
 }
 
 /// Appends and waits for the flush callback, like `RaftCore` does.
 async fn append(ls: &mut LogStore, entries: Vec<EntryOf<C>>) {
     let (tx, rx) = C::oneshot();
-    ls.append(entries, IOFlushed::signal(tx)).await.expect("append");
+    ls.append(entries, IOFlushed::signal(tx))
+        .await
+        .expect("append");
     rx.await.expect("callback dropped").expect("flush failed");
 }
 

@@ -21,7 +21,10 @@ fn ip(last: u8) -> Ipv4Addr {
 async fn vote_log_applied_state_and_snapshot_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let vote = VoteOf::<C>::new_committed(3, 1);
-    let membership = Membership::<u64, crate::consensus::NodeInfo>::new_with_defaults(vec![BTreeSet::from([1])], []);
+    let membership = Membership::<u64, crate::consensus::NodeInfo>::new_with_defaults(
+        vec![BTreeSet::from([1])],
+        [],
+    );
 
     println!("=== phase: write");
     let mut entries: Vec<EntryOf<C>> = vec![
@@ -33,9 +36,20 @@ async fn vote_log_applied_state_and_snapshot_survive_reopen() {
     }
     // Client 3 moves to another address; 4 is released; the config changes.
     entries.push(grant(1, 11, ip(50), 3));
-    entries.push(EntryOf::<C>::new_normal(lid(1, 12), Command::Release { ip: ip(4), at: 20 }));
-    let config = ServiceConfig { bootp: BootpPolicy::Dynamic, ..ServiceConfig::default() };
-    entries.push(EntryOf::<C>::new_normal(lid(1, 13), Command::SetConfig { config: config.clone() }));
+    entries.push(EntryOf::<C>::new_normal(
+        lid(1, 12),
+        Command::Release { ip: ip(4), at: 20 },
+    ));
+    let config = ServiceConfig {
+        bootp: BootpPolicy::Dynamic,
+        ..ServiceConfig::default()
+    };
+    entries.push(EntryOf::<C>::new_normal(
+        lid(1, 13),
+        Command::SetConfig {
+            config: config.clone(),
+        },
+    ));
     // Appended but not applied yet.
     entries.push(grant(1, 14, ip(60), 60));
     entries.push(grant(1, 15, ip(61), 61));
@@ -49,7 +63,12 @@ async fn vote_log_applied_state_and_snapshot_survive_reopen() {
         append(&mut ls, entries[7..].to_vec()).await;
         ls.save_committed(Some(lid(1, 13))).await.unwrap();
         apply(&mut sm, entries[..5].to_vec()).await;
-        let snap = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        let snap = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
         assert_eq!(snap.meta.last_log_id, Some(lid(1, 5)));
         apply(&mut sm, entries[5..13].to_vec()).await;
 
@@ -58,7 +77,10 @@ async fn vote_log_applied_state_and_snapshot_survive_reopen() {
         let s = view.read(State::clone);
         assert_eq!(s.config, config);
         assert_eq!(s.lease_of_mac(Mac([2, 0, 0, 0, 0, 3])).unwrap().ip, ip(50));
-        assert!(s.lease_of_ip(ip(3)).is_none(), "the moved client's old address is freed");
+        assert!(
+            s.lease_of_ip(ip(3)).is_none(),
+            "the moved client's old address is freed"
+        );
         assert_eq!(s.lease_of_ip(ip(4)).unwrap().expires_at, 20);
         (s, snap.meta)
         // Everything dropped here: the database closes.
@@ -87,9 +109,16 @@ async fn vote_log_applied_state_and_snapshot_survive_reopen() {
     assert_eq!(s, expected_state);
     // The derived by-MAC index is rebuilt on load.
     for l in expected_state.leases.values() {
-        assert_eq!(s.lease_of_mac(l.mac).map(|x| x.ip), expected_state.lease_of_mac(l.mac).map(|x| x.ip));
+        assert_eq!(
+            s.lease_of_mac(l.mac).map(|x| x.ip),
+            expected_state.lease_of_mac(l.mac).map(|x| x.ip)
+        );
     }
-    let snap = sm.get_current_snapshot().await.unwrap().expect("snapshot kept across restart");
+    let snap = sm
+        .get_current_snapshot()
+        .await
+        .unwrap()
+        .expect("snapshot kept across restart");
     assert_eq!(snap.meta, snapshot_meta);
 
     println!("=== phase: continue applying after reopen");
@@ -115,6 +144,12 @@ async fn wait_applied_resolves_only_once_the_index_is_applied() {
     tokio::task::yield_now().await;
     assert!(!waiter.is_finished(), "resolved at index 2");
     apply(&mut sm, entries[2..].to_vec()).await;
-    tokio::time::timeout(std::time::Duration::from_secs(5), waiter).await.unwrap().unwrap();
-    assert!(view.read(|s| s.lease_of_ip(ip(3)).is_some()), "the view includes index 3");
+    tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        view.read(|s| s.lease_of_ip(ip(3)).is_some()),
+        "the view includes index 3"
+    );
 }
