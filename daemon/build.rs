@@ -21,10 +21,17 @@ use anyhow::Context as _;
 const EBPF_PACKAGE: &str = "tandem-xdp";
 
 fn main() -> anyhow::Result<()> {
-    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR not set")?);
+    let manifest_dir =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR not set")?);
     let ebpf_root = manifest_dir.join("..").join("ebpf");
-    let xdp_dir = ebpf_root.join("xdp").canonicalize().context("locating ebpf/xdp")?;
-    let common_dir = ebpf_root.join("common").canonicalize().context("locating ebpf/common")?;
+    let xdp_dir = ebpf_root
+        .join("xdp")
+        .canonicalize()
+        .context("locating ebpf/xdp")?;
+    let common_dir = ebpf_root
+        .join("common")
+        .canonicalize()
+        .context("locating ebpf/common")?;
     // aya-build watches the program's directory; the shared types live beside it.
     println!("cargo:rerun-if-changed={}", common_dir.display());
 
@@ -45,7 +52,8 @@ fn main() -> anyhow::Result<()> {
     )
     .context("building the XDP program (needs `rustup toolchain install nightly --component rust-src` and bpf-linker; AYA_BUILD_SKIP=1 to skip)")?;
 
-    let object = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR not set")?).join(EBPF_PACKAGE);
+    let object =
+        PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR not set")?).join(EBPF_PACKAGE);
     if !object.exists() {
         // Only reachable with AYA_BUILD_SKIP (aya-build already warned).
         fs::write(&object, []).context("writing the empty placeholder object")?;

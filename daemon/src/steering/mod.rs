@@ -18,8 +18,8 @@ use aya::maps::{Array, MapData, MapError, PerCpuArray};
 use aya::programs::{ProgramError, Xdp, XdpMode};
 use aya::{Ebpf, EbpfError};
 use tandem_ebpf_common::{
-    counter_index, Config, Proto, Verdict, MAP_CONFIG, MAP_COUNTERS, MAP_ROLE, PROGRAM_NAME, ROLE_DROP,
-    ROLE_LEADER,
+    counter_index, Config, Proto, Verdict, MAP_CONFIG, MAP_COUNTERS, MAP_ROLE, PROGRAM_NAME,
+    ROLE_DROP, ROLE_LEADER,
 };
 
 #[cfg(test)]
@@ -110,6 +110,7 @@ pub struct Steering {
     /// Owns the program and, through it, the link. Dropping it would detach
     /// too; `Drop` detaches first so the log line is accurate.
     ebpf: Ebpf,
+    /// `Some` until `Drop` takes it to detach.
     link: Option<aya::programs::xdp::XdpLinkId>,
     role_map: Array<MapData, u32>,
     counters: PerCpuArray<MapData, u64>,
@@ -130,28 +131,37 @@ impl Steering {
     }
 
     /// [`Steering::attach`] trying only `modes`, in order.
-    fn attach_modes(iface: &str, vip: Ipv4Addr, modes: &[AttachMode]) -> Result<Steering, SteeringError> {
+    fn attach_modes(
+        iface: &str,
+        vip: Ipv4Addr,
+        modes: &[AttachMode],
+    ) -> Result<Steering, SteeringError> {
         if OBJECT.is_empty() {
             return Err(SteeringError::NotBuilt);
         }
         let mut ebpf = Ebpf::load(OBJECT).map_err(SteeringError::Load)?;
 
         // Configure before attaching, so the first packet already sees the
-        // VIP and the drop role.
+        // VIP and the drop role. CONFIG is written once: its handle closes at
+        // the end of this function and the loaded program keeps the map alive.
         let mut config: Array<MapData, Config> = take_map(&mut ebpf, MAP_CONFIG)?;
-        let config_value = Config { vip_be: u32::from_ne_bytes(vip.octets()) };
-        config.set(0, config_value, 0).map_err(|source| SteeringError::Map {
-            map: MAP_CONFIG,
-            what: "writing the VIP",
-            source,
-        })?;
+        let config_value = Config {
+            vip_be: u32::from_ne_bytes(vip.octets()),
+        };
+        config
+            .set(0, config_value, 0)
+            .map_err(|source| SteeringError::Map {
+                map: MAP_CONFIG,
+                what: "writing the VIP",
+                source,
+            })?;
         let mut role_map: Array<MapData, u32> = take_map(&mut ebpf, MAP_ROLE)?;
         write_role(&mut role_map, Role::Follower)?;
         let counters: PerCpuArray<MapData, u64> = take_map(&mut ebpf, MAP_COUNTERS)?;
 
         let program = program_mut(&mut ebpf)?;
         program.load().map_err(|source| SteeringError::Program {
-            what: "verifier rejected it",
+            what: "loading it into the kernel (verifier)",
             source,
         })?;
 
@@ -218,8 +228,13 @@ impl Steering {
     pub fn export_counters(&self) -> Result<(), SteeringError> {
         let family = &crate::metrics::get().xdp_packets;
         for (proto, verdict, packets) in self.counters()? {
-            let label = crate::metrics::ProtoVerdict { proto: proto.to_owned(), verdict: verdict.to_owned() };
-            family.get_or_create(&label).set(i64::try_from(packets).unwrap_or(i64::MAX));
+            let label = crate::metrics::ProtoVerdict {
+                proto: proto.to_owned(),
+                verdict: verdict.to_owned(),
+            };
+            family
+                .get_or_create(&label)
+                .set(i64::try_from(packets).unwrap_or(i64::MAX));
         }
         Ok(())
     }
@@ -229,12 +244,19 @@ impl Drop for Steering {
     fn drop(&mut self) {
         let Some(link) = self.link.take() else { return };
         let result = program_mut(&mut self.ebpf).and_then(|p| {
-            p.detach(link).map_err(|source| SteeringError::Program { what: "detaching", source })
+            p.detach(link).map_err(|source| SteeringError::Program {
+                what: "detaching",
+                source,
+            })
         });
         match result {
-            Ok(()) => tracing::info!(target: LOG_TARGET, iface = %self.iface, "XDP steering detached"),
+            Ok(()) => {
+                tracing::info!(target: LOG_TARGET, iface = %self.iface, "XDP steering detached")
+            }
             // The program still goes away when `ebpf` drops right after this.
-            Err(e) => tracing::warn!(target: LOG_TARGET, iface = %self.iface, error = %e, "XDP detach failed"),
+            Err(e) => {
+                tracing::warn!(target: LOG_TARGET, iface = %self.iface, error = %e, "XDP detach failed")
+            }
         }
     }
 }
@@ -249,25 +271,34 @@ fn attach_first(
     for &mode in earlier {
         match program.attach(iface, mode.xdp_mode()) {
             Ok(link) => return Ok((link, mode)),
-            Err(e) => tracing::info!(target: LOG_TARGET, iface, ?mode, error = %e, "XDP attach mode unavailable, trying the next"),
+            Err(e) => {
+                tracing::info!(target: LOG_TARGET, iface, ?mode, error = %e, "XDP attach mode unavailable, trying the next")
+            }
         }
     }
     match program.attach(iface, last.xdp_mode()) {
         Ok(link) => Ok((link, last)),
-        Err(source) => Err(SteeringError::Attach { iface: iface.to_owned(), mode: last, source }),
+        Err(source) => Err(SteeringError::Attach {
+            iface: iface.to_owned(),
+            mode: last,
+            source,
+        }),
     }
 }
 
 fn write_role(map: &mut Array<MapData, u32>, role: Role) -> Result<(), SteeringError> {
-    map.set(0, role.map_value(), 0).map_err(|source| SteeringError::Map {
-        map: MAP_ROLE,
-        what: "writing the role",
-        source,
-    })
+    map.set(0, role.map_value(), 0)
+        .map_err(|source| SteeringError::Map {
+            map: MAP_ROLE,
+            what: "writing the role",
+            source,
+        })
 }
 
 fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp, SteeringError> {
-    let program = ebpf.program_mut(PROGRAM_NAME).ok_or(SteeringError::Missing("XDP program"))?;
+    let program = ebpf
+        .program_mut(PROGRAM_NAME)
+        .ok_or(SteeringError::Missing("XDP program"))?;
     program.try_into().map_err(|source| SteeringError::Program {
         what: "is not an XDP program",
         source,

@@ -45,17 +45,37 @@ impl NetnsPair {
         for ns in [&pair.server, &pair.client] {
             run("ip", &["netns", "add", ns]);
             // No IPv6: router solicitations and DAD would only add "other" noise.
-            for key in ["net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"] {
+            for key in [
+                "net.ipv6.conf.all.disable_ipv6=1",
+                "net.ipv6.conf.default.disable_ipv6=1",
+            ] {
                 run("ip", &["netns", "exec", ns, "sysctl", "-qw", key]);
             }
             run("ip", &["-n", ns, "link", "set", "lo", "up"]);
         }
         run(
             "ip",
-            &["-n", &pair.server, "link", "add", SERVER_IF, "type", "veth", "peer", "name", CLIENT_IF, "netns", &pair.client],
+            &[
+                "-n",
+                &pair.server,
+                "link",
+                "add",
+                SERVER_IF,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                CLIENT_IF,
+                "netns",
+                &pair.client,
+            ],
         );
         for (ns, dev, addrs) in [
-            (&pair.server, SERVER_IF, vec![format!("{SERVER_IP}/24"), format!("{VIP}/24")]),
+            (
+                &pair.server,
+                SERVER_IF,
+                vec![format!("{SERVER_IP}/24"), format!("{VIP}/24")],
+            ),
             (&pair.client, CLIENT_IF, vec![format!("{CLIENT_IP}/24")]),
         ] {
             for addr in &addrs {
@@ -81,13 +101,16 @@ impl Drop for NetnsPair {
 fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
     std::thread::scope(|s| {
         let handle = s.spawn(|| {
-            let file = File::open(format!("/run/netns/{ns}")).unwrap_or_else(|e| panic!("open netns {ns}: {e}"));
+            let file = File::open(format!("/run/netns/{ns}"))
+                .unwrap_or_else(|e| panic!("open netns {ns}: {e}"));
             // SAFETY: plain syscall on a valid fd; it only changes this thread's network namespace.
             let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
             assert_eq!(rc, 0, "setns({ns}): {}", std::io::Error::last_os_error());
             f()
         });
-        handle.join().unwrap_or_else(|payload| std::panic::resume_unwind(payload))
+        handle
+            .join()
+            .unwrap_or_else(|payload| std::panic::resume_unwind(payload))
     })
 }
 
@@ -109,7 +132,18 @@ fn run(program: &str, args: &[&str]) -> String {
 /// One `arping` for the VIP from the client; true if a reply came back.
 fn arping_vip(pair: &NetnsPair) -> bool {
     Command::new("ip")
-        .args(["netns", "exec", &pair.client, "arping", "-c", "1", "-w", "2", "-I", CLIENT_IF])
+        .args([
+            "netns",
+            "exec",
+            &pair.client,
+            "arping",
+            "-c",
+            "1",
+            "-w",
+            "2",
+            "-I",
+            CLIENT_IF,
+        ])
         .arg(VIP.to_string())
         .output()
         .expect("spawn arping")
@@ -138,7 +172,14 @@ fn recv_within(socket: &UdpSocket, wait: Duration) -> Option<Vec<u8>> {
     let mut buf = [0u8; 1500];
     match socket.recv_from(&mut buf) {
         Ok((n, _)) => Some(buf[..n].to_vec()),
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => None,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            None
+        }
         Err(e) => panic!("recv: {e}"),
     }
 }
@@ -174,43 +215,80 @@ sendp(frames, iface="{CLIENT_IF}", verbose=False)
 "#
     );
     // scapy is installed for Debian's python only (TOOLCHAIN.md).
-    run("ip", &["netns", "exec", &pair.client, "/usr/bin/python3", "-c", &script]);
+    run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &pair.client,
+            "/usr/bin/python3",
+            "-c",
+            &script,
+        ],
+    );
 }
 
 fn scenario(mode: AttachMode, tag: &str) {
     println!("=== phase: namespaces ({mode:?})");
     let pair = NetnsPair::new(tag);
     let steering = in_netns(&pair.server, || {
-        Steering::attach_modes(SERVER_IF, VIP, &[mode]).unwrap_or_else(|e| panic!("attach {mode:?}: {e:?}"))
+        Steering::attach_modes(SERVER_IF, VIP, &[mode])
+            .unwrap_or_else(|e| panic!("attach {mode:?}: {e:?}"))
     });
     let mut steering = steering;
     assert_eq!(steering.mode(), mode);
-    assert_eq!(steering.role(), Role::Follower, "a fresh attach must drop until told otherwise");
+    assert_eq!(
+        steering.role(),
+        Role::Follower,
+        "a fresh attach must drop until told otherwise"
+    );
     let link = server_link(&pair);
-    let shown = if mode == AttachMode::Skb { " xdpgeneric " } else { " xdp " };
+    let shown = if mode == AttachMode::Skb {
+        " xdpgeneric "
+    } else {
+        " xdp "
+    };
     assert!(link.contains(shown), "expected `{shown}` in: {link}");
 
-    let dhcp = in_netns(&pair.server, || UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 67)).expect("bind 67"));
-    let other = in_netns(&pair.server, || UdpSocket::bind((Ipv4Addr::UNSPECIFIED, OTHER_PORT)).expect("bind other"));
-    let client = in_netns(&pair.client, || UdpSocket::bind((CLIENT_IP, 0)).expect("bind client"));
+    let dhcp = in_netns(&pair.server, || {
+        UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 67)).expect("bind 67")
+    });
+    let other = in_netns(&pair.server, || {
+        UdpSocket::bind((Ipv4Addr::UNSPECIFIED, OTHER_PORT)).expect("bind other")
+    });
+    let client = in_netns(&pair.client, || {
+        UdpSocket::bind((CLIENT_IP, 0)).expect("bind client")
+    });
 
     println!("=== phase: follower drops DHCP, TFTP and ARP for the VIP");
     let before = snapshot(&steering);
-    client.send_to(b"discover-follower", (SERVER_IP, 67)).expect("send 67");
-    client.send_to(b"rrq-follower", (SERVER_IP, 69)).expect("send 69");
-    client.send_to(b"raft-follower", (SERVER_IP, OTHER_PORT)).expect("send other");
+    client
+        .send_to(b"discover-follower", (SERVER_IP, 67))
+        .expect("send 67");
+    client
+        .send_to(b"rrq-follower", (SERVER_IP, 69))
+        .expect("send 69");
+    client
+        .send_to(b"raft-follower", (SERVER_IP, OTHER_PORT))
+        .expect("send other");
     assert_eq!(
         recv_within(&other, Duration::from_secs(2)).as_deref(),
         Some(&b"raft-follower"[..]),
         "a follower must keep passing non-service traffic"
     );
-    assert!(recv_within(&dhcp, Duration::from_millis(500)).is_none(), "follower let DHCP through");
+    assert!(
+        recv_within(&dhcp, Duration::from_millis(500)).is_none(),
+        "follower let DHCP through"
+    );
     assert!(!arping_vip(&pair), "follower answered ARP for the VIP");
     let after = snapshot(&steering);
     assert_eq!(delta(&before, &after, "dhcp", "drop"), 1);
     assert_eq!(delta(&before, &after, "dhcp", "pass"), 0);
     assert_eq!(delta(&before, &after, "tftp", "drop"), 1);
-    assert!(delta(&before, &after, "arp_vip", "drop") >= 1, "arping's request was not counted");
+    assert!(
+        delta(&before, &after, "arp_vip", "drop") >= 1,
+        "arping's request was not counted"
+    );
     assert_eq!(delta(&before, &after, "arp_vip", "pass"), 0);
     assert!(delta(&before, &after, "other", "pass") >= 1);
 
@@ -218,22 +296,42 @@ fn scenario(mode: AttachMode, tag: &str) {
     let before = snapshot(&steering);
     send_crafted(&pair);
     let after = snapshot(&steering);
-    assert_eq!(delta(&before, &after, "dhcp", "drop"), 2, "IPv4-options and VLAN DHCP frames");
+    assert_eq!(
+        delta(&before, &after, "dhcp", "drop"),
+        2,
+        "IPv4-options and VLAN DHCP frames"
+    );
     assert_eq!(delta(&before, &after, "dhcp", "pass"), 0);
-    assert!(delta(&before, &after, "other", "pass") >= 2, "fragment and truncated frame pass as other");
-    assert_eq!(delta(&before, &after, "arp_vip", "pass"), 1, "an ARP reply to the VIP is not dropped");
+    assert!(
+        delta(&before, &after, "other", "pass") >= 2,
+        "fragment and truncated frame pass as other"
+    );
+    assert_eq!(
+        delta(&before, &after, "arp_vip", "pass"),
+        1,
+        "an ARP reply to the VIP is not dropped"
+    );
     assert_eq!(delta(&before, &after, "arp_vip", "drop"), 0);
     // Sender checked before target: a gratuitous request is a claim, never a
     // question, and passes even on a follower so the daemon can see it.
-    assert_eq!(delta(&before, &after, "arp_conflict", "pass"), 2, "gratuitous ARPs for the VIP");
+    assert_eq!(
+        delta(&before, &after, "arp_conflict", "pass"),
+        2,
+        "gratuitous ARPs for the VIP"
+    );
     assert_eq!(delta(&before, &after, "arp_conflict", "drop"), 0);
-    assert!(recv_within(&dhcp, Duration::from_millis(200)).is_none(), "follower let crafted DHCP through");
+    assert!(
+        recv_within(&dhcp, Duration::from_millis(200)).is_none(),
+        "follower let crafted DHCP through"
+    );
 
     println!("=== phase: leader passes everything");
     steering.set_role(Role::Leader).expect("set leader");
     assert_eq!(steering.role(), Role::Leader);
     let before = snapshot(&steering);
-    client.send_to(b"discover-leader", (SERVER_IP, 67)).expect("send 67");
+    client
+        .send_to(b"discover-leader", (SERVER_IP, 67))
+        .expect("send 67");
     assert_eq!(
         recv_within(&dhcp, Duration::from_secs(2)).as_deref(),
         Some(&b"discover-leader"[..]),
@@ -248,17 +346,32 @@ fn scenario(mode: AttachMode, tag: &str) {
 
     println!("=== phase: back to follower");
     steering.set_role(Role::Follower).expect("set follower");
-    client.send_to(b"discover-again", (SERVER_IP, 67)).expect("send 67");
-    assert!(recv_within(&dhcp, Duration::from_millis(500)).is_none(), "role flip back did not take effect");
+    client
+        .send_to(b"discover-again", (SERVER_IP, 67))
+        .expect("send 67");
+    assert!(
+        recv_within(&dhcp, Duration::from_millis(500)).is_none(),
+        "role flip back did not take effect"
+    );
 
     if mode == AttachMode::Driver {
         println!("=== phase: metrics export");
         // Only this test exports: the gauges are process-wide.
         steering.export_counters().expect("export");
         let counters = steering.counters().expect("counters");
-        let dhcp_drop = counters.iter().find(|(p, v, _)| *p == "dhcp" && *v == "drop").expect("dhcp/drop").2;
-        let label = crate::metrics::ProtoVerdict { proto: "dhcp".into(), verdict: "drop".into() };
-        let gauge = crate::metrics::get().xdp_packets.get_or_create(&label).get();
+        let dhcp_drop = counters
+            .iter()
+            .find(|(p, v, _)| *p == "dhcp" && *v == "drop")
+            .expect("dhcp/drop")
+            .2;
+        let label = crate::metrics::ProtoVerdict {
+            proto: "dhcp".into(),
+            verdict: "drop".into(),
+        };
+        let gauge = crate::metrics::get()
+            .xdp_packets
+            .get_or_create(&label)
+            .get();
         assert_eq!(u64::try_from(gauge).expect("non-negative"), dhcp_drop);
         assert_eq!(dhcp_drop, 4, "1 socket + 2 crafted + 1 after the flip back");
     }
@@ -266,7 +379,10 @@ fn scenario(mode: AttachMode, tag: &str) {
     println!("=== phase: drop detaches");
     drop(steering);
     let link = server_link(&pair);
-    assert!(!link.contains(" xdp"), "program still attached after drop: {link}");
+    assert!(
+        !link.contains(" xdp"),
+        "program still attached after drop: {link}"
+    );
 }
 
 #[test]

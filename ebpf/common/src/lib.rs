@@ -71,8 +71,13 @@ pub const PROTOS: u32 = 5;
 
 impl Proto {
     /// Every value, in discriminant order.
-    pub const ALL: [Proto; PROTOS as usize] =
-        [Proto::Dhcp, Proto::Tftp, Proto::ArpVip, Proto::ArpConflict, Proto::Other];
+    pub const ALL: [Proto; PROTOS as usize] = [
+        Proto::Dhcp,
+        Proto::Tftp,
+        Proto::ArpVip,
+        Proto::ArpConflict,
+        Proto::Other,
+    ];
 
     /// The metric label.
     #[must_use]
@@ -109,7 +114,8 @@ impl Verdict {
 pub const COUNTER_SLOTS: u32 = PROTOS * VERDICTS;
 
 /// Metric label for each [`Proto`], indexed by its discriminant.
-pub const PROTO_NAMES: [&str; PROTOS as usize] = ["dhcp", "tftp", "arp_vip", "arp_conflict", "other"];
+pub const PROTO_NAMES: [&str; PROTOS as usize] =
+    ["dhcp", "tftp", "arp_vip", "arp_conflict", "other"];
 
 /// Metric label for each [`Verdict`], indexed by its discriminant.
 pub const VERDICT_NAMES: [&str; VERDICTS as usize] = ["pass", "drop"];

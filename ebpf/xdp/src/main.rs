@@ -53,7 +53,10 @@ const IPPROTO_UDP: u8 = 17;
 const ARPOP_REQUEST: u16 = 1;
 
 #[xdp]
-#[allow(clippy::needless_pass_by_value, reason = "the #[xdp] macro passes the context by value")]
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "the #[xdp] macro passes the context by value"
+)]
 pub fn steer(ctx: XdpContext) -> u32 {
     match try_steer(&ctx) {
         Ok(action) => action,
@@ -74,7 +77,9 @@ fn try_steer(ctx: &XdpContext) -> Result<u32, ()> {
         _ => Verdict::Pass,
     };
 
-    let slot = COUNTERS.get_ptr_mut(counter_index(proto, verdict)).ok_or(())?;
+    let slot = COUNTERS
+        .get_ptr_mut(counter_index(proto, verdict))
+        .ok_or(())?;
     // SAFETY: the pointer comes from a successful lookup in a per-CPU array,
     // so it is valid and only this CPU writes it while this program runs.
     unsafe { *slot += 1 };

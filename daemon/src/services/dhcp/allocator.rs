@@ -127,7 +127,10 @@ pub fn is_free(
     if is_excluded(subnet, ip, server_id) || held_by_other(state, offers, ip, mac, now) {
         return false;
     }
-    state.config.reservation_of_ip(ip).is_none_or(|r| r.mac == mac)
+    state
+        .config
+        .reservation_of_ip(ip)
+        .is_none_or(|r| r.mac == mac)
 }
 
 /// The binding part of [`is_free`] without the config checks (exclusions,
@@ -231,7 +234,11 @@ impl Cursor {
     /// Walks at most one lap from the cursor; returns the first address for
     /// which `ok` holds and leaves the cursor just past it. Adds the number of
     /// candidates looked at to `examined`.
-    fn lap(&mut self, examined: &mut u64, mut ok: impl FnMut(Ipv4Addr) -> bool) -> Option<Ipv4Addr> {
+    fn lap(
+        &mut self,
+        examined: &mut u64,
+        mut ok: impl FnMut(Ipv4Addr) -> bool,
+    ) -> Option<Ipv4Addr> {
         for _ in 0..self.total {
             let ip = self.addr(self.next);
             self.next = (self.next + 1) % self.total;
@@ -269,7 +276,10 @@ impl Allocator {
         server_id: Ipv4Addr,
         now: u64,
     ) -> Option<Ipv4Addr> {
-        let cur = self.cursors.entry(subnet.cidr).or_insert_with(|| Cursor::new(subnet));
+        let cur = self
+            .cursors
+            .entry(subnet.cidr)
+            .or_insert_with(|| Cursor::new(subnet));
         if cur.pools != subnet.pools {
             *cur = Cursor::new(subnet);
         }
@@ -300,7 +310,9 @@ impl Allocator {
             cur.fresh_gone_at = None;
         }
         if cur.fresh_gone_at.is_none() {
-            if let Some(ip) = cur.lap(&mut self.examined, |ip| !state.leases.contains_key(&ip) && usable(ip)) {
+            if let Some(ip) = cur.lap(&mut self.examined, |ip| {
+                !state.leases.contains_key(&ip) && usable(ip)
+            }) {
                 return Some(ip);
             }
             cur.fresh_gone_at = Some(n_leases);
@@ -311,7 +323,10 @@ impl Allocator {
         }
 
         cur.exhausted_at = Some((now, n_leases));
-        if cur.warned_at.is_none_or(|t| now >= t + EXHAUSTED_WARN_EVERY || now < t) {
+        if cur
+            .warned_at
+            .is_none_or(|t| now >= t + EXHAUSTED_WARN_EVERY || now < t)
+        {
             cur.warned_at = Some(now);
             tracing::warn!(
                 target: "tandem::dhcp",
@@ -363,7 +378,10 @@ mod tests {
             granted_at: at,
             expires_at: at + len,
         };
-        assert_eq!(s.apply(&Command::Grant { lease }), crate::model::CommandResponse::Ok);
+        assert_eq!(
+            s.apply(&Command::Grant { lease }),
+            crate::model::CommandResponse::Ok
+        );
     }
 
     const SID: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
@@ -403,7 +421,12 @@ mod tests {
         grant(&mut s, Ipv4Addr::new(10, 0, 0, 4), mac(50), 0, 600);
         let mut offers = Offers::new();
         offers.record(Ipv4Addr::new(10, 0, 0, 5), mac(51), 100);
-        s.apply(&Command::Decline { ip: Ipv4Addr::new(10, 0, 0, 6), mac: mac(52), at: 0, until: 1000 });
+        s.apply(&Command::Decline {
+            ip: Ipv4Addr::new(10, 0, 0, 6),
+            mac: mac(52),
+            at: 0,
+            until: 1000,
+        });
 
         let mut a = Allocator::new();
         let mut got = vec![];
@@ -411,11 +434,30 @@ mod tests {
             offers.record(ip, mac(1000 + got.len() as u16), 100);
             got.push(ip);
         }
-        assert_eq!(got, vec![Ipv4Addr::new(10, 0, 0, 7), Ipv4Addr::new(10, 0, 0, 8)]);
+        assert_eq!(
+            got,
+            vec![Ipv4Addr::new(10, 0, 0, 7), Ipv4Addr::new(10, 0, 0, 8)]
+        );
 
         // The reserved address is free for its owner, never for others.
-        assert!(is_free(&s, &offers, &sub, Ipv4Addr::new(10, 0, 0, 3), mac(99), SID, 10));
-        assert!(!is_free(&s, &offers, &sub, Ipv4Addr::new(10, 0, 0, 3), mac(1), SID, 10));
+        assert!(is_free(
+            &s,
+            &offers,
+            &sub,
+            Ipv4Addr::new(10, 0, 0, 3),
+            mac(99),
+            SID,
+            10
+        ));
+        assert!(!is_free(
+            &s,
+            &offers,
+            &sub,
+            Ipv4Addr::new(10, 0, 0, 3),
+            mac(1),
+            SID,
+            10
+        ));
         // After the offers, the lease and the quarantine run out, all come back.
         let mut later = vec![];
         let mut fresh = Offers::new();
@@ -424,7 +466,10 @@ mod tests {
             later.push(ip);
         }
         later.sort();
-        let want: Vec<Ipv4Addr> = [4, 5, 6, 7, 8].iter().map(|&d| Ipv4Addr::new(10, 0, 0, d)).collect();
+        let want: Vec<Ipv4Addr> = [4, 5, 6, 7, 8]
+            .iter()
+            .map(|&d| Ipv4Addr::new(10, 0, 0, d))
+            .collect();
         assert_eq!(later, want);
     }
 
@@ -440,7 +485,9 @@ mod tests {
         let offers = Offers::new();
         let mut picks = vec![];
         for i in 0..10u16 {
-            let ip = a.pick(&s, &offers, &sub, mac(100 + i), SID, 100).expect("pool has room");
+            let ip = a
+                .pick(&s, &offers, &sub, mac(100 + i), SID, 100)
+                .expect("pool has room");
             grant(&mut s, ip, mac(100 + i), 100, 600);
             picks.push(ip.octets()[3]);
         }
@@ -448,10 +495,20 @@ mod tests {
         let mut reused = picks[5..].to_vec();
         reused.sort_unstable();
         assert_eq!(reused, vec![0, 1, 2, 3, 4], "then the expired ones");
-        assert_eq!(a.pick(&s, &offers, &sub, mac(200), SID, 100), None, "all ten are live now");
+        assert_eq!(
+            a.pick(&s, &offers, &sub, mac(200), SID, 100),
+            None,
+            "all ten are live now"
+        );
         // One second later, one lease released: the pick finds it again.
-        s.apply(&Command::Release { ip: Ipv4Addr::new(10, 0, 1, 7), at: 101 });
-        assert_eq!(a.pick(&s, &offers, &sub, mac(200), SID, 101), Some(Ipv4Addr::new(10, 0, 1, 7)));
+        s.apply(&Command::Release {
+            ip: Ipv4Addr::new(10, 0, 1, 7),
+            at: 101,
+        });
+        assert_eq!(
+            a.pick(&s, &offers, &sub, mac(200), SID, 101),
+            Some(Ipv4Addr::new(10, 0, 1, 7))
+        );
     }
 
     #[test]
@@ -460,12 +517,21 @@ mod tests {
         let s = state_with(&sub);
         let mut a = Allocator::new();
         let offers = Offers::new();
-        assert_eq!(a.pick(&s, &offers, &sub, mac(1), SID, 0), Some(Ipv4Addr::new(10, 0, 2, 10)));
+        assert_eq!(
+            a.pick(&s, &offers, &sub, mac(1), SID, 0),
+            Some(Ipv4Addr::new(10, 0, 2, 10))
+        );
         let sub2 = subnet("10.0.2.20-10.0.2.21");
-        assert_eq!(a.pick(&s, &offers, &sub2, mac(1), SID, 0), Some(Ipv4Addr::new(10, 0, 2, 20)));
+        assert_eq!(
+            a.pick(&s, &offers, &sub2, mac(1), SID, 0),
+            Some(Ipv4Addr::new(10, 0, 2, 20))
+        );
         // Empty (reversed) pool: nothing, no panic.
         let mut empty = subnet("10.0.2.30-10.0.2.30");
-        empty.pools = vec![PoolRange { start: Ipv4Addr::new(10, 0, 2, 9), end: Ipv4Addr::new(10, 0, 2, 1) }];
+        empty.pools = vec![PoolRange {
+            start: Ipv4Addr::new(10, 0, 2, 9),
+            end: Ipv4Addr::new(10, 0, 2, 1),
+        }];
         assert_eq!(a.pick(&s, &offers, &empty, mac(1), SID, 0), None);
     }
 
@@ -478,18 +544,30 @@ mod tests {
         let first = u32::from(Ipv4Addr::new(10, 0, 0, 10));
         // Every third address is leased, granted directly (not by the allocator).
         for i in 0..20_000u16 {
-            grant(&mut state, Ipv4Addr::from(first + 3 * u32::from(i)), mac(i), 0, 600);
+            grant(
+                &mut state,
+                Ipv4Addr::from(first + 3 * u32::from(i)),
+                mac(i),
+                0,
+                600,
+            );
         }
         let mut alloc = Allocator::new();
         let mut offers = Offers::new();
         for i in 0..5_000u16 {
             let m = Mac([2, 2, 0, 0, (i >> 8) as u8, i as u8]);
-            let ip = alloc.pick(&state, &offers, &sub, m, SID, 1).expect("pool has room");
+            let ip = alloc
+                .pick(&state, &offers, &sub, m, SID, 1)
+                .expect("pool has room");
             assert!(!state.leases.contains_key(&ip));
             assert!(offers.get(ip).is_none(), "{ip} offered twice");
             offers.record(ip, m, 31);
         }
-        assert!(alloc.examined() <= 2 * 5_000, "5,000 picks examined {} addresses", alloc.examined());
+        assert!(
+            alloc.examined() <= 2 * 5_000,
+            "5,000 picks examined {} addresses",
+            alloc.examined()
+        );
     }
 
     /// A flood of DISCOVERs against a full pool costs one lap per second.
@@ -498,7 +576,13 @@ mod tests {
         let sub = subnet("10.0.3.0-10.0.3.99");
         let mut state = state_with(&sub);
         for d in 0..100u8 {
-            grant(&mut state, Ipv4Addr::new(10, 0, 3, d), mac(u16::from(d)), 0, 600);
+            grant(
+                &mut state,
+                Ipv4Addr::new(10, 0, 3, d),
+                mac(u16::from(d)),
+                0,
+                600,
+            );
         }
         let (mut alloc, offers) = (Allocator::new(), Offers::new());
         assert_eq!(alloc.pick(&state, &offers, &sub, mac(500), SID, 5), None);
@@ -511,7 +595,13 @@ mod tests {
         assert_eq!(alloc.pick(&state, &offers, &sub, mac(500), SID, 6), None);
         assert!(alloc.examined() > one_lap, "a new second rescans");
         // A lease that ends is found again in the next second.
-        state.apply(&Command::Release { ip: Ipv4Addr::new(10, 0, 3, 42), at: 7 });
-        assert_eq!(alloc.pick(&state, &offers, &sub, mac(500), SID, 7), Some(Ipv4Addr::new(10, 0, 3, 42)));
+        state.apply(&Command::Release {
+            ip: Ipv4Addr::new(10, 0, 3, 42),
+            at: 7,
+        });
+        assert_eq!(
+            alloc.pick(&state, &offers, &sub, mac(500), SID, 7),
+            Some(Ipv4Addr::new(10, 0, 3, 42))
+        );
     }
 }

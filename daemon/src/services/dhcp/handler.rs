@@ -78,7 +78,13 @@ pub enum Action {
     Reply { reply: Message, to: Destination },
     /// DISCOVER answered: send OFFER and remember `ip` as offered to `mac`
     /// until `until` (the caller records it in `Offers`).
-    Offer { reply: Message, to: Destination, ip: Ipv4Addr, mac: Mac, until: u64 },
+    Offer {
+        reply: Message,
+        to: Destination,
+        ip: Ipv4Addr,
+        mac: Mac,
+        until: u64,
+    },
     /// Commit `cmd` through Raft (quorum) FIRST; only once it is applied with
     /// `CommandResponse::Ok`, send `reply` (the ACK). If the commit is
     /// rejected, the caller sends `nak` instead, to [`Destination::for_nak`].
@@ -87,7 +93,12 @@ pub enum Action {
     /// `yiaddr`, `siaddr` and the file cleared: sending the address the
     /// cluster just refused would create a conflict, while an empty reply is
     /// ignored by BOOTP clients, which then retry.
-    CommitThenReply { cmd: Command, reply: Message, nak: Message, to: Destination },
+    CommitThenReply {
+        cmd: Command,
+        reply: Message,
+        nak: Message,
+        to: Destination,
+    },
     /// Commit with no reply (RELEASE, DECLINE).
     Commit { cmd: Command },
 }
@@ -110,7 +121,13 @@ pub fn quarantine_secs(lease_time: u32) -> u64 {
 }
 
 /// Decides what to do with one request. See the module docs.
-pub fn handle(req: &Message, state: &State, offers: &Offers, alloc: &mut Allocator, ctx: &Context) -> Action {
+pub fn handle(
+    req: &Message,
+    state: &State,
+    offers: &Offers,
+    alloc: &mut Allocator,
+    ctx: &Context,
+) -> Action {
     if req.opcode() != Opcode::BootRequest {
         return malformed("op is not BOOTREQUEST");
     }
@@ -131,9 +148,18 @@ pub fn handle(req: &Message, state: &State, offers: &Offers, alloc: &mut Allocat
         .find(|a| !a.is_unspecified())
         .unwrap_or(ctx.server_id);
     let Some(subnet) = state.config.subnet_for(select) else {
-        return Action::Drop { reason: "no subnet configured for the request's network" };
+        return Action::Drop {
+            reason: "no subnet configured for the request's network",
+        };
     };
-    let v = View { req, state, offers, ctx, mac, subnet };
+    let v = View {
+        req,
+        state,
+        offers,
+        ctx,
+        mac,
+        subnet,
+    };
 
     match req.opts().msg_type() {
         None => v.bootp(alloc),
@@ -142,7 +168,9 @@ pub fn handle(req: &Message, state: &State, offers: &Offers, alloc: &mut Allocat
         Some(MessageType::Release) => v.release(),
         Some(MessageType::Decline) => v.decline(),
         Some(MessageType::Inform) => v.inform(),
-        Some(_) => Action::Drop { reason: "message type a server does not answer" },
+        Some(_) => Action::Drop {
+            reason: "message type a server does not answer",
+        },
     }
 }
 
@@ -168,7 +196,15 @@ impl View<'_> {
     }
 
     fn free(&self, ip: Ipv4Addr) -> bool {
-        is_free(self.state, self.offers, self.subnet, ip, self.mac, self.ctx.server_id, self.now())
+        is_free(
+            self.state,
+            self.offers,
+            self.subnet,
+            ip,
+            self.mac,
+            self.ctx.server_id,
+            self.now(),
+        )
     }
 
     fn requested_ip(&self) -> Option<Ipv4Addr> {
@@ -205,7 +241,9 @@ impl View<'_> {
 
     fn discover(&self, alloc: &mut Allocator) -> Action {
         let Some(ip) = self.choose(alloc) else {
-            return Action::Drop { reason: "pool exhausted" };
+            return Action::Drop {
+                reason: "pool exhausted",
+            };
         };
         let mut reply = self.base(Some(MessageType::Offer));
         reply.set_yiaddr(ip);
@@ -243,7 +281,14 @@ impl View<'_> {
                 return Some(ip);
             }
         }
-        alloc.pick(self.state, self.offers, self.subnet, self.mac, self.ctx.server_id, self.now())
+        alloc.pick(
+            self.state,
+            self.offers,
+            self.subnet,
+            self.mac,
+            self.ctx.server_id,
+            self.now(),
+        )
     }
 
     // ---- REQUEST --------------------------------------------------------
@@ -255,9 +300,13 @@ impl View<'_> {
         if let Some(sid) = self.server_id_opt() {
             // SELECTING.
             if sid != self.ctx.server_id {
-                return Action::Drop { reason: "client selected another server" };
+                return Action::Drop {
+                    reason: "client selected another server",
+                };
             }
-            let ip = self.requested_ip().or((!ciaddr.is_unspecified()).then_some(ciaddr));
+            let ip = self
+                .requested_ip()
+                .or((!ciaddr.is_unspecified()).then_some(ciaddr));
             let Some(ip) = ip else {
                 return malformed("SELECTING REQUEST without a requested address");
             };
@@ -294,7 +343,9 @@ impl View<'_> {
             (None, None) => None,
         };
         match known {
-            None => Action::Drop { reason: "INIT-REBOOT from a client with no lease here" },
+            None => Action::Drop {
+                reason: "INIT-REBOOT from a client with no lease here",
+            },
             Some((theirs, why)) if theirs != ip => self.nak(why),
             Some(_) => self.grant_or_nak(ip),
         }
@@ -310,7 +361,11 @@ impl View<'_> {
             return Err("requested address belongs to the network's infrastructure");
         }
         if let Some(r) = self.reservation() {
-            return if r.ip == ip { Ok(Some(r)) } else { Err("client has a reservation for another address") };
+            return if r.ip == ip {
+                Ok(Some(r))
+            } else {
+                Err("client has a reservation for another address")
+            };
         }
         if !self.free(ip) {
             return Err("requested address is in use by another client");
@@ -331,7 +386,9 @@ impl View<'_> {
             Ok(res) => res,
             Err(why) => return self.nak(why),
         };
-        let cmd = Command::Grant { lease: self.lease(ip, res) };
+        let cmd = Command::Grant {
+            lease: self.lease(ip, res),
+        };
         let mut reply = self.base(Some(MessageType::Ack));
         reply.set_yiaddr(ip).set_ciaddr(self.req.ciaddr());
         self.add_config(&mut reply, Some(self.lease_time()), false);
@@ -369,18 +426,24 @@ impl View<'_> {
 
     fn nak(&self, why: &'static str) -> Action {
         tracing::debug!(target: "tandem::dhcp", mac = %self.mac, reason = why, "NAK");
-        Action::Reply { reply: self.nak_message(why), to: nak_destination(self.req) }
+        Action::Reply {
+            reply: self.nak_message(why),
+            to: nak_destination(self.req),
+        }
     }
 
     // ---- RELEASE, DECLINE, INFORM ----------------------------------------
 
     fn foreign(&self) -> bool {
-        self.server_id_opt().is_some_and(|s| s != self.ctx.server_id)
+        self.server_id_opt()
+            .is_some_and(|s| s != self.ctx.server_id)
     }
 
     fn release(&self) -> Action {
         if self.foreign() {
-            return Action::Drop { reason: "RELEASE addressed to another server" };
+            return Action::Drop {
+                reason: "RELEASE addressed to another server",
+            };
         }
         let ip = self.req.ciaddr();
         if ip.is_unspecified() {
@@ -389,12 +452,18 @@ impl View<'_> {
         match self.state.lease_of_ip(ip) {
             Some(l) if l.mac == self.mac && l.state == LeaseState::Bound => {
                 if l.is_active(self.now()) {
-                    Action::Commit { cmd: Command::Release { ip, at: self.now() } }
+                    Action::Commit {
+                        cmd: Command::Release { ip, at: self.now() },
+                    }
                 } else {
-                    Action::Drop { reason: "RELEASE of an expired lease" }
+                    Action::Drop {
+                        reason: "RELEASE of an expired lease",
+                    }
                 }
             }
-            _ => Action::Drop { reason: "RELEASE of an address the client does not hold" },
+            _ => Action::Drop {
+                reason: "RELEASE of an address the client does not hold",
+            },
         }
     }
 
@@ -402,21 +471,35 @@ impl View<'_> {
     /// segment could quarantine the whole pool with forged DECLINEs.
     fn decline(&self) -> Action {
         if self.foreign() {
-            return Action::Drop { reason: "DECLINE addressed to another server" };
+            return Action::Drop {
+                reason: "DECLINE addressed to another server",
+            };
         }
         let Some(ip) = self.requested_ip() else {
             return malformed("DECLINE without a requested address");
         };
         match self.state.lease_of_ip(ip) {
             Some(l) if l.mac == self.mac && l.state == LeaseState::Bound => {
-                let lease_time = self.state.config.subnet_for(ip).unwrap_or(self.subnet).lease_time;
+                let lease_time = self
+                    .state
+                    .config
+                    .subnet_for(ip)
+                    .unwrap_or(self.subnet)
+                    .lease_time;
                 let at = self.now();
                 tracing::info!(target: "tandem::dhcp", %ip, mac = %self.mac, "address declined: quarantined");
                 Action::Commit {
-                    cmd: Command::Decline { ip, mac: self.mac, at, until: at + quarantine_secs(lease_time) },
+                    cmd: Command::Decline {
+                        ip,
+                        mac: self.mac,
+                        at,
+                        until: at + quarantine_secs(lease_time),
+                    },
                 }
             }
-            _ => Action::Drop { reason: "DECLINE of an address the client does not hold" },
+            _ => Action::Drop {
+                reason: "DECLINE of an address the client does not hold",
+            },
         }
     }
 
@@ -447,26 +530,45 @@ impl View<'_> {
             reply
         };
         if let Some(r) = self.reservation() {
-            return Action::Reply { reply: build(r.ip), to: destination(self.req, self.mac, r.ip) };
+            return Action::Reply {
+                reply: build(r.ip),
+                to: destination(self.req, self.mac, r.ip),
+            };
         }
         if self.state.config.bootp == BootpPolicy::ReservationsOnly {
-            return Action::Drop { reason: "BOOTP client without a reservation" };
+            return Action::Drop {
+                reason: "BOOTP client without a reservation",
+            };
         }
         let own = self
             .state
             .lease_of_mac(self.mac)
             .map(|l| l.ip)
             .filter(|&ip| in_pool(self.subnet, ip) && self.free(ip));
-        let picked =
-            || alloc.pick(self.state, self.offers, self.subnet, self.mac, self.ctx.server_id, self.now());
+        let picked = || {
+            alloc.pick(
+                self.state,
+                self.offers,
+                self.subnet,
+                self.mac,
+                self.ctx.server_id,
+                self.now(),
+            )
+        };
         let Some(ip) = own.or_else(picked) else {
-            return Action::Drop { reason: "pool exhausted" };
+            return Action::Drop {
+                reason: "pool exhausted",
+            };
         };
         let reply = build(ip);
         let mut nak = reply.clone();
-        nak.set_yiaddr(Ipv4Addr::UNSPECIFIED).set_siaddr(Ipv4Addr::UNSPECIFIED).clear_fname();
+        nak.set_yiaddr(Ipv4Addr::UNSPECIFIED)
+            .set_siaddr(Ipv4Addr::UNSPECIFIED)
+            .clear_fname();
         Action::CommitThenReply {
-            cmd: Command::Grant { lease: self.lease(ip, None) },
+            cmd: Command::Grant {
+                lease: self.lease(ip, None),
+            },
             reply,
             nak,
             to: destination(self.req, self.mac, ip),
@@ -482,12 +584,18 @@ impl View<'_> {
     fn base(&self, kind: Option<MessageType>) -> Message {
         let z = Ipv4Addr::UNSPECIFIED;
         let mut m = Message::new_with_id(self.req.xid(), z, z, z, self.req.giaddr(), &self.mac.0);
-        m.set_opcode(Opcode::BootReply).set_htype(HType::Eth).set_flags(self.req.flags());
+        m.set_opcode(Opcode::BootReply)
+            .set_htype(HType::Eth)
+            .set_flags(self.req.flags());
         if let Some(kind) = kind {
             m.opts_mut().insert(DhcpOption::MessageType(kind));
-            m.opts_mut().insert(DhcpOption::ServerIdentifier(self.ctx.server_id));
+            m.opts_mut()
+                .insert(DhcpOption::ServerIdentifier(self.ctx.server_id));
         }
-        for code in [OptionCode::ClientIdentifier, OptionCode::RelayAgentInformation] {
+        for code in [
+            OptionCode::ClientIdentifier,
+            OptionCode::RelayAgentInformation,
+        ] {
             if let Some(o) = self.req.opts().get(code) {
                 m.opts_mut().insert(o.clone());
             }
@@ -517,14 +625,22 @@ impl View<'_> {
         }
         // For INFORM and BOOTP the reservation is looked up without the
         // free check: it only names the host and its profile here.
-        let res = self.state.config.reservation_for(self.mac).filter(|r| s.cidr.contains(&r.ip));
+        let res = self
+            .state
+            .config
+            .reservation_for(self.mac)
+            .filter(|r| s.cidr.contains(&r.ip));
         if let Some(h) = res.and_then(|r| r.hostname.clone()) {
             opts.insert(DhcpOption::Hostname(h));
         }
         reply.set_siaddr(s.next_server.unwrap_or(self.ctx.server_id));
         self.add_boot(reply, res);
 
-        let max = if bootp { dhcproto::v4::MIN_PACKET_SIZE } else { options::max_reply_len(self.req) };
+        let max = if bootp {
+            dhcproto::v4::MIN_PACKET_SIZE
+        } else {
+            options::max_reply_len(self.req)
+        };
         let requested = match self.req.opts().get(OptionCode::ParameterRequestList) {
             Some(DhcpOption::ParameterRequestList(l)) => l.as_slice(),
             _ => &[],
@@ -541,7 +657,10 @@ impl View<'_> {
         if ipxe {
             reply.opts_mut().insert(options::ipxe_no_pxedhcp());
         }
-        let Some(name) = res.and_then(|r| r.profile.as_deref()).or(self.subnet.profile.as_deref()) else {
+        let Some(name) = res
+            .and_then(|r| r.profile.as_deref())
+            .or(self.subnet.profile.as_deref())
+        else {
             return;
         };
         let Some(profile) = self.state.config.profile(name) else {
@@ -549,13 +668,16 @@ impl View<'_> {
             return;
         };
         let legacy = self.req.opts().msg_type().is_none() || options::is_pxe_client(self.req);
-        let Some(file) = options::boot_file(profile, ipxe, options::client_arch(self.req), legacy) else {
+        let Some(file) = options::boot_file(profile, ipxe, options::client_arch(self.req), legacy)
+        else {
             return;
         };
         if file.len() <= options::MAX_FILE_FIELD {
             reply.set_fname_str(file);
         } else {
-            reply.opts_mut().insert(DhcpOption::BootfileName(file.as_bytes().to_vec()));
+            reply
+                .opts_mut()
+                .insert(DhcpOption::BootfileName(file.as_bytes().to_vec()));
         }
     }
 }
@@ -614,7 +736,10 @@ mod tests {
             subnets: vec![
                 Subnet {
                     cidr: "10.0.0.0/24".parse().unwrap(),
-                    pools: vec![PoolRange { start: v4(100), end: v4(129) }],
+                    pools: vec![PoolRange {
+                        start: v4(100),
+                        end: v4(129),
+                    }],
                     router: Some(v4(1)),
                     dns: vec![v4(53)],
                     domain: Some("lab.example".into()),
@@ -666,11 +791,19 @@ mod tests {
         fn with(config: ServiceConfig) -> Self {
             let mut state = State::default();
             state.apply(&Command::SetConfig { config });
-            Server { state, offers: Offers::new(), alloc: Allocator::new(), now: 1_000_000 }
+            Server {
+                state,
+                offers: Offers::new(),
+                alloc: Allocator::new(),
+                now: 1_000_000,
+            }
         }
 
         fn decide(&mut self, req: &Message) -> Action {
-            let ctx = Context { server_id: SID, now: self.now };
+            let ctx = Context {
+                server_id: SID,
+                now: self.now,
+            };
             handle(req, &self.state, &self.offers, &mut self.alloc, &ctx)
         }
 
@@ -680,11 +813,22 @@ mod tests {
             let sent = match &a {
                 Action::Drop { .. } => None,
                 Action::Reply { reply, to } => Some((reply.clone(), *to)),
-                Action::Offer { reply, to, ip, mac, until } => {
+                Action::Offer {
+                    reply,
+                    to,
+                    ip,
+                    mac,
+                    until,
+                } => {
                     self.offers.record(*ip, *mac, *until);
                     Some((reply.clone(), *to))
                 }
-                Action::CommitThenReply { cmd, reply, nak, to } => match self.state.apply(cmd) {
+                Action::CommitThenReply {
+                    cmd,
+                    reply,
+                    nak,
+                    to,
+                } => match self.state.apply(cmd) {
                     CommandResponse::Ok => Some((reply.clone(), *to)),
                     CommandResponse::Rejected { .. } => Some((nak.clone(), to.for_nak())),
                 },
@@ -699,7 +843,9 @@ mod tests {
         /// DISCOVER, then REQUEST what was offered; returns the acknowledged address.
         fn dora(&mut self, m: Mac) -> Ipv4Addr {
             let (a, _) = self.run(&discover(m));
-            let Action::Offer { ip, .. } = a else { panic!("no offer for {m}: {a:?}") };
+            let Action::Offer { ip, .. } = a else {
+                panic!("no offer for {m}: {a:?}")
+            };
             let (a, sent) = self.run(&select(m, ip, SID));
             let (ack, _) = sent.unwrap_or_else(|| panic!("no reply to REQUEST: {a:?}"));
             assert_eq!(ack.opts().msg_type(), Some(MessageType::Ack), "{a:?}");
@@ -725,12 +871,18 @@ mod tests {
     }
 
     fn select(m: Mac, ip: Ipv4Addr, sid: Ipv4Addr) -> Message {
-        let r = with(req(m, MessageType::Request), DhcpOption::RequestedIpAddress(ip));
+        let r = with(
+            req(m, MessageType::Request),
+            DhcpOption::RequestedIpAddress(ip),
+        );
         with(r, DhcpOption::ServerIdentifier(sid))
     }
 
     fn init_reboot(m: Mac, ip: Ipv4Addr) -> Message {
-        with(req(m, MessageType::Request), DhcpOption::RequestedIpAddress(ip))
+        with(
+            req(m, MessageType::Request),
+            DhcpOption::RequestedIpAddress(ip),
+        )
     }
 
     fn renew(m: Mac, ip: Ipv4Addr) -> Message {
@@ -740,13 +892,19 @@ mod tests {
     }
 
     fn release(m: Mac, ip: Ipv4Addr) -> Message {
-        let mut r = with(req(m, MessageType::Release), DhcpOption::ServerIdentifier(SID));
+        let mut r = with(
+            req(m, MessageType::Release),
+            DhcpOption::ServerIdentifier(SID),
+        );
         r.set_ciaddr(ip);
         r
     }
 
     fn decline(m: Mac, ip: Ipv4Addr) -> Message {
-        let r = with(req(m, MessageType::Decline), DhcpOption::RequestedIpAddress(ip));
+        let r = with(
+            req(m, MessageType::Decline),
+            DhcpOption::RequestedIpAddress(ip),
+        );
         with(r, DhcpOption::ServerIdentifier(SID))
     }
 
@@ -776,25 +934,58 @@ mod tests {
     fn full_dora_binds_a_pool_address_and_acks_after_commit() {
         let mut s = Server::new();
         let (a, _) = s.run(&discover(mac(1)));
-        let Action::Offer { reply, to, ip, mac: m, until } = a else { panic!("{a:?}") };
+        let Action::Offer {
+            reply,
+            to,
+            ip,
+            mac: m,
+            until,
+        } = a
+        else {
+            panic!("{a:?}")
+        };
         assert!(pool().contains(&ip));
         assert_eq!((m, until), (mac(1), s.now + OFFER_HOLD_SECS));
         assert_eq!(to, Destination::L2Unicast { mac: mac(1), ip });
         assert_eq!(reply.opcode(), Opcode::BootReply);
-        assert_eq!((reply.xid(), reply.yiaddr(), reply.siaddr()), (0xabcd, ip, SID));
+        assert_eq!(
+            (reply.xid(), reply.yiaddr(), reply.siaddr()),
+            (0xabcd, ip, SID)
+        );
         assert_eq!(reply.chaddr(), &mac(1).0);
         assert_eq!(reply.opts().msg_type(), Some(MessageType::Offer));
-        assert_eq!(opt(&reply, OptionCode::ServerIdentifier), Some(&DhcpOption::ServerIdentifier(SID)));
-        assert_eq!(opt(&reply, OptionCode::AddressLeaseTime), Some(&DhcpOption::AddressLeaseTime(600)));
-        assert_eq!(opt(&reply, OptionCode::Renewal), Some(&DhcpOption::Renewal(300)));
-        assert_eq!(opt(&reply, OptionCode::Rebinding), Some(&DhcpOption::Rebinding(525)));
+        assert_eq!(
+            opt(&reply, OptionCode::ServerIdentifier),
+            Some(&DhcpOption::ServerIdentifier(SID))
+        );
+        assert_eq!(
+            opt(&reply, OptionCode::AddressLeaseTime),
+            Some(&DhcpOption::AddressLeaseTime(600))
+        );
+        assert_eq!(
+            opt(&reply, OptionCode::Renewal),
+            Some(&DhcpOption::Renewal(300))
+        );
+        assert_eq!(
+            opt(&reply, OptionCode::Rebinding),
+            Some(&DhcpOption::Rebinding(525))
+        );
         assert_eq!(
             opt(&reply, OptionCode::SubnetMask),
             Some(&DhcpOption::SubnetMask(Ipv4Addr::new(255, 255, 255, 0)))
         );
-        assert_eq!(opt(&reply, OptionCode::Router), Some(&DhcpOption::Router(vec![v4(1)])));
-        assert_eq!(opt(&reply, OptionCode::DomainNameServer), Some(&DhcpOption::DomainNameServer(vec![v4(53)])));
-        assert_eq!(opt(&reply, OptionCode::DomainName), Some(&DhcpOption::DomainName("lab.example".into())));
+        assert_eq!(
+            opt(&reply, OptionCode::Router),
+            Some(&DhcpOption::Router(vec![v4(1)]))
+        );
+        assert_eq!(
+            opt(&reply, OptionCode::DomainNameServer),
+            Some(&DhcpOption::DomainNameServer(vec![v4(53)]))
+        );
+        assert_eq!(
+            opt(&reply, OptionCode::DomainName),
+            Some(&DhcpOption::DomainName("lab.example".into()))
+        );
         assert_eq!(fname(&reply), None, "not a PXE client: no boot file");
         // The reply survives the wire format.
         let bytes = reply.to_vec().unwrap();
@@ -803,7 +994,15 @@ mod tests {
         assert!(s.state.lease_of_ip(ip).is_none(), "an offer is not a lease");
 
         let (a, sent) = s.run(&select(mac(1), ip, SID));
-        let Action::CommitThenReply { cmd: Command::Grant { lease }, reply, nak, to } = &a else { panic!("{a:?}") };
+        let Action::CommitThenReply {
+            cmd: Command::Grant { lease },
+            reply,
+            nak,
+            to,
+        } = &a
+        else {
+            panic!("{a:?}")
+        };
         assert_eq!(lease.ip, ip);
         assert_eq!(lease.mac, mac(1));
         assert_eq!(lease.state, LeaseState::Bound);
@@ -823,7 +1022,9 @@ mod tests {
     fn a_rejected_commit_sends_the_nak() {
         let mut s = Server::new();
         let (a, _) = s.run(&discover(mac(1)));
-        let Action::Offer { ip, .. } = a else { panic!("{a:?}") };
+        let Action::Offer { ip, .. } = a else {
+            panic!("{a:?}")
+        };
         let decided = s.decide(&select(mac(1), ip, SID));
         // Meanwhile another client's grant for the same address is applied
         // (e.g. proposed by an earlier leader).
@@ -836,8 +1037,13 @@ mod tests {
             expires_at: s.now + 600,
         };
         s.state.apply(&Command::Grant { lease: other });
-        let Action::CommitThenReply { cmd, nak, to, .. } = decided else { panic!() };
-        assert!(matches!(s.state.apply(&cmd), CommandResponse::Rejected { .. }));
+        let Action::CommitThenReply { cmd, nak, to, .. } = decided else {
+            panic!()
+        };
+        assert!(matches!(
+            s.state.apply(&cmd),
+            CommandResponse::Rejected { .. }
+        ));
         assert_eq!(nak.opts().msg_type(), Some(MessageType::Nak));
         assert_eq!(to.for_nak(), Destination::Broadcast);
     }
@@ -850,13 +1056,22 @@ mod tests {
         assert_eq!(l.hostname.as_deref(), Some("fixed"));
         let (_, sent) = s.run(&renew(RESERVED_MAC, v4(50)));
         let ack = sent.unwrap().0;
-        assert_eq!(opt(&ack, OptionCode::Hostname), Some(&DhcpOption::Hostname("fixed".into())));
+        assert_eq!(
+            opt(&ack, OptionCode::Hostname),
+            Some(&DhcpOption::Hostname("fixed".into()))
+        );
         // The reserved client asking for a pool address is told to go home.
         let (_, sent) = s.run(&select(RESERVED_MAC, v4(100), SID));
         expect_nak(sent, Destination::Broadcast);
         // Nobody else gets the reserved address, even by asking for it.
-        let (a, _) = s.run(&with(discover(mac(2)), DhcpOption::RequestedIpAddress(v4(50))));
-        assert!(matches!(a, Action::Offer { ip: o, .. } if o != v4(50)), "{a:?}");
+        let (a, _) = s.run(&with(
+            discover(mac(2)),
+            DhcpOption::RequestedIpAddress(v4(50)),
+        ));
+        assert!(
+            matches!(a, Action::Offer { ip: o, .. } if o != v4(50)),
+            "{a:?}"
+        );
         let (_, sent) = s.run(&select(mac(2), v4(50), SID));
         expect_nak(sent, Destination::Broadcast);
     }
@@ -865,9 +1080,17 @@ mod tests {
     fn client_hostname_is_recorded_when_no_reservation_names_it() {
         let mut s = Server::new();
         let (a, _) = s.run(&discover(mac(1)));
-        let Action::Offer { ip, .. } = a else { panic!() };
-        s.run(&with(select(mac(1), ip, SID), DhcpOption::Hostname("node-1".into())));
-        assert_eq!(s.state.lease_of_ip(ip).unwrap().hostname.as_deref(), Some("node-1"));
+        let Action::Offer { ip, .. } = a else {
+            panic!()
+        };
+        s.run(&with(
+            select(mac(1), ip, SID),
+            DhcpOption::Hostname("node-1".into()),
+        ));
+        assert_eq!(
+            s.state.lease_of_ip(ip).unwrap().hostname.as_deref(),
+            Some("node-1")
+        );
     }
 
     #[test]
@@ -876,7 +1099,13 @@ mod tests {
         let ip1 = s.dora(mac(1));
         s.now += 300;
         let (a, sent) = s.run(&renew(mac(1), ip1));
-        let Action::CommitThenReply { cmd: Command::Grant { lease }, .. } = &a else { panic!("{a:?}") };
+        let Action::CommitThenReply {
+            cmd: Command::Grant { lease },
+            ..
+        } = &a
+        else {
+            panic!("{a:?}")
+        };
         assert_eq!((lease.ip, lease.expires_at), (ip1, s.now + 600));
         let (ack, to) = sent.unwrap();
         assert_eq!(to, Destination::Unicast(ip1));
@@ -901,19 +1130,33 @@ mod tests {
         for wrong in [free, ip2, Ipv4Addr::new(192, 168, 7, 7), v4(10)] {
             let (a, sent) = s.run(&init_reboot(mac(1), wrong));
             let nak = expect_nak(sent, Destination::Broadcast);
-            assert!(matches!(opt(&nak, OptionCode::Message), Some(DhcpOption::Message(_))), "{a:?}");
+            assert!(
+                matches!(opt(&nak, OptionCode::Message), Some(DhcpOption::Message(_))),
+                "{a:?}"
+            );
         }
         let (_, sent) = s.run(&init_reboot(mac(1), ip1));
         let (ack, to) = sent.unwrap();
         assert_eq!(ack.opts().msg_type(), Some(MessageType::Ack));
-        assert_eq!(to, Destination::L2Unicast { mac: mac(1), ip: ip1 });
+        assert_eq!(
+            to,
+            Destination::L2Unicast {
+                mac: mac(1),
+                ip: ip1
+            }
+        );
     }
 
     #[test]
     fn init_reboot_from_an_unknown_client_is_ignored() {
         let mut s = Server::new();
         let (a, _) = s.run(&init_reboot(mac(9), v4(110)));
-        assert_eq!(a, Action::Drop { reason: "INIT-REBOOT from a client with no lease here" });
+        assert_eq!(
+            a,
+            Action::Drop {
+                reason: "INIT-REBOOT from a client with no lease here"
+            }
+        );
         // ...unless the address plainly belongs to someone else.
         let ip1 = s.dora(mac(1));
         let (_, sent) = s.run(&init_reboot(mac(9), ip1));
@@ -924,9 +1167,16 @@ mod tests {
     fn selecting_another_server_is_ignored() {
         let mut s = Server::new();
         let (a, _) = s.run(&discover(mac(1)));
-        let Action::Offer { ip, .. } = a else { panic!() };
+        let Action::Offer { ip, .. } = a else {
+            panic!()
+        };
         let (a, sent) = s.run(&select(mac(1), ip, Ipv4Addr::new(10, 0, 0, 99)));
-        assert_eq!(a, Action::Drop { reason: "client selected another server" });
+        assert_eq!(
+            a,
+            Action::Drop {
+                reason: "client selected another server"
+            }
+        );
         assert!(sent.is_none());
         assert!(s.state.leases.is_empty());
     }
@@ -938,16 +1188,29 @@ mod tests {
         info.insert(relay::RelayInfo::AgentCircuitId(b"port7".to_vec()));
         let o82 = DhcpOption::RelayAgentInformation(info);
         let (a, _) = s.run(&relayed(with(discover(mac(1)), o82.clone())));
-        let Action::Offer { reply, to, ip, .. } = a else { panic!("{a:?}") };
+        let Action::Offer { reply, to, ip, .. } = a else {
+            panic!("{a:?}")
+        };
         assert_eq!(to, Destination::Relay(RELAY));
-        assert!((100..=109).map(|d| Ipv4Addr::new(10, 1, 0, d)).any(|p| p == ip), "{ip}");
+        assert!(
+            (100..=109)
+                .map(|d| Ipv4Addr::new(10, 1, 0, d))
+                .any(|p| p == ip),
+            "{ip}"
+        );
         assert_eq!(reply.giaddr(), RELAY);
         assert_eq!(reply.siaddr(), v4(20), "next_server");
-        assert_eq!(opt(&reply, OptionCode::AddressLeaseTime), Some(&DhcpOption::AddressLeaseTime(300)));
+        assert_eq!(
+            opt(&reply, OptionCode::AddressLeaseTime),
+            Some(&DhcpOption::AddressLeaseTime(300))
+        );
         assert_eq!(opt(&reply, OptionCode::RelayAgentInformation), Some(&o82));
         let (_, sent) = s.run(&relayed(select(mac(1), ip, SID)));
         let (ack, to) = sent.unwrap();
-        assert_eq!((ack.opts().msg_type(), to), (Some(MessageType::Ack), Destination::Relay(RELAY)));
+        assert_eq!(
+            (ack.opts().msg_type(), to),
+            (Some(MessageType::Ack), Destination::Relay(RELAY))
+        );
         // A relayed NAK goes to the relay with the broadcast bit set.
         let (_, sent) = s.run(&relayed(init_reboot(mac(1), Ipv4Addr::new(10, 1, 0, 105))));
         let nak = expect_nak(sent, Destination::Relay(RELAY));
@@ -964,7 +1227,9 @@ mod tests {
         let mut r = discover(mac(1));
         r.set_flags(Flags::default().set_broadcast());
         let (a, _) = s.run(&r);
-        let Action::Offer { reply, to, .. } = a else { panic!() };
+        let Action::Offer { reply, to, .. } = a else {
+            panic!()
+        };
         assert_eq!(to, Destination::Broadcast);
         assert!(reply.flags().broadcast());
     }
@@ -976,7 +1241,12 @@ mod tests {
         got.sort();
         assert_eq!(got, pool(), "every pool address once");
         let (a, sent) = s.run(&discover(mac(31)));
-        assert_eq!(a, Action::Drop { reason: "pool exhausted" });
+        assert_eq!(
+            a,
+            Action::Drop {
+                reason: "pool exhausted"
+            }
+        );
         assert!(sent.is_none());
         // Bound clients still get their own address.
         let (a, _) = s.run(&discover(mac(7)));
@@ -988,10 +1258,23 @@ mod tests {
         let mut s = Server::new();
         let bad = s.dora(mac(1));
         // Only the holder may decline.
-        assert!(matches!(s.run(&decline(mac(2), bad)).0, Action::Drop { .. }));
+        assert!(matches!(
+            s.run(&decline(mac(2), bad)).0,
+            Action::Drop { .. }
+        ));
         let (a, _) = s.run(&decline(mac(1), bad));
         let until = s.now + 6000;
-        assert_eq!(a, Action::Commit { cmd: Command::Decline { ip: bad, mac: mac(1), at: s.now, until } });
+        assert_eq!(
+            a,
+            Action::Commit {
+                cmd: Command::Decline {
+                    ip: bad,
+                    mac: mac(1),
+                    at: s.now,
+                    until
+                }
+            }
+        );
         // The other 29 addresses go to 29 clients; the declined one to nobody.
         let mut others = vec![];
         for n in 2..=30 {
@@ -999,15 +1282,30 @@ mod tests {
             assert_ne!(got, bad);
             others.push((mac(n), got));
         }
-        assert_eq!(s.run(&discover(mac(31))).0, Action::Drop { reason: "pool exhausted" });
-        assert_eq!(s.run(&discover(mac(1))).0, Action::Drop { reason: "pool exhausted" });
+        assert_eq!(
+            s.run(&discover(mac(31))).0,
+            Action::Drop {
+                reason: "pool exhausted"
+            }
+        );
+        assert_eq!(
+            s.run(&discover(mac(1))).0,
+            Action::Drop {
+                reason: "pool exhausted"
+            }
+        );
         // Just before the deadline (the others renewed), still nothing.
         s.now = until - 1;
         for (m, a) in &others {
             let (_, sent) = s.run(&renew(*m, *a));
             assert_eq!(sent.unwrap().0.opts().msg_type(), Some(MessageType::Ack));
         }
-        assert_eq!(s.run(&discover(mac(31))).0, Action::Drop { reason: "pool exhausted" });
+        assert_eq!(
+            s.run(&discover(mac(31))).0,
+            Action::Drop {
+                reason: "pool exhausted"
+            }
+        );
         s.now = until;
         let (a, _) = s.run(&discover(mac(31)));
         assert!(matches!(a, Action::Offer { ip, .. } if ip == bad), "{a:?}");
@@ -1033,13 +1331,23 @@ mod tests {
         let mut s = Server::new();
         let ip1 = s.dora(mac(1));
         // Only the holder can release, and only to us.
-        assert!(matches!(s.run(&release(mac(2), ip1)).0, Action::Drop { .. }));
+        assert!(matches!(
+            s.run(&release(mac(2), ip1)).0,
+            Action::Drop { .. }
+        ));
         let mut foreign = release(mac(1), ip1);
-        foreign.opts_mut().insert(DhcpOption::ServerIdentifier(v4(99)));
+        foreign
+            .opts_mut()
+            .insert(DhcpOption::ServerIdentifier(v4(99)));
         assert!(matches!(s.run(&foreign).0, Action::Drop { .. }));
         s.now += 10;
         let (a, _) = s.run(&release(mac(1), ip1));
-        assert_eq!(a, Action::Commit { cmd: Command::Release { ip: ip1, at: s.now } });
+        assert_eq!(
+            a,
+            Action::Commit {
+                cmd: Command::Release { ip: ip1, at: s.now }
+            }
+        );
         assert!(!s.state.lease_of_ip(ip1).unwrap().is_active(s.now));
         // A newcomer prefers never-used addresses, so the released one waits.
         let ip2 = s.dora(mac(2));
@@ -1047,7 +1355,10 @@ mod tests {
         let (a, _) = s.run(&discover(mac(1)));
         assert!(matches!(a, Action::Offer { ip, .. } if ip == ip1), "{a:?}");
         // Releasing twice is a no-op.
-        assert!(matches!(s.run(&release(mac(1), ip1)).0, Action::Drop { .. }));
+        assert!(matches!(
+            s.run(&release(mac(1), ip1)).0,
+            Action::Drop { .. }
+        ));
     }
 
     #[test]
@@ -1058,23 +1369,42 @@ mod tests {
             DhcpOption::ClientSystemArchitecture(Architecture::X86_Bios),
         );
         let (a, _) = s.run(&ipxe);
-        let Action::Offer { reply, .. } = a else { panic!() };
+        let Action::Offer { reply, .. } = a else {
+            panic!()
+        };
         assert_eq!(fname(&reply), Some("http://10.0.0.10/boot.ipxe"));
         assert_eq!(reply.siaddr(), SID);
-        let Some(DhcpOption::Unknown(o)) = reply.opts().get(OptionCode::Unknown(175)) else { panic!("no 175") };
+        let Some(DhcpOption::Unknown(o)) = reply.opts().get(OptionCode::Unknown(175)) else {
+            panic!("no 175")
+        };
         assert_eq!(o.data(), &[176, 1, 1]);
 
-        let (a, _) = s.run(&with(discover(mac(2)), DhcpOption::ClientSystemArchitecture(Architecture::X64)));
-        let Action::Offer { reply, .. } = a else { panic!() };
+        let (a, _) = s.run(&with(
+            discover(mac(2)),
+            DhcpOption::ClientSystemArchitecture(Architecture::X64),
+        ));
+        let Action::Offer { reply, .. } = a else {
+            panic!()
+        };
         assert_eq!(fname(&reply), Some("ipxe.efi"));
         assert!(reply.opts().get(OptionCode::Unknown(175)).is_none());
 
-        let legacy = with(discover(mac(3)), DhcpOption::ClassIdentifier(b"PXEClient:Arch:00000:UNDI:002001".to_vec()));
-        let Action::Offer { reply, .. } = s.run(&legacy).0 else { panic!() };
+        let legacy = with(
+            discover(mac(3)),
+            DhcpOption::ClassIdentifier(b"PXEClient:Arch:00000:UNDI:002001".to_vec()),
+        );
+        let Action::Offer { reply, .. } = s.run(&legacy).0 else {
+            panic!()
+        };
         assert_eq!(fname(&reply), Some("undionly.kpxe"));
 
-        let arm = with(discover(mac(4)), DhcpOption::ClientSystemArchitecture(Architecture::Arm64));
-        let Action::Offer { reply, .. } = s.run(&arm).0 else { panic!() };
+        let arm = with(
+            discover(mac(4)),
+            DhcpOption::ClientSystemArchitecture(Architecture::Arm64),
+        );
+        let Action::Offer { reply, .. } = s.run(&arm).0 else {
+            panic!()
+        };
         assert_eq!(fname(&reply), Some("ipxe-arm64.efi"));
 
         // A script URL too long for the file field travels in option 67.
@@ -1082,9 +1412,14 @@ mod tests {
         let long = format!("http://10.0.0.10/{}.ipxe", "x".repeat(150));
         cfg.profiles[0].ipxe_script = Some(long.clone());
         let mut s = Server::with(cfg);
-        let Action::Offer { reply, .. } = s.run(&ipxe).0 else { panic!() };
+        let Action::Offer { reply, .. } = s.run(&ipxe).0 else {
+            panic!()
+        };
         assert_eq!(fname(&reply), None);
-        assert_eq!(opt(&reply, OptionCode::BootfileName), Some(&DhcpOption::BootfileName(long.into_bytes())));
+        assert_eq!(
+            opt(&reply, OptionCode::BootfileName),
+            Some(&DhcpOption::BootfileName(long.into_bytes()))
+        );
     }
 
     fn bootp(m: Mac) -> Message {
@@ -1096,23 +1431,52 @@ mod tests {
     fn bootp_reservations_only_and_dynamic() {
         let mut s = Server::new();
         let (a, _) = s.run(&bootp(RESERVED_MAC));
-        let Action::Reply { reply, to } = a else { panic!("{a:?}") };
+        let Action::Reply { reply, to } = a else {
+            panic!("{a:?}")
+        };
         assert_eq!(reply.opcode(), Opcode::BootReply);
         assert_eq!(reply.yiaddr(), v4(50));
-        assert_eq!(to, Destination::L2Unicast { mac: RESERVED_MAC, ip: v4(50) });
-        assert_eq!(reply.opts().msg_type(), None, "BOOTP replies carry no DHCP message type");
+        assert_eq!(
+            to,
+            Destination::L2Unicast {
+                mac: RESERVED_MAC,
+                ip: v4(50)
+            }
+        );
+        assert_eq!(
+            reply.opts().msg_type(),
+            None,
+            "BOOTP replies carry no DHCP message type"
+        );
         assert!(opt(&reply, OptionCode::AddressLeaseTime).is_none());
         assert!(opt(&reply, OptionCode::ServerIdentifier).is_none());
-        assert_eq!(fname(&reply), Some("undionly.kpxe"), "BOOTP clients are legacy PXE");
+        assert_eq!(
+            fname(&reply),
+            Some("undionly.kpxe"),
+            "BOOTP clients are legacy PXE"
+        );
         assert!(reply.to_vec().unwrap().len() <= 300);
-        assert_eq!(s.run(&bootp(mac(1))).0, Action::Drop { reason: "BOOTP client without a reservation" });
+        assert_eq!(
+            s.run(&bootp(mac(1))).0,
+            Action::Drop {
+                reason: "BOOTP client without a reservation"
+            }
+        );
         assert!(s.state.leases.is_empty());
 
         let mut cfg = config();
         cfg.bootp = BootpPolicy::Dynamic;
         let mut s = Server::with(cfg);
         let (a, sent) = s.run(&bootp(mac(1)));
-        let Action::CommitThenReply { cmd: Command::Grant { lease }, reply, nak, .. } = &a else { panic!("{a:?}") };
+        let Action::CommitThenReply {
+            cmd: Command::Grant { lease },
+            reply,
+            nak,
+            ..
+        } = &a
+        else {
+            panic!("{a:?}")
+        };
         assert!(pool().contains(&lease.ip));
         assert_eq!(lease.expires_at, s.now + u64::from(LEASE));
         assert_eq!(reply.yiaddr(), lease.ip);
@@ -1120,7 +1484,9 @@ mod tests {
         assert_eq!(sent.unwrap().0.yiaddr(), lease.ip);
         // The same BOOTP client asking again keeps its address.
         let (a, _) = s.run(&bootp(mac(1)));
-        assert!(matches!(&a, Action::CommitThenReply { cmd: Command::Grant { lease: l }, .. } if l.ip == lease.ip));
+        assert!(
+            matches!(&a, Action::CommitThenReply { cmd: Command::Grant { lease: l }, .. } if l.ip == lease.ip)
+        );
     }
 
     #[test]
@@ -1129,16 +1495,27 @@ mod tests {
         let mut r = req(mac(1), MessageType::Inform);
         r.set_ciaddr(v4(77));
         let (a, _) = s.run(&r);
-        let Action::Reply { reply, to } = a else { panic!("{a:?}") };
+        let Action::Reply { reply, to } = a else {
+            panic!("{a:?}")
+        };
         assert_eq!(to, Destination::Unicast(v4(77)));
         assert_eq!(reply.opts().msg_type(), Some(MessageType::Ack));
-        assert_eq!((reply.yiaddr(), reply.ciaddr()), (Ipv4Addr::UNSPECIFIED, v4(77)));
+        assert_eq!(
+            (reply.yiaddr(), reply.ciaddr()),
+            (Ipv4Addr::UNSPECIFIED, v4(77))
+        );
         assert!(opt(&reply, OptionCode::AddressLeaseTime).is_none());
         assert!(opt(&reply, OptionCode::Renewal).is_none());
-        assert_eq!(opt(&reply, OptionCode::Router), Some(&DhcpOption::Router(vec![v4(1)])));
+        assert_eq!(
+            opt(&reply, OptionCode::Router),
+            Some(&DhcpOption::Router(vec![v4(1)]))
+        );
         assert!(s.state.leases.is_empty());
         let r = req(mac(1), MessageType::Inform);
-        assert!(matches!(s.run(&r).0, Action::Drop { .. }), "INFORM needs ciaddr");
+        assert!(
+            matches!(s.run(&r).0, Action::Drop { .. }),
+            "INFORM needs ciaddr"
+        );
     }
 
     #[test]
@@ -1146,19 +1523,42 @@ mod tests {
         let mut s = Server::new();
         let mut r = discover(mac(1));
         r.set_opcode(Opcode::BootReply);
-        assert_eq!(s.run(&r).0, Action::Drop { reason: "op is not BOOTREQUEST" });
+        assert_eq!(
+            s.run(&r).0,
+            Action::Drop {
+                reason: "op is not BOOTREQUEST"
+            }
+        );
         let mut r = discover(mac(1));
         r.set_chaddr(&[1; 16]);
-        assert_eq!(s.run(&r).0, Action::Drop { reason: "hardware address is not 6-byte Ethernet" });
+        assert_eq!(
+            s.run(&r).0,
+            Action::Drop {
+                reason: "hardware address is not 6-byte Ethernet"
+            }
+        );
         let mut r = discover(mac(1));
         r.set_htype(HType::from(6));
         assert!(matches!(s.run(&r).0, Action::Drop { .. }));
-        assert!(matches!(s.run(&discover(Mac([0; 6]))).0, Action::Drop { .. }));
-        assert!(matches!(s.run(&discover(Mac([0xff; 6]))).0, Action::Drop { .. }));
-        assert!(matches!(s.run(&req(mac(1), MessageType::Offer)).0, Action::Drop { .. }));
+        assert!(matches!(
+            s.run(&discover(Mac([0; 6]))).0,
+            Action::Drop { .. }
+        ));
+        assert!(matches!(
+            s.run(&discover(Mac([0xff; 6]))).0,
+            Action::Drop { .. }
+        ));
+        assert!(matches!(
+            s.run(&req(mac(1), MessageType::Offer)).0,
+            Action::Drop { .. }
+        ));
         let r = req(mac(1), MessageType::Request);
-        assert!(matches!(s.run(&r).0, Action::Drop { .. }), "REQUEST with nothing to request");
-        // hlen > 16 in a decoded packet must not reach chaddr().
+        assert!(
+            matches!(s.run(&r).0, Action::Drop { .. }),
+            "REQUEST with nothing to request"
+        );
+        // hlen > 16 in a decoded packet must not reach chaddr() (for callers
+        // that used Message::decode rather than options::decode_request).
         let mut bytes = discover(mac(1)).to_vec().unwrap();
         bytes[2] = 200;
         let r = Message::decode(&mut Decoder::new(&bytes)).unwrap();
@@ -1173,13 +1573,87 @@ mod tests {
         cfg.subnets[0].dns = (1..=40).map(|d| Ipv4Addr::new(10, 0, 53, d)).collect();
         let mut s = Server::with(cfg);
         let (a, _) = s.run(&discover(mac(1)));
-        let Action::Offer { reply, .. } = a else { panic!() };
+        let Action::Offer { reply, .. } = a else {
+            panic!()
+        };
         assert!(reply.to_vec().unwrap().len() <= 548);
-        assert!(opt(&reply, OptionCode::DomainName).is_none(), "domain goes first");
+        assert!(
+            opt(&reply, OptionCode::DomainName).is_none(),
+            "domain goes first"
+        );
         assert!(opt(&reply, OptionCode::AddressLeaseTime).is_some());
         let big = with(discover(mac(2)), DhcpOption::MaxMessageSize(1500));
-        let Action::Offer { reply, .. } = s.run(&big).0 else { panic!() };
-        assert!(opt(&reply, OptionCode::DomainName).is_some(), "room enough with option 57");
+        let Action::Offer { reply, .. } = s.run(&big).0 else {
+            panic!()
+        };
+        assert!(
+            opt(&reply, OptionCode::DomainName).is_some(),
+            "room enough with option 57"
+        );
+    }
+
+    /// Mutation fuzzing: valid requests with random bytes overwritten, decoded
+    /// the way the socket loop decodes them, must never make the handler
+    /// panic, and whatever it decides must stay within the pools.
+    #[test]
+    fn mutated_packets_never_panic_the_handler() {
+        let mut rng = Rng(0x5eed_f00d);
+        let seeds: Vec<Vec<u8>> = [
+            with(discover(mac(1)), DhcpOption::UserClass(b"iPXE".to_vec())),
+            select(mac(2), v4(100), SID),
+            init_reboot(mac(3), v4(101)),
+            relayed(renew(mac(4), Ipv4Addr::new(10, 1, 0, 100))),
+            decline(mac(5), v4(102)),
+            release(mac(6), v4(103)),
+            bootp(RESERVED_MAC),
+        ]
+        .iter()
+        .map(|m| m.to_vec().unwrap())
+        .collect();
+        let mut s = Server::new();
+        for _ in 0..20 {
+            s.dora(mac(200 + rng.below(50) as u8));
+        }
+        let mut decided = 0;
+        for i in 0..20_000 {
+            let mut b = seeds[i % seeds.len()].clone();
+            for _ in 0..=rng.below(6) {
+                let at = rng.below(b.len() as u64) as usize;
+                b[at] = rng.next() as u8;
+            }
+            if rng.below(4) == 0 {
+                b.truncate(rng.below(b.len() as u64) as usize);
+            }
+            let Ok(req) = options::decode_request(&b) else {
+                continue;
+            };
+            decided += 1;
+            match s.decide(&req) {
+                Action::Offer { ip, .. } => {
+                    let sub = s
+                        .state
+                        .config
+                        .subnet_for(ip)
+                        .expect("offer inside a subnet");
+                    assert!(
+                        in_pool(sub, ip) || s.state.config.reservation_of_ip(ip).is_some(),
+                        "{ip}"
+                    );
+                }
+                Action::CommitThenReply {
+                    cmd: Command::Grant { lease },
+                    ..
+                } => {
+                    assert_eq!(
+                        s.state.apply(&Command::Grant { lease }),
+                        CommandResponse::Ok
+                    );
+                }
+                Action::Commit { cmd } => assert_eq!(s.state.apply(&cmd), CommandResponse::Ok),
+                _ => {}
+            }
+        }
+        assert!(decided > 10_000, "only {decided} mutants decoded");
     }
 
     /// xorshift64*: a tiny deterministic PRNG, so failures replay by seed.
@@ -1250,10 +1724,25 @@ mod tests {
         let mut cfg = config();
         cfg.subnets[0].lease_time = 200;
         cfg.reservations = vec![
-            Reservation { mac: mac(1), ip: v4(50), hostname: None, profile: None },
-            Reservation { mac: reserved_in_pool, ip: v4(105), hostname: None, profile: None },
+            Reservation {
+                mac: mac(1),
+                ip: v4(50),
+                hostname: None,
+                profile: None,
+            },
+            Reservation {
+                mac: reserved_in_pool,
+                ip: v4(105),
+                hostname: None,
+                profile: None,
+            },
             // Reserved for a MAC that never shows up: never handed out.
-            Reservation { mac: Mac([9; 6]), ip: v4(110), hostname: None, profile: None },
+            Reservation {
+                mac: Mac([9; 6]),
+                ip: v4(110),
+                hostname: None,
+                profile: None,
+            },
         ];
         let macs: Vec<Mac> = (1..=50).map(mac).collect();
         let mut acks = 0;
@@ -1261,7 +1750,8 @@ mod tests {
         for seed in 1..=12u64 {
             let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
             let mut s = Server::with(cfg.clone());
-            let mut clients: HashMap<Mac, Client> = macs.iter().map(|&m| (m, Client::Idle)).collect();
+            let mut clients: HashMap<Mac, Client> =
+                macs.iter().map(|&m| (m, Client::Idle)).collect();
             let mut refm = Reference::default();
             for step in 0..1500 {
                 s.now += 1 + rng.below(4);
@@ -1289,37 +1779,65 @@ mod tests {
                 match &action {
                     Action::Drop { reason } => {
                         if kind == MessageType::Discover {
-                            assert!(free.is_empty(), "{ctx}: dropped ({reason}) though {free:?} are free");
+                            assert!(
+                                free.is_empty(),
+                                "{ctx}: dropped ({reason}) though {free:?} are free"
+                            );
                             assert_eq!(*reason, "pool exhausted", "{ctx}");
                             exhausted += 1;
                         }
-                        if req.opts().get(OptionCode::ServerIdentifier) == Some(&DhcpOption::ServerIdentifier(v4(99))) {
+                        if req.opts().get(OptionCode::ServerIdentifier)
+                            == Some(&DhcpOption::ServerIdentifier(v4(99)))
+                        {
                             assert_eq!(*reason, "client selected another server");
                         }
                     }
-                    Action::Offer { ip: a, mac: om, until, .. } => {
+                    Action::Offer {
+                        ip: a,
+                        mac: om,
+                        until,
+                        ..
+                    } => {
                         assert_eq!(*om, m);
                         let reserved = s.state.config.reservation_for(m).map(|r| r.ip);
-                        assert!(free.contains(a) || reserved == Some(*a), "{ctx}: offered {a}, free {free:?}");
+                        assert!(
+                            free.contains(a) || reserved == Some(*a),
+                            "{ctx}: offered {a}, free {free:?}"
+                        );
                         s.offers.record(*a, m, *until);
                         refm.offers.retain(|_, (o, _)| *o != m);
                         refm.offers.insert(*a, (m, *until));
                         clients.insert(m, Client::Offered(*a));
                     }
                     Action::CommitThenReply { cmd, reply, .. } => {
-                        let Command::Grant { lease } = cmd else { panic!("{ctx}: {cmd:?}") };
-                        assert_eq!(s.state.apply(cmd), CommandResponse::Ok, "{ctx}: handler proposed a bad grant");
+                        let Command::Grant { lease } = cmd else {
+                            panic!("{ctx}: {cmd:?}")
+                        };
+                        assert_eq!(
+                            s.state.apply(cmd),
+                            CommandResponse::Ok,
+                            "{ctx}: handler proposed a bad grant"
+                        );
                         let a = reply.yiaddr();
                         assert_eq!(a, lease.ip);
                         let reserved = s.state.config.reservation_for(m).map(|r| r.ip);
-                        assert!(pool().contains(&a) || reserved == Some(a), "{ctx}: ACKed {a}");
                         assert!(
-                            s.state.config.reservation_of_ip(a).is_none_or(|r| r.mac == m),
+                            pool().contains(&a) || reserved == Some(a),
+                            "{ctx}: ACKed {a}"
+                        );
+                        assert!(
+                            s.state
+                                .config
+                                .reservation_of_ip(a)
+                                .is_none_or(|r| r.mac == m),
                             "{ctx}: ACKed another client's reservation {a}"
                         );
                         for (&other, oc) in &clients {
                             if let Client::Bound(b, e) = oc {
-                                assert!(other == m || *b != a || *e <= now, "{ctx}: {a} also held by {other}");
+                                assert!(
+                                    other == m || *b != a || *e <= now,
+                                    "{ctx}: {a} also held by {other}"
+                                );
                             }
                         }
                         refm.grant(a, m, lease.expires_at);
@@ -1354,8 +1872,18 @@ mod tests {
                 // by_mac entry without checking that it points at this address,
                 // e.g. after DECLINE, quarantine, then reuse by another client.)
                 let mut owners = HashSet::new();
-                for l in s.state.leases.values().filter(|l| l.state == LeaseState::Bound) {
-                    assert!(owners.insert(l.mac), "{ctx}: {} has two lease records: {:?}", l.mac, s.state.leases);
+                for l in s
+                    .state
+                    .leases
+                    .values()
+                    .filter(|l| l.state == LeaseState::Bound)
+                {
+                    assert!(
+                        owners.insert(l.mac),
+                        "{ctx}: {} has two lease records: {:?}",
+                        l.mac,
+                        s.state.leases
+                    );
                 }
 
                 // The server's live bindings are exactly the reference's.
@@ -1366,8 +1894,12 @@ mod tests {
                     .filter(|l| l.state == LeaseState::Bound && l.is_active(now))
                     .map(|l| (l.ip, (l.mac, l.expires_at)))
                     .collect();
-                let ref_live: HashMap<Ipv4Addr, (Mac, u64)> =
-                    refm.bound.iter().filter(|(_, (_, e))| *e > now).map(|(a, v)| (*a, *v)).collect();
+                let ref_live: HashMap<Ipv4Addr, (Mac, u64)> = refm
+                    .bound
+                    .iter()
+                    .filter(|(_, (_, e))| *e > now)
+                    .map(|(a, v)| (*a, *v))
+                    .collect();
                 assert_eq!(live, ref_live, "{ctx}");
                 // No address is held by two clients.
                 let mut held = HashSet::new();

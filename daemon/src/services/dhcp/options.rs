@@ -2,7 +2,7 @@
 //! boot file choice (PXE architecture, iPXE detection), hostnames, and
 //! trimming a reply to the size the client can take.
 
-use dhcproto::v4::{DhcpOption, Encodable, Message, OptionCode, UnknownOption};
+use dhcproto::v4::{Decodable, Decoder, DhcpOption, Encodable, Message, OptionCode, UnknownOption};
 
 use crate::model::BootProfile;
 
@@ -25,6 +25,77 @@ const IP_UDP_HEADERS: usize = 28;
 /// Longest boot file name that fits the 128-octet `file` header field with
 /// its terminating NUL; longer names (long iPXE URLs) go in option 67.
 pub const MAX_FILE_FIELD: usize = 127;
+
+/// Fixed header (236 octets) plus the magic cookie: where options start.
+const OPTIONS_START: usize = 240;
+
+/// Parses a request off the wire, refusing what dhcproto 0.15 cannot take
+/// safely. Use this instead of `Message::decode` in the socket loop:
+///
+/// - `hlen` > 16: `Message::chaddr()` (and `Display`) would slice out of
+///   bounds and panic;
+/// - options whose length dhcproto only `debug_assert!`s or subtracts from
+///   unchecked (80 rapid commit, 81 client FQDN, 94 client NII, 151-155 bulk
+///   leasequery): a debug build panics on them, a release build wraps. A run
+///   of the same code counts as one option (RFC 3396 concatenation, as
+///   dhcproto does it).
+///
+/// The error is a short reason for the malformed counter and the log.
+pub fn decode_request(bytes: &[u8]) -> Result<Message, &'static str> {
+    if bytes.len() > 2 && bytes[2] > 16 {
+        return Err("hlen larger than chaddr");
+    }
+    if let Some(opts) = bytes.get(OPTIONS_START..) {
+        check_option_lengths(opts)?;
+    }
+    Message::decode(&mut Decoder::new(bytes)).map_err(|_| "undecodable DHCP message")
+}
+
+/// Walks the option TLVs (stopping where dhcproto would) and checks the
+/// lengths of the codes listed in [`decode_request`].
+fn check_option_lengths(mut opts: &[u8]) -> Result<(), &'static str> {
+    let ok = |code: u8, len: usize| match code {
+        80 => len == 0,
+        81 => len >= 3,
+        94 => len == 3,
+        151 => len >= 1,
+        152..=155 => len == 4,
+        _ => true,
+    };
+    // (code, concatenated length) of the run being read.
+    let mut run: Option<(u8, usize)> = None;
+    loop {
+        let next = match opts {
+            [] | [255, ..] => None,
+            [0, rest @ ..] => {
+                opts = rest;
+                Some(None)
+            }
+            [code, len, rest @ ..] if usize::from(*len) <= rest.len() => {
+                opts = &rest[usize::from(*len)..];
+                Some(Some((*code, usize::from(*len))))
+            }
+            // Truncated TLV: dhcproto stops here.
+            _ => None,
+        };
+        match (run, next) {
+            (Some((c, total)), Some(Some((code, len)))) if c == code => {
+                run = Some((c, total + len));
+            }
+            (prev, next) => {
+                if let Some((c, total)) = prev {
+                    if !ok(c, total) {
+                        return Err("option with an impossible length");
+                    }
+                }
+                match next {
+                    None => return Ok(()),
+                    Some(tlv) => run = tlv,
+                }
+            }
+        }
+    }
+}
 
 /// Whether the request's user class (option 77) says "iPXE". iPXE sends the
 /// bare string; RFC 3004 clients send length-prefixed items. Both are accepted.
@@ -84,7 +155,12 @@ pub fn is_pxe_client(req: &Message) -> bool {
 /// - No option 93: `bios` when `legacy_default` (a `PXEClient` vendor class or
 ///   a BOOTP client), else nothing (an ordinary OS asking for an address).
 #[must_use]
-pub fn boot_file(profile: &BootProfile, ipxe: bool, arch: Option<u16>, legacy_default: bool) -> Option<&str> {
+pub fn boot_file(
+    profile: &BootProfile,
+    ipxe: bool,
+    arch: Option<u16>,
+    legacy_default: bool,
+) -> Option<&str> {
     if ipxe {
         return profile.ipxe_script.as_deref();
     }
@@ -203,29 +279,83 @@ mod tests {
     }
 
     #[test]
+    fn decode_request_refuses_what_would_panic_dhcproto() {
+        let mut m = Message::default();
+        m.set_chaddr(&[2, 0, 0, 0, 0, 1]);
+        m.opts_mut()
+            .insert(DhcpOption::MessageType(MessageType::Discover));
+        let good = m.to_vec().unwrap();
+        assert!(decode_request(&good).is_ok());
+        let mut bad = good.clone();
+        bad[2] = 17;
+        assert_eq!(decode_request(&bad).unwrap_err(), "hlen larger than chaddr");
+        // Splice a raw option in before the end marker.
+        let with_opt = |raw: &[u8]| {
+            let mut b = good[..good.len() - 1].to_vec();
+            b.extend_from_slice(raw);
+            b.push(255);
+            b
+        };
+        for raw in [
+            &[80u8, 1, 0][..],
+            &[94, 2, 1, 2],
+            &[151, 0],
+            &[152, 3, 0, 0, 0],
+            &[81, 1, 0],
+        ] {
+            assert!(decode_request(&with_opt(raw)).is_err(), "{raw:?}");
+        }
+        // Two adjacent 4-octet 152s concatenate to 8 octets: refused too.
+        assert!(decode_request(&with_opt(&[152, 4, 0, 0, 0, 1, 152, 4, 0, 0, 0, 2])).is_err());
+        // Well-formed ones pass, with padding between.
+        let ok = with_opt(&[80, 0, 0, 94, 3, 1, 2, 3, 152, 4, 0, 0, 0, 1]);
+        assert!(decode_request(&ok).is_ok());
+        assert!(decode_request(&good[..100]).is_err());
+    }
+
+    #[test]
     fn ipxe_user_class_in_both_encodings() {
-        assert!(is_ipxe(&req_with(vec![DhcpOption::UserClass(b"iPXE".to_vec())])));
-        assert!(is_ipxe(&req_with(vec![DhcpOption::UserClass(b"\x03foo\x04iPXE".to_vec())])));
-        assert!(!is_ipxe(&req_with(vec![DhcpOption::UserClass(b"\x05iPXE".to_vec())])));
-        assert!(!is_ipxe(&req_with(vec![DhcpOption::UserClass(b"gPXE".to_vec())])));
+        assert!(is_ipxe(&req_with(vec![DhcpOption::UserClass(
+            b"iPXE".to_vec()
+        )])));
+        assert!(is_ipxe(&req_with(vec![DhcpOption::UserClass(
+            b"\x03foo\x04iPXE".to_vec()
+        )])));
+        assert!(!is_ipxe(&req_with(vec![DhcpOption::UserClass(
+            b"\x05iPXE".to_vec()
+        )])));
+        assert!(!is_ipxe(&req_with(vec![DhcpOption::UserClass(
+            b"gPXE".to_vec()
+        )])));
         assert!(!is_ipxe(&req_with(vec![])));
     }
 
     #[test]
     fn boot_file_by_arch_and_ipxe() {
         let p = profile();
-        assert_eq!(boot_file(&p, true, Some(0), true), Some("http://10.0.0.10/boot.ipxe"));
+        assert_eq!(
+            boot_file(&p, true, Some(0), true),
+            Some("http://10.0.0.10/boot.ipxe")
+        );
         assert_eq!(boot_file(&p, false, Some(0), false), Some("undionly.kpxe"));
         assert_eq!(boot_file(&p, false, Some(7), false), Some("ipxe.efi"));
         assert_eq!(boot_file(&p, false, Some(9), false), Some("ipxe.efi"));
         assert_eq!(boot_file(&p, false, Some(6), false), None);
-        assert_eq!(boot_file(&p, false, Some(11), false), Some("ipxe-arm64.efi"));
+        assert_eq!(
+            boot_file(&p, false, Some(11), false),
+            Some("ipxe-arm64.efi")
+        );
         assert_eq!(boot_file(&p, false, None, true), Some("undionly.kpxe"));
         assert_eq!(boot_file(&p, false, None, false), None);
         // iPXE without a script never falls back to the BIOS NBP.
-        let no_script = BootProfile { ipxe_script: None, ..p };
+        let no_script = BootProfile {
+            ipxe_script: None,
+            ..p
+        };
         assert_eq!(boot_file(&no_script, true, Some(0), true), None);
-        let r = req_with(vec![DhcpOption::ClientSystemArchitecture(Architecture::X64)]);
+        let r = req_with(vec![DhcpOption::ClientSystemArchitecture(
+            Architecture::X64,
+        )]);
         assert_eq!(client_arch(&r), Some(7));
     }
 
@@ -241,18 +371,26 @@ mod tests {
     #[test]
     fn max_len_respects_option_57_with_a_floor() {
         assert_eq!(max_reply_len(&req_with(vec![])), 548);
-        assert_eq!(max_reply_len(&req_with(vec![DhcpOption::MaxMessageSize(300)])), 548);
-        assert_eq!(max_reply_len(&req_with(vec![DhcpOption::MaxMessageSize(1500)])), 1472);
+        assert_eq!(
+            max_reply_len(&req_with(vec![DhcpOption::MaxMessageSize(300)])),
+            548
+        );
+        assert_eq!(
+            max_reply_len(&req_with(vec![DhcpOption::MaxMessageSize(1500)])),
+            1472
+        );
     }
 
     #[test]
     fn fit_drops_cosmetic_options_first() {
         let mut m = Message::default();
         m.set_chaddr(&[2, 0, 0, 0, 0, 1]);
-        m.opts_mut().insert(DhcpOption::MessageType(MessageType::Ack));
+        m.opts_mut()
+            .insert(DhcpOption::MessageType(MessageType::Ack));
         m.opts_mut().insert(DhcpOption::DomainName("d".repeat(250)));
         m.opts_mut().insert(DhcpOption::Hostname("h".repeat(60)));
-        m.opts_mut().insert(DhcpOption::DomainNameServer(vec![[10, 0, 0, 53].into(); 8]));
+        m.opts_mut()
+            .insert(DhcpOption::DomainNameServer(vec![[10, 0, 0, 53].into(); 8]));
         let dns_only = {
             let mut c = m.clone();
             c.opts_mut().remove(OptionCode::DomainName);

@@ -21,12 +21,13 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use dhcproto::v4::{Message, MessageType};
-use dhcproto::{Decodable, Decoder, Encodable};
+use dhcproto::Encodable;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 use super::allocator::{Allocator, Offers};
+use super::options;
 use super::handler::{self, Action, Context, Destination};
 use crate::consensus::ClusterHandle;
 use crate::metrics;
@@ -69,10 +70,14 @@ struct Sender {
 
 impl Sender {
     fn send(&self, msg: &Message, to: &Destination) {
-        let Ok(bytes) = msg.to_vec() else {
+        let Ok(mut bytes) = msg.to_vec() else {
             tracing::error!(target: "tandem::dhcp", "cannot encode reply");
             return;
         };
+        // RFC 1542: some BOOTP relays and clients drop replies shorter than 300 bytes.
+        if bytes.len() < 300 {
+            bytes.resize(300, 0);
+        }
         let kind = msg.opts().msg_type().map_or("bootreply", msg_name);
         let res = match *to {
             Destination::Relay(giaddr) => send_from(&self.udp, &bytes, self.server_id, SocketAddrV4::new(giaddr, self.port)),
@@ -203,12 +208,13 @@ pub async fn serve<C: ClusterHandle>(cfg: DhcpConfig, cluster: C, cancel: Cancel
             },
         };
         let started = Instant::now();
-        let req = match Message::decode(&mut Decoder::new(&buf[..n])) {
+        // decode_request guards dhcproto's panicking paths (hlen > 16, bad option lengths).
+        let req = match options::decode_request(&buf[..n]) {
             Ok(m) => m,
-            Err(e) => {
+            Err(reason) => {
                 metrics::get().dhcp_malformed.inc();
                 if throttle.ready() {
-                    tracing::warn!(target: "tandem::dhcp", %peer, len = n, error = %e, "malformed DHCP packet dropped");
+                    tracing::warn!(target: "tandem::dhcp", %peer, len = n, reason, "malformed DHCP packet dropped");
                 }
                 continue;
             }
@@ -239,7 +245,7 @@ pub async fn serve<C: ClusterHandle>(cfg: DhcpConfig, cluster: C, cancel: Cancel
                         }
                         Ok(CommandResponse::Rejected { reason }) => {
                             tracing::info!(target: "tandem::dhcp", xid = reply.xid(), reason, "grant rejected at apply; NAK");
-                            sender.send(&nak, &to);
+                            sender.send(&nak, &to.for_nak());
                         }
                         Err(e) => {
                             // No ACK without a commit; the client retries.

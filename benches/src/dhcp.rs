@@ -1,0 +1,200 @@
+//! `tandem-bench dhcp`: four-way DHCP exchanges per second at < 1 % loss,
+//! for tandem, kea-dhcp4 (memfile, persist off and on) and dnsmasq, in one
+//! lab, one after another, all on 10.99.0.10.
+//!
+//! Per server: a short probe at a high rate (what the server completes under
+//! overload is a first guess of its capacity), then [`find_max_rate`] from
+//! there. Every probe and trial starts the server afresh with an empty lease
+//! database, runs `perfdhcp -4 -l 10.99.3.1 -r RATE -R 100000 -p PERIOD
+//! 10.99.0.10` in the client namespace, and stops the server. The figure is
+//! perfdhcp's completed exchanges per second in the best passing trial.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use lab::VIP;
+
+use crate::perfdhcp::{self, Report};
+use crate::search::{find_max_rate, Search, Trial, MAX_LOSS, MIN_RATE};
+use crate::servers::DhcpServer;
+use crate::{interrupt, json_num, require_tools, round_sig, warn_host_services, wait_for, Bench, CLIENT_ADDR};
+
+/// Knobs of the DHCP bench (the defaults keep it under ten minutes).
+#[derive(Clone, Debug)]
+pub struct DhcpOptions {
+    /// Length of one trial (`perfdhcp -p`).
+    pub period: Duration,
+    /// Length of the probe that picks each search's first rate.
+    pub probe_period: Duration,
+    /// The probe's offered rate: above every server's capacity here (Kea
+    /// loses 41 % at 12,000/s on this machine).
+    pub probe_rate: u32,
+    /// Trials per server after the probe.
+    pub max_trials: usize,
+    pub servers: Vec<DhcpServer>,
+}
+
+impl Default for DhcpOptions {
+    fn default() -> Self {
+        DhcpOptions {
+            period: Duration::from_secs(10),
+            probe_period: Duration::from_secs(5),
+            probe_rate: 12_000,
+            max_trials: 7,
+            servers: DhcpServer::ALL.to_vec(),
+        }
+    }
+}
+
+/// One server's outcome: its search, or why it has none.
+struct Outcome {
+    server: DhcpServer,
+    search: Result<Search>,
+}
+
+/// Runs the bench, prints the per-trial lines and the table, and returns
+/// the closing JSON object. Fails (after printing) if any server failed.
+pub fn run(opts: &DhcpOptions) -> Result<serde_json::Value> {
+    let mut tools = vec!["perfdhcp", "ip", "ss"];
+    for s in &opts.servers {
+        tools.extend_from_slice(s.programs());
+    }
+    require_tools(&tools)?;
+    warn_host_services(&["kea-dhcp4", "dnsmasq", "dhcpd"]);
+
+    let started = Instant::now();
+    let bench = Bench::new(3)?;
+    println!("=== lab {}: tandem in n1, kea in n2, dnsmasq in n3, perfdhcp in c1 ({CLIENT_ADDR})", bench.lab.prefix());
+    for node in [2, 3] {
+        bench.give_vip(node)?;
+    }
+
+    let mut outcomes = Vec::new();
+    for &server in &opts.servers {
+        println!("=== {}", server.label());
+        let search = bench_server(&bench, server, opts);
+        // Ctrl-C ends the whole bench, not just this server.
+        interrupt::check()?;
+        if let Err(e) = &search {
+            eprintln!("    {} failed: {e:#}", server.name());
+        }
+        outcomes.push(Outcome { server, search });
+    }
+    let elapsed = started.elapsed();
+    drop(bench);
+
+    print_table(&outcomes, opts, elapsed);
+    let json = summary_json(&outcomes, opts);
+    let failed: Vec<&str> = outcomes.iter().filter(|o| o.search.is_err()).map(|o| o.server.name()).collect();
+    if !failed.is_empty() {
+        println!("{json}");
+        bail!("the bench failed for {failed:?}");
+    }
+    Ok(json)
+}
+
+/// Probe, then search, for one server.
+fn bench_server(bench: &Bench, server: DhcpServer, opts: &DhcpOptions) -> Result<Search> {
+    bench.activate(server.node())?;
+    let probe = trial(bench, server, opts.probe_rate, opts.probe_period, "probe")?;
+    #[allow(clippy::cast_sign_loss, reason = "round_sig returns a non-negative value")]
+    let start = (round_sig(probe.achieved, 2) as u32).max(MIN_RATE);
+    println!("    probe at {}/s completed {:.0}/s: searching from {start}/s", opts.probe_rate, probe.achieved);
+    find_max_rate(start, opts.max_trials, |rate| trial(bench, server, rate, opts.period, "trial"))
+}
+
+/// One trial: a fresh server, a readiness check, perfdhcp, stop.
+fn trial(bench: &Bench, server: DhcpServer, rate: u32, period: Duration, kind: &str) -> Result<Trial> {
+    let running = server.start(bench)?;
+    let result = wait_ready(bench, server).and_then(|()| {
+        let log = bench.lab.root().join(format!("perfdhcp-{}-{kind}-{rate}.log", server.name()));
+        perfdhcp::run(bench, rate, period, &VIP.to_string(), &log)
+    });
+    running.stop(bench);
+    let report = result?;
+    let t = Trial { offered: rate, achieved: report.rate, loss: report.loss() };
+    print_trial(kind, &t, &report);
+    Ok(t)
+}
+
+/// Waits until the server completes one exchange (one DISCOVER at a time,
+/// one client): the port being bound, or tandem saying it serves, does not
+/// yet prove that the subnet config is in effect.
+fn wait_ready(bench: &Bench, server: DhcpServer) -> Result<()> {
+    let log = bench.lab.root().join(format!("perfdhcp-{}-ready.log", server.name()));
+    let args = ["-4", "-l", CLIENT_ADDR, "-r", "1", "-n", "1", "-R", "1", &VIP.to_string()].map(str::to_owned);
+    wait_for(Duration::from_secs(30), "one complete DHCP exchange", || {
+        if log.exists() {
+            std::fs::remove_file(&log)?;
+        }
+        let p = bench.spawn(&bench.client_ns(), "perfdhcp", &args, &log)?;
+        crate::wait_exit(&p, Duration::from_secs(15), "perfdhcp readiness check")?;
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        Ok(perfdhcp::parse(&text).is_ok_and(|r: Report| r.completed() >= 1))
+    })
+}
+
+fn print_trial(kind: &str, t: &Trial, r: &Report) {
+    println!(
+        "    {kind} -r {:>6}: {:>8.1} exchanges/s, loss {:>6.2} % (DISCOVER {} sent / OFFER {} / ACK {}, NAK {}) {}",
+        t.offered,
+        t.achieved,
+        t.loss * 100.0,
+        r.discover_offer.sent,
+        r.discover_offer.received,
+        r.request_ack.received,
+        r.request_ack.rejected,
+        if t.passed() { "pass" } else { "FAIL" }
+    );
+}
+
+fn best(outcomes: &[Outcome], server: DhcpServer) -> Option<Trial> {
+    outcomes.iter().find(|o| o.server == server).and_then(|o| o.search.as_ref().ok()).and_then(Search::best)
+}
+
+fn print_table(outcomes: &[Outcome], opts: &DhcpOptions, elapsed: Duration) {
+    println!();
+    println!(
+        "DHCP: completed 4-way exchanges/s at the highest offered rate losing < {:.0} % ({} s perfdhcp trials, \
+         -R 100000, relay {CLIENT_ADDR} -> {VIP}; bench took {:.0} s)",
+        MAX_LOSS * 100.0,
+        opts.period.as_secs(),
+        elapsed.as_secs_f64()
+    );
+    println!("{:<34} {:>12} {:>10} {:>8} {:>7}", "server", "exchanges/s", "offered/s", "loss", "trials");
+    for o in outcomes {
+        match (&o.search, best(outcomes, o.server)) {
+            (Ok(s), Some(b)) => println!(
+                "{:<34} {:>12.1} {:>10} {:>7.2}% {:>7}",
+                o.server.label(),
+                b.achieved,
+                b.offered,
+                b.loss * 100.0,
+                s.trials.len()
+            ),
+            (Ok(s), None) => println!("{:<34} {:>12} {:>10} {:>8} {:>7}", o.server.label(), "none", "-", "-", s.trials.len()),
+            (Err(_), _) => println!("{:<34} {:>12}", o.server.label(), "error"),
+        }
+    }
+    if let (Some(t), Some(k)) = (best(outcomes, DhcpServer::Tandem), best(outcomes, DhcpServer::Kea { persist: false })) {
+        println!("tandem / kea (persist=false): {:.3}", t.achieved / k.achieved);
+    }
+    println!();
+}
+
+fn summary_json(outcomes: &[Outcome], opts: &DhcpOptions) -> serde_json::Value {
+    let rate = |s| best(outcomes, s).map(|t| t.achieved);
+    let tandem = rate(DhcpServer::Tandem);
+    let kea = rate(DhcpServer::Kea { persist: false });
+    let ratio = tandem.zip(kea).filter(|(_, k)| *k > 0.0).map(|(t, k)| t / k);
+    serde_json::json!({
+        "bench": "dhcp",
+        "tandem_per_s": json_num(tandem, 1),
+        "kea_per_s": json_num(kea, 1),
+        "kea_persist_per_s": json_num(rate(DhcpServer::Kea { persist: true }), 1),
+        "dnsmasq_per_s": json_num(rate(DhcpServer::Dnsmasq), 1),
+        "ratio_vs_kea": json_num(ratio, 3),
+        "max_loss": MAX_LOSS,
+        "period_s": opts.period.as_secs(),
+    })
+}
