@@ -72,11 +72,15 @@ impl DhcpLease {
         let get = |k: &str| vars.get(k).copied().filter(|v| !v.is_empty());
         let ip = get("ip").context("udhcpc reported no lease")?;
         let opt_ip = |k: &str| -> Result<Option<Ipv4Addr>> {
-            get(k).map(|v| v.parse().with_context(|| format!("lease.{k}={v:?}"))).transpose()
+            get(k)
+                .map(|v| v.parse().with_context(|| format!("lease.{k}={v:?}")))
+                .transpose()
         };
         Ok(DhcpLease {
             ip: ip.parse().with_context(|| format!("lease.ip={ip:?}"))?,
-            prefix_len: get("mask").map_or(Ok(crate::PREFIX_LEN), str::parse).context("lease.mask")?,
+            prefix_len: get("mask")
+                .map_or(Ok(crate::PREFIX_LEN), str::parse)
+                .context("lease.mask")?,
             router: opt_ip("router")?,
             dns: get("dns")
                 .unwrap_or_default()
@@ -84,7 +88,10 @@ impl DhcpLease {
                 .map(|d| d.parse().with_context(|| format!("lease.dns entry {d:?}")))
                 .collect::<Result<_>>()?,
             domain: get("domain").map(str::to_owned),
-            lease_secs: get("lease").map(str::parse).transpose().context("lease.lease")?,
+            lease_secs: get("lease")
+                .map(str::parse)
+                .transpose()
+                .context("lease.lease")?,
             server_id: opt_ip("serverid")?,
             siaddr: opt_ip("siaddr")?,
             boot_file: get("boot_file").map(str::to_owned),
@@ -97,7 +104,8 @@ impl Lab {
     pub fn udhcpc_script(&self) -> Result<PathBuf> {
         let path = self.root.join("udhcpc.script");
         if !path.exists() {
-            std::fs::write(&path, UDHCPC_SCRIPT).with_context(|| format!("writing {}", path.display()))?;
+            std::fs::write(&path, UDHCPC_SCRIPT)
+                .with_context(|| format!("writing {}", path.display()))?;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
         }
         Ok(path)
@@ -106,10 +114,17 @@ impl Lab {
     /// Runs `busybox udhcpc -f -q -n -i eth1 -t 5 -s <script> EXTRA..` in
     /// client `j`'s namespace: one DHCP exchange, then exit. The client keeps
     /// the address it got. Fails if no lease came (or after `timeout`).
-    pub fn dhcp_lease(&self, j: usize, extra_args: &[&str], timeout: Duration) -> Result<DhcpLease> {
+    pub fn dhcp_lease(
+        &self,
+        j: usize,
+        extra_args: &[&str],
+        timeout: Duration,
+    ) -> Result<DhcpLease> {
         let script = self.udhcpc_script()?;
         let script = script.to_str().context("temp root path is not UTF-8")?;
-        let mut args = vec!["udhcpc", "-f", "-q", "-n", "-i", INTERFACE, "-t", "5", "-s", script];
+        let mut args = vec![
+            "udhcpc", "-f", "-q", "-n", "-i", INTERFACE, "-t", "5", "-s", script,
+        ];
         args.extend_from_slice(extra_args);
         let ns = self.client_ns(j);
         let out = self.exec_in(&ns, "busybox", &args, timeout)?;
@@ -125,17 +140,29 @@ impl Lab {
     pub fn tftp_get(&self, j: usize, file: &str, dest: &Path, timeout: Duration) -> Result<()> {
         let url = format!("tftp://{VIP}/{file}");
         let dest_s = dest.to_str().context("destination path is not UTF-8")?;
-        self.exec_ok(&self.client_ns(j), "curl", &["-sS", "-o", dest_s, &url], timeout)
-            .with_context(|| format!("fetching {url}"))?;
+        self.exec_ok(
+            &self.client_ns(j),
+            "curl",
+            &["-sS", "-o", dest_s, &url],
+            timeout,
+        )
+        .with_context(|| format!("fetching {url}"))?;
         Ok(())
     }
 }
 
 /// The sha256 of a file, as lowercase hex (via coreutils `sha256sum`).
 pub fn sha256_file(path: &Path) -> Result<String> {
-    let out = Command::new("sha256sum").arg(path).output().context("running sha256sum")?;
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .context("running sha256sum")?;
     if !out.status.success() {
-        bail!("sha256sum {}: {}", path.display(), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "sha256sum {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
@@ -157,7 +184,10 @@ mod tests {
         assert_eq!(lease.ip, Ipv4Addr::new(10, 99, 1, 7));
         assert_eq!(lease.prefix_len, 16);
         assert_eq!(lease.router, Some(Ipv4Addr::new(10, 99, 0, 1)));
-        assert_eq!(lease.dns, [Ipv4Addr::new(10, 99, 0, 1), Ipv4Addr::new(10, 99, 0, 2)]);
+        assert_eq!(
+            lease.dns,
+            [Ipv4Addr::new(10, 99, 0, 1), Ipv4Addr::new(10, 99, 0, 2)]
+        );
         assert_eq!(lease.domain.as_deref(), Some("lab.tandem"));
         assert_eq!(lease.lease_secs, Some(600));
         assert_eq!(lease.server_id, Some(VIP));

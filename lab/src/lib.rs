@@ -108,7 +108,11 @@ pub struct LabSpec {
 #[must_use]
 pub fn unique_prefix() -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
-    format!("t{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "t{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Builder for [`Lab`]: `Lab::builder().nodes(3).clients(1).build()?`.
@@ -204,14 +208,23 @@ impl Lab {
     pub fn new(spec: LabSpec) -> Result<Lab> {
         let prefix = spec.prefix.unwrap_or_else(unique_prefix);
         validate_prefix(&prefix)?;
-        ensure!(spec.nodes <= MAX_NODES, "at most {MAX_NODES} nodes fit the lab's address plan");
+        ensure!(
+            spec.nodes <= MAX_NODES,
+            "at most {MAX_NODES} nodes fit the lab's address plan"
+        );
         ensure!(spec.clients <= MAX_CLIENTS, "at most {MAX_CLIENTS} clients");
         // SAFETY: geteuid has no preconditions.
-        ensure!(unsafe { libc::geteuid() } == 0, "the lab needs root (network namespaces)");
+        ensure!(
+            unsafe { libc::geteuid() } == 0,
+            "the lab needs root (network namespaces)"
+        );
 
         let taken: Vec<String> = list_namespaces()?
             .into_iter()
-            .filter(|n| n.strip_prefix(prefix.as_str()).is_some_and(|rest| rest.starts_with('-')))
+            .filter(|n| {
+                n.strip_prefix(prefix.as_str())
+                    .is_some_and(|rest| rest.starts_with('-'))
+            })
             .collect();
         ensure!(
             taken.is_empty(),
@@ -223,7 +236,8 @@ impl Lab {
         if root.exists() {
             // Left over from an earlier lab with this prefix (TANDEM_KEEP_LAB=1,
             // or a crash); its files must not leak into this run.
-            std::fs::remove_dir_all(&root).with_context(|| format!("removing old {}", root.display()))?;
+            std::fs::remove_dir_all(&root)
+                .with_context(|| format!("removing old {}", root.display()))?;
         }
         std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
 
@@ -239,14 +253,27 @@ impl Lab {
             persistent: false,
         };
         // On error `lab` is dropped here, which removes the partial topology.
-        lab.create().with_context(|| format!("building lab {}", lab.prefix))?;
+        lab.create()
+            .with_context(|| format!("building lab {}", lab.prefix))?;
         Ok(lab)
     }
 
     fn create(&mut self) -> Result<()> {
         let sw = self.switch_ns();
         self.add_ns(&sw)?;
-        ip(&["-n", &sw, "link", "add", BRIDGE, "type", "bridge", "stp_state", "0", "forward_delay", "0"])?;
+        ip(&[
+            "-n",
+            &sw,
+            "link",
+            "add",
+            BRIDGE,
+            "type",
+            "bridge",
+            "stp_state",
+            "0",
+            "forward_delay",
+            "0",
+        ])?;
         ip(&["-n", &sw, "link", "set", BRIDGE, "up"])?;
 
         for i in 1..=self.nodes {
@@ -282,7 +309,8 @@ impl Lab {
     fn add_port(&self, ns: &str, port: &str, mac: &str) -> Result<()> {
         let sw = self.switch_ns();
         ip(&[
-            "-n", &sw, "link", "add", port, "type", "veth", "peer", "name", INTERFACE, "address", mac, "netns", ns,
+            "-n", &sw, "link", "add", port, "type", "veth", "peer", "name", INTERFACE, "address",
+            mac, "netns", ns,
         ])?;
         ip(&["-n", &sw, "link", "set", port, "master", BRIDGE, "up"])?;
         ip(&["-n", ns, "link", "set", INTERFACE, "up"])
@@ -336,7 +364,11 @@ impl Lab {
 
     #[must_use]
     pub fn client_ns(&self, j: usize) -> String {
-        assert!((1..=self.clients).contains(&j), "client {j} is not in this lab (1..={})", self.clients);
+        assert!(
+            (1..=self.clients).contains(&j),
+            "client {j} is not in this lab (1..={})",
+            self.clients
+        );
         format!("{}-c{j}", self.prefix)
     }
 
@@ -362,14 +394,26 @@ impl Lab {
     }
 
     fn check_node(&self, i: usize) {
-        assert!((1..=self.nodes).contains(&i), "node {i} is not in this lab (1..={})", self.nodes);
+        assert!(
+            (1..=self.nodes).contains(&i),
+            "node {i} is not in this lab (1..={})",
+            self.nodes
+        );
     }
 
     // ----- topology changes -----
 
     /// Adds a static address (e.g. `"10.99.2.1/16"`) to client `j`'s `eth1`.
     pub fn add_client_ip(&self, j: usize, cidr: &str) -> Result<()> {
-        ip(&["-n", &self.client_ns(j), "addr", "add", cidr, "dev", INTERFACE])
+        ip(&[
+            "-n",
+            &self.client_ns(j),
+            "addr",
+            "add",
+            cidr,
+            "dev",
+            INTERFACE,
+        ])
     }
 
     /// Cuts (`false`) or restores (`true`) node `i`'s link to the bridge, by
@@ -377,7 +421,14 @@ impl Lab {
     pub fn set_node_connected(&self, i: usize, connected: bool) -> Result<()> {
         self.check_node(i);
         let state = if connected { "up" } else { "down" };
-        ip(&["-n", &self.switch_ns(), "link", "set", &format!("n{i}"), state])
+        ip(&[
+            "-n",
+            &self.switch_ns(),
+            "link",
+            "set",
+            &format!("n{i}"),
+            state,
+        ])
     }
 
     // ----- processes -----
@@ -428,7 +479,11 @@ impl Lab {
     /// Refuses namespaces of other labs: a test must never reach into another
     /// test's (or the host's) network by a typo.
     fn ensure_own_ns(&self, ns: &str) -> Result<()> {
-        ensure!(self.namespaces.iter().any(|n| n == ns), "namespace {ns:?} does not belong to lab {}", self.prefix);
+        ensure!(
+            self.namespaces.iter().any(|n| n == ns),
+            "namespace {ns:?} does not belong to lab {}",
+            self.prefix
+        );
         Ok(())
     }
 
@@ -440,14 +495,23 @@ impl Lab {
     /// harness captures and shows for failing tests). `Drop` calls it when a
     /// test panics.
     pub fn dump_logs(&self) {
-        eprintln!("=== lab {}: logs under {}", self.prefix, self.root.display());
+        eprintln!(
+            "=== lab {}: logs under {}",
+            self.prefix,
+            self.root.display()
+        );
         for i in 1..=self.nodes {
             let path = self.node_log_path(i);
             match std::fs::read_to_string(&path) {
                 Ok(text) => {
                     let lines: Vec<&str> = text.lines().collect();
                     let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
-                    eprintln!("=== node {i}: last {} of {} lines of {}", tail.len(), lines.len(), path.display());
+                    eprintln!(
+                        "=== node {i}: last {} of {} lines of {}",
+                        tail.len(),
+                        lines.len(),
+                        path.display()
+                    );
                     for line in tail {
                         eprintln!("n{i}| {line}");
                     }
@@ -481,7 +545,11 @@ impl Drop for Lab {
             }
         }
         if keep_lab_files() {
-            eprintln!("lab {}: TANDEM_KEEP_LAB=1, kept {}", self.prefix, self.root.display());
+            eprintln!(
+                "lab {}: TANDEM_KEEP_LAB=1, kept {}",
+                self.prefix,
+                self.root.display()
+            );
         } else if let Err(e) = std::fs::remove_dir_all(&self.root) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 eprintln!("lab {}: removing {}: {e}", self.prefix, self.root.display());
@@ -497,7 +565,9 @@ fn validate_prefix(prefix: &str) -> Result<()> {
     ensure!(
         !prefix.is_empty()
             && prefix.len() <= 32
-            && prefix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && prefix
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !prefix.starts_with('-')
             && !prefix.ends_with('-'),
         "lab prefix {prefix:?} must be 1-32 characters of a-z, 0-9 and inner '-'"
@@ -533,7 +603,10 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 /// The workspace root (the lab crate lives one level below it).
 #[must_use]
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("lab/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("lab/ has a parent")
+        .to_path_buf()
 }
 
 /// The `tandem` binary tests use: `$TANDEM_BIN` (set by `cargo xtask test`),
@@ -543,8 +616,10 @@ pub fn tandem_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("TANDEM_BIN") {
         return PathBuf::from(bin);
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| workspace_root().join("target"), |t| workspace_root().join(t));
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || workspace_root().join("target"),
+        |t| workspace_root().join(t),
+    );
     target.join("release").join("tandem")
 }
 

@@ -36,7 +36,10 @@ pub fn list_namespaces() -> Result<Vec<String>> {
         .output()
         .context("running `ip netns list`")?;
     if !out.status.success() {
-        bail!("`ip netns list` failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "`ip netns list` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     // Lines look like `name` or `name (id: 3)`; the name never holds spaces.
     Ok(String::from_utf8_lossy(&out.stdout)
@@ -114,8 +117,10 @@ pub fn cleanup_stale(pattern: &str) -> Result<Vec<String>> {
     if pattern.is_empty() {
         bail!("cleanup_stale needs a non-empty namespace prefix");
     }
-    let doomed: Vec<String> =
-        list_namespaces()?.into_iter().filter(|n| n.starts_with(pattern)).collect();
+    let doomed: Vec<String> = list_namespaces()?
+        .into_iter()
+        .filter(|n| n.starts_with(pattern))
+        .collect();
     remove_labs(&doomed)
 }
 

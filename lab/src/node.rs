@@ -140,13 +140,31 @@ impl Lab {
 
         let log = self.node_log_path(i);
         // A marker line makes restarts visible when reading the merged log.
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
-        writeln!(f, "=== lab: starting node {i}: {} daemon --config {}", tandem_bin.display(), config.display())?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
+        writeln!(
+            f,
+            "=== lab: starting node {i}: {} daemon --config {}",
+            tandem_bin.display(),
+            config.display()
+        )?;
         drop(f);
 
         let backtrace = std::env::var("RUST_BACKTRACE").unwrap_or_else(|_| "1".into());
-        let args = [OsStr::new("daemon"), OsStr::new("--config"), config.as_os_str()];
-        let p = spawn_with_env(&self.node_ns(i), tandem_bin, &args, &log, &[("RUST_BACKTRACE", &backtrace)])?;
+        let args = [
+            OsStr::new("daemon"),
+            OsStr::new("--config"),
+            config.as_os_str(),
+        ];
+        let p = spawn_with_env(
+            &self.node_ns(i),
+            tandem_bin,
+            &args,
+            &log,
+            &[("RUST_BACKTRACE", &backtrace)],
+        )?;
         lock(&self.processes).push(p.clone());
         daemons[i] = Some(p.clone());
         Ok(p)
@@ -167,7 +185,9 @@ impl Lab {
     /// Sends `sig` to node `i`'s daemon without waiting (e.g. SIGSTOP/SIGCONT
     /// to freeze a node). Fails if the node is not running.
     pub fn signal_node(&self, i: usize, sig: i32) -> Result<()> {
-        let p = self.node_process(i).with_context(|| format!("node {i} was never started"))?;
+        let p = self
+            .node_process(i)
+            .with_context(|| format!("node {i} was never started"))?;
         if !p.signal(sig)? {
             bail!("node {i} is not running (exited: {:?})", p.try_status());
         }
@@ -179,15 +199,21 @@ impl Lab {
     pub fn kill_node(&self, i: usize, sig: i32) -> Result<ExitStatus> {
         self.signal_node(i, sig)?;
         let p = self.node_process(i).expect("signal_node checked it");
-        p.wait_timeout(STOP_TIMEOUT)
-            .with_context(|| format!("node {i} (pid {}) did not exit within {STOP_TIMEOUT:?} of signal {sig}", p.pid()))
+        p.wait_timeout(STOP_TIMEOUT).with_context(|| {
+            format!(
+                "node {i} (pid {}) did not exit within {STOP_TIMEOUT:?} of signal {sig}",
+                p.pid()
+            )
+        })
     }
 
     /// Stops node `i` (SIGTERM, then SIGKILL if it does not exit in time) if
     /// it runs, and starts it again with the same binary and config.
     pub fn restart_node(&self, i: usize) -> Result<LabProcess> {
         if self.is_node_running(i) && self.kill_node(i, libc::SIGTERM).is_err() {
-            self.node_process(i).expect("it was running").kill_and_wait();
+            self.node_process(i)
+                .expect("it was running")
+                .kill_and_wait();
         }
         let bin = self.bin().clone();
         self.start_node(i, &bin)

@@ -57,7 +57,10 @@ impl LabProcess {
 
     fn child(&self) -> std::sync::MutexGuard<'_, Child> {
         // A panic while holding the lock cannot leave a Child half-updated.
-        self.inner.child.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .child
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Its exit status, if it has exited (reaping it if needed).
@@ -80,8 +83,9 @@ impl LabProcess {
         }
         // Holding the lock means nobody can reap the child between the check
         // above and the kill below, so the PID is still ours (see the invariant).
-        signal_pid(self.inner.pid.cast_signed(), sig)
-            .with_context(|| format!("signalling {} (pid {})", self.inner.program, self.inner.pid))?;
+        signal_pid(self.inner.pid.cast_signed(), sig).with_context(|| {
+            format!("signalling {} (pid {})", self.inner.program, self.inner.pid)
+        })?;
         Ok(true)
     }
 
@@ -101,7 +105,10 @@ impl LabProcess {
     }
 
     /// SIGKILLs the whole process group and reaps the process. Idempotent.
-    #[allow(clippy::must_use_candidate, reason = "called for its effect; the status is a bonus")]
+    #[allow(
+        clippy::must_use_candidate,
+        reason = "called for its effect; the status is a bonus"
+    )]
     pub fn kill_and_wait(&self) -> Option<ExitStatus> {
         let mut child = self.child();
         if let Ok(Some(status)) = child.try_wait() {
@@ -127,7 +134,10 @@ pub(crate) fn signal_pid(pid: i32, sig: i32) -> std::io::Result<()> {
 
 fn netns_command<S: AsRef<OsStr>>(ns: &str, program: impl AsRef<OsStr>, args: &[S]) -> Command {
     let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", ns]).arg(program).args(args).stdin(Stdio::null());
+    cmd.args(["netns", "exec", ns])
+        .arg(program)
+        .args(args)
+        .stdin(Stdio::null());
     // Own process group: a timeout or Drop kills children too, and a Ctrl-C
     // aimed at the test runner does not race the lab's own cleanup.
     cmd.process_group(0);
@@ -167,7 +177,12 @@ pub(crate) fn spawn_with_env<S: AsRef<OsStr>>(
         .spawn()
         .with_context(|| format!("starting {program_name} in {ns}"))?;
     Ok(LabProcess {
-        inner: Arc::new(Inner { ns: ns.to_owned(), program: program_name, pid: child.id(), child: Mutex::new(child) }),
+        inner: Arc::new(Inner {
+            ns: ns.to_owned(),
+            program: program_name,
+            pid: child.id(),
+            child: Mutex::new(child),
+        }),
     })
 }
 
@@ -183,7 +198,9 @@ pub fn exec_in<S: AsRef<OsStr>>(
     let shown = format!(
         "`{}{}` in {ns}",
         program.as_ref().to_string_lossy(),
-        args.iter().fold(String::new(), |s, a| s + " " + &a.as_ref().to_string_lossy())
+        args.iter().fold(String::new(), |s, a| s
+            + " "
+            + &a.as_ref().to_string_lossy())
     );
     let mut cmd = netns_command(ns, &program, args);
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -208,7 +225,11 @@ pub fn exec_in<S: AsRef<OsStr>>(
     let stdout = stdout.finish(Duration::from_millis(500));
     let stderr = stderr.finish(Duration::from_millis(500));
     match status {
-        Some(status) => Ok(Output { status, stdout, stderr }),
+        Some(status) => Ok(Output {
+            status,
+            stdout,
+            stderr,
+        }),
         None => bail!(
             "{shown} timed out after {timeout:?} and was killed\n--- stdout:\n{}\n--- stderr:\n{}",
             String::from_utf8_lossy(&stdout).trim_end(),
@@ -250,7 +271,9 @@ impl Collector {
                     if n == 0 {
                         break;
                     }
-                    buf.lock().unwrap_or_else(PoisonError::into_inner).extend_from_slice(&chunk[..n]);
+                    buf.lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .extend_from_slice(&chunk[..n]);
                 }
             })
         });

@@ -8,6 +8,12 @@
 //! Helpers panic with context instead of returning `Result` (STYLE.md,
 //! Tests): a panicking test drops its `Lab`, which prints the daemon logs.
 //! Mark the phases of a test with [`phase`].
+//!
+//! - [`metrics`]: scraping a node's `/metrics` and reading counters.
+//! - [`clients`]: udhcpc with raw lease variables, ISC dhclient one-shot.
+
+pub mod clients;
+pub mod metrics;
 
 use std::path::PathBuf;
 use std::process::Output;
@@ -41,17 +47,28 @@ pub fn tandem_bin() -> PathBuf {
 #[must_use]
 pub fn start_lab(nodes: usize, clients: usize) -> Lab {
     let bin = tandem_bin();
-    let lab = Lab::builder().nodes(nodes).clients(clients).tandem_bin(&bin).build().expect("building the lab");
+    let lab = Lab::builder()
+        .nodes(nodes)
+        .clients(clients)
+        .tandem_bin(&bin)
+        .build()
+        .expect("building the lab");
     for i in 1..=nodes {
-        lab.start_node(i, &bin).unwrap_or_else(|e| panic!("starting node {i}: {e:#}"));
+        lab.start_node(i, &bin)
+            .unwrap_or_else(|e| panic!("starting node {i}: {e:#}"));
     }
     lab
 }
 
 /// Parses the stdout of a successful `--json` command.
 pub fn json(out: &Output) -> Result<Value> {
-    ensure!(out.status.success(), "command failed: {}", describe_output(out));
-    serde_json::from_slice(&out.stdout).with_context(|| format!("not JSON: {}", describe_output(out)))
+    ensure!(
+        out.status.success(),
+        "command failed: {}",
+        describe_output(out)
+    );
+    serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("not JSON: {}", describe_output(out)))
 }
 
 /// `tandem status --json` of node `i`.
@@ -69,7 +86,9 @@ pub fn is_serving(lab: &Lab, i: usize) -> bool {
 /// The nodes that report serving right now.
 #[must_use]
 pub fn serving_nodes(lab: &Lab) -> Vec<usize> {
-    (1..=lab.node_count()).filter(|&i| is_serving(lab, i)).collect()
+    (1..=lab.node_count())
+        .filter(|&i| is_serving(lab, i))
+        .collect()
 }
 
 /// Waits until exactly one node serves and returns it. Panics after `timeout`
@@ -89,7 +108,10 @@ pub fn wait_single_server(lab: &Lab, timeout: Duration) -> usize {
             Err(e) => format!("node {i}: {e:#}"),
         })
         .collect();
-    panic!("no single serving node after {timeout:?} (serving: {last:?})\n{}", views.join("\n"));
+    panic!(
+        "no single serving node after {timeout:?} (serving: {last:?})\n{}",
+        views.join("\n")
+    );
 }
 
 /// Writes `toml` as `<node dir>/service.toml` and runs `tandem apply` on node
@@ -100,7 +122,11 @@ pub fn apply(lab: &Lab, i: usize, toml: &str) {
     let out = lab
         .tandem(i, &["apply", path.to_str().expect("lab paths are UTF-8")])
         .unwrap_or_else(|e| panic!("tandem apply on node {i}: {e:#}"));
-    assert!(out.status.success(), "tandem apply on node {i} failed: {}", describe_output(&out));
+    assert!(
+        out.status.success(),
+        "tandem apply on node {i} failed: {}",
+        describe_output(&out)
+    );
 }
 
 #[cfg(test)]
@@ -111,13 +137,23 @@ mod tests {
     use super::*;
 
     fn output(code: i32, stdout: &str) -> Output {
-        Output { status: ExitStatus::from_raw(code << 8), stdout: stdout.into(), stderr: b"oops".to_vec() }
+        Output {
+            status: ExitStatus::from_raw(code << 8),
+            stdout: stdout.into(),
+            stderr: b"oops".to_vec(),
+        }
     }
 
     #[test]
     fn json_needs_success_and_json() {
-        assert_eq!(json(&output(0, r#"{"serving": true}"#)).unwrap()["serving"], Value::Bool(true));
-        let err = format!("{:#}", json(&output(3, r#"{"serving": true}"#)).unwrap_err());
+        assert_eq!(
+            json(&output(0, r#"{"serving": true}"#)).unwrap()["serving"],
+            Value::Bool(true)
+        );
+        let err = format!(
+            "{:#}",
+            json(&output(3, r#"{"serving": true}"#)).unwrap_err()
+        );
         assert!(err.contains("exit code 3") && err.contains("oops"), "{err}");
         assert!(json(&output(0, "serving: yes")).is_err());
     }

@@ -33,8 +33,18 @@ pub fn run() -> Result<()> {
     println!("=== step 2: build");
     let bin = build_tandem()?;
     println!("=== step 3: lab with 1 node and 1 client");
-    let lab = Lab::builder().nodes(1).clients(1).tandem_bin(&bin).build()?;
-    println!("    node 1: {} ({}), client 1: {} ({})", lab.node_ns(1), lab.node_ip(1), lab.client_ns(1), lab.client_mac(1));
+    let lab = Lab::builder()
+        .nodes(1)
+        .clients(1)
+        .tandem_bin(&bin)
+        .build()?;
+    println!(
+        "    node 1: {} ({}), client 1: {} ({})",
+        lab.node_ns(1),
+        lab.node_ip(1),
+        lab.client_ns(1),
+        lab.client_mac(1)
+    );
 
     let result = scenario(&lab, &bin);
     if result.is_err() {
@@ -47,7 +57,8 @@ pub fn run() -> Result<()> {
 
 fn scenario(lab: &Lab, bin: &Path) -> Result<()> {
     let service = lab.node_dir(1).join("service.toml");
-    std::fs::write(&service, SERVICE_TOML).with_context(|| format!("writing {}", service.display()))?;
+    std::fs::write(&service, SERVICE_TOML)
+        .with_context(|| format!("writing {}", service.display()))?;
 
     println!("=== step 4: start node 1 and wait until it serves");
     lab.start_node(1, bin)?;
@@ -56,8 +67,15 @@ fn scenario(lab: &Lab, bin: &Path) -> Result<()> {
     println!("    serving after {:.1} s", started.elapsed().as_secs_f64());
 
     println!("=== step 5: tandem apply {}", service.display());
-    let out = lab.tandem(1, &["apply", service.to_str().context("non-UTF-8 lab path")?])?;
-    ensure!(out.status.success(), "tandem apply failed: {}", describe_output(&out));
+    let out = lab.tandem(
+        1,
+        &["apply", service.to_str().context("non-UTF-8 lab path")?],
+    )?;
+    ensure!(
+        out.status.success(),
+        "tandem apply failed: {}",
+        describe_output(&out)
+    );
     print_indented(&out.stdout);
 
     println!("=== step 6: a 1 MiB artifact {ARTIFACT} in node 1's artifact dir");
@@ -108,12 +126,23 @@ fn scenario(lab: &Lab, bin: &Path) -> Result<()> {
 
     println!("=== step 9: tandem lease list");
     let out = lab.tandem(1, &["lease", "list"])?;
-    ensure!(out.status.success(), "tandem lease list failed: {}", describe_output(&out));
+    ensure!(
+        out.status.success(),
+        "tandem lease list failed: {}",
+        describe_output(&out)
+    );
     print_indented(&out.stdout);
 
     println!("=== summary");
-    println!("    node 1 served a DHCP lease ({}) in {} ms", lease.ip, dhcp_time.as_millis());
-    println!("    and {ARTIFACT} (1 MiB) over TFTP in {:.2} s with a matching sha256", tftp_time.as_secs_f64());
+    println!(
+        "    node 1 served a DHCP lease ({}) in {} ms",
+        lease.ip,
+        dhcp_time.as_millis()
+    );
+    println!(
+        "    and {ARTIFACT} (1 MiB) over TFTP in {:.2} s with a matching sha256",
+        tftp_time.as_secs_f64()
+    );
     Ok(())
 }
 
@@ -143,7 +172,10 @@ fn wait_serving(lab: &Lab) -> Result<()> {
                     let out = lab.tandem(1, &["cluster", "init"])?;
                     if !out.status.success() {
                         // Not fatal: the node may still be forming its cluster.
-                        println!("    cluster init did not succeed (still waiting): {}", describe_output(&out));
+                        println!(
+                            "    cluster init did not succeed (still waiting): {}",
+                            describe_output(&out)
+                        );
                     }
                 }
             }
@@ -156,8 +188,13 @@ fn wait_serving(lab: &Lab) -> Result<()> {
 
 fn status_serving(lab: &Lab) -> Result<bool> {
     let out = lab.tandem(1, &["status", "--json"])?;
-    ensure!(out.status.success(), "tandem status --json: {}", describe_output(&out));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("tandem status --json printed no JSON")?;
+    ensure!(
+        out.status.success(),
+        "tandem status --json: {}",
+        describe_output(&out)
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("tandem status --json printed no JSON")?;
     v.get("serving")
         .and_then(serde_json::Value::as_bool)
         .context("tandem status --json has no boolean \"serving\"")

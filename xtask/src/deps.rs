@@ -34,7 +34,15 @@ const APT_PACKAGES: &[&str] = &[
 
 /// Servers that package scripts may start; they must not hold ports 67/69 on
 /// the host, where they would answer our tests' clients or anybody's.
-const SERVER_COMMS: &[&str] = &["dnsmasq", "in.tftpd", "atftpd", "kea-dhcp4", "kea-dhcp6", "kea-dhcp-ddns", "kea-ctrl-agent"];
+const SERVER_COMMS: &[&str] = &[
+    "dnsmasq",
+    "in.tftpd",
+    "atftpd",
+    "kea-dhcp4",
+    "kea-dhcp6",
+    "kea-dhcp-ddns",
+    "kea-ctrl-agent",
+];
 
 const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 
@@ -56,8 +64,11 @@ fn apt_packages() -> Result<()> {
     // scripts do not start the servers they install.
     let made_policy = !Path::new(POLICY_RC_D).exists();
     if made_policy {
-        std::fs::write(POLICY_RC_D, "#!/bin/sh\n# Written by cargo xtask deps: keep apt from starting daemons.\nexit 101\n")
-            .with_context(|| format!("writing {POLICY_RC_D}"))?;
+        std::fs::write(
+            POLICY_RC_D,
+            "#!/bin/sh\n# Written by cargo xtask deps: keep apt from starting daemons.\nexit 101\n",
+        )
+        .with_context(|| format!("writing {POLICY_RC_D}"))?;
         std::fs::set_permissions(POLICY_RC_D, std::fs::Permissions::from_mode(0o755))?;
     }
     let before = host_servers();
@@ -93,7 +104,10 @@ fn install(missing: &[&str]) -> Result<()> {
     )?;
     let still = missing_apt_packages()?;
     if !still.is_empty() {
-        bail!("apt-get finished but these are still not installed: {}", still.join(" "));
+        bail!(
+            "apt-get finished but these are still not installed: {}",
+            still.join(" ")
+        );
     }
     Ok(())
 }
@@ -113,7 +127,11 @@ fn missing_apt_packages() -> Result<Vec<&'static str>> {
         .filter_map(|l| l.split_whitespace().next())
         .map(str::to_owned)
         .collect();
-    Ok(APT_PACKAGES.iter().copied().filter(|p| !installed.contains(*p)).collect())
+    Ok(APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !installed.contains(*p))
+        .collect())
 }
 
 /// (pid, comm) of every [`SERVER_COMMS`] process in the host's network
@@ -127,7 +145,10 @@ fn host_servers() -> HashSet<(i32, String)> {
         .filter_map(Result::ok)
         .filter_map(|e| {
             let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-            let comm = std::fs::read_to_string(e.path().join("comm")).ok()?.trim().to_owned();
+            let comm = std::fs::read_to_string(e.path().join("comm"))
+                .ok()?
+                .trim()
+                .to_owned();
             if !SERVER_COMMS.contains(&comm.as_str()) {
                 return None;
             }
@@ -144,17 +165,32 @@ fn rust_src() -> Result<()> {
         .output()
         .context("running rustup (is rustup installed?)")?;
     let listed = String::from_utf8_lossy(&out.stdout);
-    if out.status.success() && listed.lines().any(|l| l.trim() == "rust-src" || l.starts_with("rust-src-")) {
+    if out.status.success()
+        && listed
+            .lines()
+            .any(|l| l.trim() == "rust-src" || l.starts_with("rust-src-"))
+    {
         return Ok(());
     }
     if out.status.success() {
         println!("=== deps: rustup component add rust-src --toolchain nightly");
-        run_cmd(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]), "rustup component add")
+        run_cmd(
+            Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]),
+            "rustup component add",
+        )
     } else {
         // No nightly toolchain at all.
         println!("=== deps: rustup toolchain install nightly (with rust-src)");
         run_cmd(
-            Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal", "--component", "rust-src"]),
+            Command::new("rustup").args([
+                "toolchain",
+                "install",
+                "nightly",
+                "--profile",
+                "minimal",
+                "--component",
+                "rust-src",
+            ]),
             "rustup toolchain install nightly",
         )
     }
@@ -170,10 +206,19 @@ fn bpf_linker() -> Result<()> {
     if find_on_path("bpf-linker").is_some() || cargo_bin.is_some_and(|p| p.exists()) {
         return Ok(());
     }
-    println!("=== deps: cargo install bpf-linker (LLVM 22 from /usr/lib/llvm-22; takes a few minutes)");
+    println!(
+        "=== deps: cargo install bpf-linker (LLVM 22 from /usr/lib/llvm-22; takes a few minutes)"
+    );
     run_cmd(
         Command::new("cargo")
-            .args(["install", "bpf-linker", "--locked", "--no-default-features", "--features", "llvm-22"])
+            .args([
+                "install",
+                "bpf-linker",
+                "--locked",
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+            ])
             .env("LLVM_PREFIX", "/usr/lib/llvm-22"),
         "cargo install bpf-linker",
     )

@@ -9,14 +9,24 @@ use crate::util::{require_root, target_dir};
 
 pub fn up(nodes: usize, clients: usize) -> Result<()> {
     require_root("cargo xtask lab up")?;
-    let lab = Lab::builder().prefix(XTASK_PREFIX).nodes(nodes).clients(clients).build()?;
+    let lab = Lab::builder()
+        .prefix(XTASK_PREFIX)
+        .nodes(nodes)
+        .clients(clients)
+        .build()?;
     for i in 1..=nodes {
         lab.write_node_config(i, "")?;
     }
     let bin = target_dir().join("release").join("tandem");
 
-    println!("lab {XTASK_PREFIX} is up: {nodes} node(s), {clients} client(s); files under {}", lab.root().display());
-    println!("  {:<10} switch: bridge {BRIDGE} (STP off)", lab.switch_ns());
+    println!(
+        "lab {XTASK_PREFIX} is up: {nodes} node(s), {clients} client(s); files under {}",
+        lab.root().display()
+    );
+    println!(
+        "  {:<10} switch: bridge {BRIDGE} (STP off)",
+        lab.switch_ns()
+    );
     for i in 1..=nodes {
         println!(
             "  {:<10} node {i}: {INTERFACE} {}/16 ({}), config {}",
@@ -27,18 +37,33 @@ pub fn up(nodes: usize, clients: usize) -> Result<()> {
         );
     }
     for j in 1..=clients {
-        println!("  {:<10} client {j}: {INTERFACE} {} (no address: a DHCP client)", lab.client_ns(j), lab.client_mac(j));
+        println!(
+            "  {:<10} client {j}: {INTERFACE} {} (no address: a DHCP client)",
+            lab.client_ns(j),
+            lab.client_mac(j)
+        );
     }
     println!("VIP: {VIP_CIDR}");
     println!();
     if nodes > 0 {
         let n1 = lab.node_ns(1);
         println!("enter a namespace:  ip netns exec {n1} bash");
-        println!("start node 1:       ip netns exec {n1} {} daemon --config {}", bin.display(), lab.node_config_path(1).display());
-        println!("ask node 1:         ip netns exec {n1} {} --api {} status", bin.display(), lab.node_api(1));
+        println!(
+            "start node 1:       ip netns exec {n1} {} daemon --config {}",
+            bin.display(),
+            lab.node_config_path(1).display()
+        );
+        println!(
+            "ask node 1:         ip netns exec {n1} {} --api {} status",
+            bin.display(),
+            lab.node_api(1)
+        );
     }
     if clients > 0 {
-        println!("get a lease:        ip netns exec {} busybox udhcpc -f -q -n -i {INTERFACE}", lab.client_ns(1));
+        println!(
+            "get a lease:        ip netns exec {} busybox udhcpc -f -q -n -i {INTERFACE}",
+            lab.client_ns(1)
+        );
     }
     println!("tear it down:       cargo xtask lab down");
     lab.persist();
@@ -56,7 +81,10 @@ pub fn down() -> Result<()> {
         println!("removed lab {XTASK_PREFIX}: {}", removed.join(" "));
     }
     if !orphans.is_empty() {
-        println!("removed namespaces of dead test runs: {}", orphans.join(" "));
+        println!(
+            "removed namespaces of dead test runs: {}",
+            orphans.join(" ")
+        );
     }
     Ok(())
 }

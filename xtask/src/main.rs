@@ -71,7 +71,9 @@ fn main() -> std::process::ExitCode {
 fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
         Cmd::Deps => deps::run(),
-        Cmd::Lab { cmd: LabCmd::Up { nodes, clients } } => labcmd::up(nodes, clients),
+        Cmd::Lab {
+            cmd: LabCmd::Up { nodes, clients },
+        } => labcmd::up(nodes, clients),
         Cmd::Lab { cmd: LabCmd::Down } => labcmd::down(),
         Cmd::Test { harness_args } => testcmd::run(&harness_args),
         Cmd::Demo => demo::run(),

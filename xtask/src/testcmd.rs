@@ -15,18 +15,34 @@ pub fn run(harness_args: &[String]) -> Result<()> {
     crate::deps::run()?;
     let orphans = lab::cleanup_orphans()?;
     if !orphans.is_empty() {
-        println!("=== removed namespaces of dead test runs: {}", orphans.join(" "));
+        println!(
+            "=== removed namespaces of dead test runs: {}",
+            orphans.join(" ")
+        );
     }
     let bin = build_tandem()?;
 
-    println!("=== cargo test --release --workspace (TANDEM_BIN={})", bin.display());
+    println!(
+        "=== cargo test --release --workspace (TANDEM_BIN={})",
+        bin.display()
+    );
     let mut cmd = cargo();
     // --no-fail-fast: every test binary runs and prints its summary, so one
     // failing area does not hide the state of the others.
-    cmd.args(["test", "--release", "--workspace", "--no-fail-fast", "--", TEST_THREADS])
-        .args(harness_args)
-        .env("TANDEM_BIN", &bin);
+    cmd.args([
+        "test",
+        "--release",
+        "--workspace",
+        "--no-fail-fast",
+        "--",
+        TEST_THREADS,
+    ])
+    .args(harness_args)
+    .env("TANDEM_BIN", &bin);
     let status = cmd.status()?;
-    ensure!(status.success(), "tests failed ({status}); see the `test result:` lines and failures above");
+    ensure!(
+        status.success(),
+        "tests failed ({status}); see the `test result:` lines and failures above"
+    );
     Ok(())
 }

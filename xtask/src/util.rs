@@ -7,7 +7,10 @@ use anyhow::{bail, ensure, Context, Result};
 
 /// The workspace root: xtask lives one level below it.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask/ has a parent")
+        .to_path_buf()
 }
 
 /// Where cargo puts build output (`CARGO_TARGET_DIR`, else `<root>/target`).
@@ -34,9 +37,16 @@ pub fn run_cmd(cmd: &mut Command, what: &str) -> Result<()> {
 /// `cargo build --release -p tandem`; returns the binary's path.
 pub fn build_tandem() -> Result<PathBuf> {
     println!("=== cargo build --release -p tandem");
-    run_cmd(cargo().args(["build", "--release", "-p", "tandem"]), "cargo build --release -p tandem")?;
+    run_cmd(
+        cargo().args(["build", "--release", "-p", "tandem"]),
+        "cargo build --release -p tandem",
+    )?;
     let bin = target_dir().join("release").join("tandem");
-    ensure!(bin.exists(), "the build succeeded but {} is missing", bin.display());
+    ensure!(
+        bin.exists(),
+        "the build succeeded but {} is missing",
+        bin.display()
+    );
     Ok(bin)
 }
 
@@ -54,5 +64,8 @@ pub fn find_on_path(name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     std::env::split_paths(&std::env::var_os("PATH")?)
         .map(|dir| dir.join(name))
-        .find(|p| p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+        .find(|p| {
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
 }
