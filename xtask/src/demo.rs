@@ -6,8 +6,7 @@
 //! It relies only on the CLI contracts of DESIGN.md section 4:
 //! `tandem daemon --config PATH`, `tandem --api URL status --json` (an
 //! object with at least `"serving": bool`), `tandem --api URL apply FILE`
-//! and `tandem --api URL lease list` (and, only as a fallback for a node
-//! that does not form its cluster of one by itself, `cluster init`).
+//! and `tandem --api URL lease list`.
 
 use std::io::Read;
 use std::path::Path;
@@ -147,13 +146,9 @@ fn scenario(lab: &Lab, bin: &Path) -> Result<()> {
 }
 
 /// Waits for `status --json` to report `"serving": true`. A fresh node forms
-/// a cluster of one by itself; only if its API keeps answering "not serving"
-/// for a while does the demo ask it once with `tandem cluster init`.
+/// a cluster of one by itself and serves once it leads it.
 fn wait_serving(lab: &Lab) -> Result<()> {
-    const INIT_AFTER: Duration = Duration::from_secs(10);
     let deadline = Instant::now() + SERVING_TIMEOUT;
-    let mut not_serving_since: Option<Instant> = None;
-    let mut init_done = false;
     let mut last = String::from("no answer yet");
     while Instant::now() < deadline {
         if let Some(p) = lab.node_process(1) {
@@ -163,22 +158,7 @@ fn wait_serving(lab: &Lab) -> Result<()> {
         }
         match status_serving(lab) {
             Ok(true) => return Ok(()),
-            Ok(false) => {
-                last = "API answers: serving = false".into();
-                let since = *not_serving_since.get_or_insert_with(Instant::now);
-                if !init_done && since.elapsed() >= INIT_AFTER {
-                    init_done = true;
-                    println!("    not serving after {INIT_AFTER:?}: tandem cluster init");
-                    let out = lab.tandem(1, &["cluster", "init"])?;
-                    if !out.status.success() {
-                        // Not fatal: the node may still be forming its cluster.
-                        println!(
-                            "    cluster init did not succeed (still waiting): {}",
-                            describe_output(&out)
-                        );
-                    }
-                }
-            }
+            Ok(false) => last = "API answers: serving = false".into(),
             Err(e) => last = format!("{e:#}"),
         }
         std::thread::sleep(Duration::from_millis(250));

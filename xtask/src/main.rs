@@ -7,6 +7,7 @@
 //! - [`labcmd`]: `cargo xtask lab up|down`, a lab left up for manual work.
 //! - [`testcmd`]: `cargo xtask test`, what CI runs (`.ci/run`).
 //! - [`demo`]: `cargo xtask demo`, one node serving one real client.
+//! - `bench` (in this file): builds and runs `tandem-bench dhcp|tftp` (benches/).
 //! - [`util`]: running commands, the workspace root, building `tandem`.
 
 mod demo;
@@ -41,6 +42,13 @@ enum Cmd {
     },
     /// One node, one client: DHCP lease and a TFTP download, end to end.
     Demo,
+    /// Benchmarks side by side with the peers (not run in CI): `dhcp` (perfdhcp
+    /// against tandem, kea-dhcp4, dnsmasq) or `tftp` (50 clients, tandem vs tftpd-hpa).
+    Bench {
+        /// `dhcp` or `tftp`, then any flags of `tandem-bench`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -77,5 +85,21 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Lab { cmd: LabCmd::Down } => labcmd::down(),
         Cmd::Test { harness_args } => testcmd::run(&harness_args),
         Cmd::Demo => demo::run(),
+        Cmd::Bench { args } => bench(&args),
     }
+}
+
+/// Builds `tandem` and the bench driver in release mode and runs it; the
+/// driver prints a table and, as its last line, one JSON object of figures.
+fn bench(args: &[String]) -> anyhow::Result<()> {
+    util::require_root("cargo xtask bench")?;
+    deps::run()?;
+    let bin = util::build_tandem()?;
+    let status = util::cargo()
+        .args(["run", "--quiet", "--release", "-p", "tandem-bench", "--"])
+        .args(args)
+        .env("TANDEM_BIN", &bin)
+        .status()?;
+    anyhow::ensure!(status.success(), "tandem-bench {} failed ({status})", args.join(" "));
+    Ok(())
 }
