@@ -1,0 +1,67 @@
+//! Durability: a lease survives `kill -9` of the daemon, the restarted node
+//! removes the VIP the dead one left behind before serving again, and the
+//! client's renewal gets the same address.
+
+use std::net::Ipv4Addr;
+
+use serde_json::Value;
+use tandem_tests::clients::udhcpc_lease;
+use tandem_tests::{lab, phase, wait_single_server, Lab};
+
+use super::{assert_bound_to, daemon_log, lease_of, node_lab, service_toml, u64_field, wait_clock_past, DHCP_TIMEOUT, SERVING_TIMEOUT};
+
+/// How many times the VIP sits on node 1's eth1 (`ip -j addr show`).
+fn vip_count(lab: &Lab) -> usize {
+    let out = lab
+        .exec_ok(&lab.node_ns(1), "ip", &["-j", "-4", "addr", "show", "dev", lab::INTERFACE], std::time::Duration::from_secs(5))
+        .expect("ip addr show");
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("ip -j output {out:?}: {e}"));
+    let vip = lab::VIP.to_string();
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|link| link["addr_info"].as_array().cloned().unwrap_or_default())
+        .filter(|a| a["local"].as_str() == Some(&vip))
+        .count()
+}
+
+#[test]
+fn lease_survives_sigkill_and_renews_same_address() {
+    let lab = node_lab(1, |_| service_toml(&[]));
+    let mac = lab.client_mac(1);
+
+    phase("a client gets a lease");
+    let first = udhcpc_lease(&lab, 1, &[], DHCP_TIMEOUT).expect("udhcpc lease");
+    let ip: Ipv4Addr = first.lease.ip;
+    let before = lease_of(&lab, ip);
+    assert_bound_to(&before, &mac);
+    assert_eq!(vip_count(&lab), 1, "the serving node holds the VIP once");
+
+    phase("SIGKILL the daemon: nothing gets to clean up");
+    let status = lab.kill_node(1, libc::SIGKILL).expect("killing node 1");
+    println!("daemon exited: {status:?}");
+    assert_eq!(vip_count(&lab), 1, "precondition: the dead daemon left its VIP on eth1");
+    let log_len = daemon_log(&lab).len();
+
+    phase("restart the daemon");
+    lab.restart_node(1).expect("restarting node 1");
+    assert_eq!(wait_single_server(&lab, SERVING_TIMEOUT), 1);
+    let restart_log = daemon_log(&lab)[log_len..].to_owned();
+    assert!(
+        restart_log.contains("stale VIP"),
+        "the restarted daemon did not report removing the stale VIP:\n{restart_log}"
+    );
+    assert_eq!(vip_count(&lab), 1, "serving again: the VIP is on eth1 exactly once");
+
+    phase("the lease is still in the table");
+    let after_restart = lease_of(&lab, ip);
+    assert_eq!(after_restart, before, "the lease changed across the restart");
+
+    phase("the client's renewal gets the same address");
+    wait_clock_past(u64_field(&before, "granted_at"));
+    let renewed = udhcpc_lease(&lab, 1, &["-r", &ip.to_string()], DHCP_TIMEOUT).expect("udhcpc renew after restart");
+    assert_eq!(renewed.lease.ip, ip, "{:?}", renewed.lease);
+    let after = lease_of(&lab, ip);
+    assert_bound_to(&after, &mac);
+    assert!(u64_field(&after, "granted_at") > u64_field(&before, "granted_at"), "before {before}, after {after}");
+}
