@@ -117,12 +117,15 @@ fn trial(bench: &Bench, server: DhcpServer, rate: u32, period: Duration, kind: &
     Ok(t)
 }
 
-/// Waits until the server completes one exchange (one DISCOVER at a time,
-/// one client): the port being bound, or tandem saying it serves, does not
-/// yet prove that the subnet config is in effect.
+/// Waits until the server completes an exchange: the port being bound, or
+/// tandem saying it serves, does not yet prove that the subnet config is in
+/// effect. One second at 10/s with one client MAC; `-W` lets the last
+/// answers in. (`-n 1` does not work for this: perfdhcp stops once the
+/// DISCOVER is answered, before it sends the REQUEST.)
 fn wait_ready(bench: &Bench, server: DhcpServer) -> Result<()> {
     let log = bench.lab.root().join(format!("perfdhcp-{}-ready.log", server.name()));
-    let args = ["-4", "-l", CLIENT_ADDR, "-r", "1", "-n", "1", "-R", "1", &VIP.to_string()].map(str::to_owned);
+    let args = ["-4", "-l", CLIENT_ADDR, "-r", "10", "-p", "1", "-R", "1", "-W", "500000", &VIP.to_string()]
+        .map(str::to_owned);
     wait_for(Duration::from_secs(30), "one complete DHCP exchange", || {
         if log.exists() {
             std::fs::remove_file(&log)?;

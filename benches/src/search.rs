@@ -4,7 +4,7 @@
 //! ```text
 //!  start ──pass──▶ ×1.5 ──pass──▶ ×1.5 ──fail──┐
 //!    │                                        ▼
-//!    └──fail──▶ ×0.6 … until a pass     bisect (geometric mean) between
+//!    └──fail──▶ ×0.7 … until a pass     bisect (geometric mean) between
 //!                                       the best pass and the lowest fail
 //!                                       until they are within 10 %
 //! ```
@@ -21,7 +21,7 @@ pub const MAX_LOSS: f64 = 0.01;
 /// Growth of the offered rate while every trial passes.
 const UP: f64 = 1.5;
 /// Shrink of the offered rate while every trial fails.
-const DOWN: f64 = 0.6;
+const DOWN: f64 = 0.7;
 /// The search stops once the best pass and the lowest fail are this close.
 const CLOSE_ENOUGH: f64 = 1.1;
 /// perfdhcp's rate is an integer; below this a server is not worth a figure.

@@ -11,7 +11,7 @@
 //! | dnsmasq 2.90 | rewrites its lease file on change, not fsync'd | `--no-ping`, `--dhcp-lease-max` raised (below) |
 //! | tftpd-hpa 5.2 | - | `in.tftpd -L -s DIR -a VIP:69`, a fork per transfer |
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -257,7 +257,7 @@ fn remove_if_exists(path: &Path) -> Result<()> {
     }
 }
 
-fn write(path: &PathBuf, text: &str) -> Result<()> {
+fn write(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 

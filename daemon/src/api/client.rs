@@ -46,7 +46,7 @@ impl Client {
         format!("{}{}", self.base, path)
     }
 
-    fn finish<T: DeserializeOwned>(&self, url: &str, r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<T, ClientError> {
+    fn finish<T: DeserializeOwned>(url: &str, r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<T, ClientError> {
         let mut resp = r.map_err(|e| ClientError::Unreachable { url: url.to_owned(), message: e.to_string() })?;
         let status = resp.status().as_u16();
         let body = resp
@@ -69,7 +69,7 @@ impl Client {
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let url = self.url(path);
         let r = self.agent.get(&url).call();
-        self.finish(&url, r)
+        Self::finish(&url, r)
     }
 
     pub fn get_text(&self, path: &str) -> Result<String, ClientError> {
@@ -81,6 +81,6 @@ impl Client {
     pub fn put<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
         let url = self.url(path);
         let r = self.agent.put(&url).send_json(body);
-        self.finish(&url, r)
+        Self::finish(&url, r)
     }
 }

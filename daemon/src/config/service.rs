@@ -15,6 +15,7 @@ pub fn parse(text: &str) -> Result<ServiceConfig, ConfigError> {
 }
 
 /// Prints a config back as TOML (`tandem export`).
+#[must_use]
 pub fn to_toml(c: &ServiceConfig) -> String {
     toml::to_string_pretty(c).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
 }

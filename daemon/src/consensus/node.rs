@@ -122,9 +122,9 @@ fn spawn_leadership_watch(raft: &Raft, cancel: CancellationToken) -> watch::Rece
                 }
             };
             let g = metrics::get();
-            g.raft_term.set(l.term as i64);
+            g.raft_term.set(i64::try_from(l.term).unwrap_or(i64::MAX));
             g.raft_is_leader.set(i64::from(l.is_leader));
-            g.raft_last_log_index.set(l.last_log_index.unwrap_or(0) as i64);
+            g.raft_last_log_index.set(i64::try_from(l.last_log_index.unwrap_or(0)).unwrap_or(i64::MAX));
             if l.leader != last_leader {
                 if l.leader.is_some() {
                     g.raft_leader_changes.inc();

@@ -8,9 +8,9 @@ use super::Mac;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LeaseState {
-    /// ACKed to `mac`; valid until `expires_at`.
+    /// Acknowledged to the lease's MAC; valid until its expiry time.
     Bound,
-    /// A client DECLINEd it (someone else answers ARP for it). Nobody gets it
+    /// A client declined it (someone else answers ARP for it). Nobody gets it
     /// until `expires_at`, so a conflicting host is not handed out again at once.
     Declined,
 }

@@ -137,6 +137,25 @@ impl State {
     }
 }
 
+impl std::fmt::Display for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::SetConfig { config } => write!(
+                f,
+                "set_config(subnets={} reservations={} profiles={})",
+                config.subnets.len(),
+                config.reservations.len(),
+                config.profiles.len()
+            ),
+            Command::Grant { lease } => {
+                write!(f, "grant({} -> {} until {})", lease.ip, lease.mac, lease.expires_at)
+            }
+            Command::Release { ip, at } => write!(f, "release({ip} at {at})"),
+            Command::Decline { ip, mac, until, .. } => write!(f, "decline({ip} by {mac} until {until})"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,24 +217,5 @@ mod tests {
         t.reindex();
         assert_eq!(t, s);
         assert_eq!(t.lease_of_mac(Mac([2, 0, 0, 0, 0, 3])).unwrap().expires_at, 150);
-    }
-}
-
-impl std::fmt::Display for Command {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Command::SetConfig { config } => write!(
-                f,
-                "set_config(subnets={} reservations={} profiles={})",
-                config.subnets.len(),
-                config.reservations.len(),
-                config.profiles.len()
-            ),
-            Command::Grant { lease } => {
-                write!(f, "grant({} -> {} until {})", lease.ip, lease.mac, lease.expires_at)
-            }
-            Command::Release { ip, at } => write!(f, "release({ip} at {at})"),
-            Command::Decline { ip, mac, until, .. } => write!(f, "decline({ip} by {mac} until {until})"),
-        }
     }
 }

@@ -37,7 +37,8 @@ impl RawLink {
         // SAFETY: `raw` is a fresh, owned descriptor.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         let mac = hw_addr(&fd, iface)?;
-        Ok(RawLink { fd, ifindex: ifindex as i32, mac })
+        let ifindex = i32::try_from(ifindex).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "ifindex out of range"))?;
+        Ok(RawLink { fd, ifindex, mac })
     }
 
     /// Sends one complete Ethernet frame (the caller built the header).
@@ -70,7 +71,7 @@ fn hw_addr(fd: &OwnedFd, iface: &str) -> io::Result<Mac> {
     // SAFETY: ifreq is plain old data; zeroed is valid.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     for (d, s) in req.ifr_name.iter_mut().zip(iface.bytes()) {
-        *d = s as libc::c_char;
+        *d = libc::c_char::from_ne_bytes([s]);
     }
     // SAFETY: SIOCGIFHWADDR fills ifr_hwaddr of a valid ifreq.
     if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFHWADDR, &mut req) } < 0 {
@@ -80,7 +81,7 @@ fn hw_addr(fd: &OwnedFd, iface: &str) -> io::Result<Mac> {
     let data = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
     let mut m = [0u8; 6];
     for (d, s) in m.iter_mut().zip(data.iter()) {
-        *d = *s as u8;
+        *d = s.to_ne_bytes()[0];
     }
     Ok(Mac(m))
 }

@@ -39,8 +39,8 @@ pub enum VipError {
 const GARP_REPEATS: [Duration; 4] = [
     Duration::from_millis(100),
     Duration::from_millis(400),
-    Duration::from_millis(1000),
-    Duration::from_millis(2000),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
 ];
 
 pub struct Vip {
@@ -113,7 +113,7 @@ impl Vip {
             for at in GARP_REPEATS {
                 tokio::select! {
                     () = cancel.cancelled() => return,
-                    () = tokio::time::sleep(at - last) => {}
+                    () = tokio::time::sleep(at.saturating_sub(last)) => {}
                 }
                 last = at;
                 send_garp(&link, &frame);
@@ -129,5 +129,5 @@ fn send_garp(link: &RawLink, frame: &[u8]) {
             metrics::get().vip_garp_sent.inc();
         }
         Err(e) => tracing::warn!(target: "tandem::vip", error = %e, "gratuitous ARP not sent"),
-    };
+    }
 }

@@ -251,11 +251,11 @@ impl Drop for Steering {
         });
         match result {
             Ok(()) => {
-                tracing::info!(target: LOG_TARGET, iface = %self.iface, "XDP steering detached")
+                tracing::info!(target: LOG_TARGET, iface = %self.iface, "XDP steering detached");
             }
             // The program still goes away when `ebpf` drops right after this.
             Err(e) => {
-                tracing::warn!(target: LOG_TARGET, iface = %self.iface, error = %e, "XDP detach failed")
+                tracing::warn!(target: LOG_TARGET, iface = %self.iface, error = %e, "XDP detach failed");
             }
         }
     }
@@ -272,7 +272,7 @@ fn attach_first(
         match program.attach(iface, mode.xdp_mode()) {
             Ok(link) => return Ok((link, mode)),
             Err(e) => {
-                tracing::info!(target: LOG_TARGET, iface, ?mode, error = %e, "XDP attach mode unavailable, trying the next")
+                tracing::info!(target: LOG_TARGET, iface, ?mode, error = %e, "XDP attach mode unavailable, trying the next");
             }
         }
     }

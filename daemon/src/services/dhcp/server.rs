@@ -114,26 +114,26 @@ fn send_from(sock: &UdpSocket, buf: &[u8], src: Ipv4Addr, dst: SocketAddrV4) -> 
     };
     // u64-aligned buffer large enough for one in_pktinfo control message.
     let mut cbuf = [0u64; 8];
-    let mut iov = libc::iovec { iov_base: buf.as_ptr() as *mut _, iov_len: buf.len() };
+    let mut iov = libc::iovec { iov_base: buf.as_ptr().cast_mut().cast(), iov_len: buf.len() };
     // SAFETY: msghdr is plain old data; every pointer below outlives the call.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_name = std::ptr::addr_of!(dst_sa) as *mut _;
+    msg.msg_name = std::ptr::addr_of!(dst_sa).cast_mut().cast();
     msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
-    msg.msg_iov = &mut iov;
+    msg.msg_iov = std::ptr::addr_of_mut!(iov);
     msg.msg_iovlen = 1;
     msg.msg_control = cbuf.as_mut_ptr().cast();
     // SAFETY: CMSG_SPACE is a pure size computation.
     msg.msg_controllen = unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::in_pktinfo>() as u32) } as usize;
     // SAFETY: msg_control points at a buffer of msg_controllen bytes.
     unsafe {
-        let c = libc::CMSG_FIRSTHDR(&msg);
+        let c = libc::CMSG_FIRSTHDR(std::ptr::addr_of!(msg));
         (*c).cmsg_level = libc::IPPROTO_IP;
         (*c).cmsg_type = libc::IP_PKTINFO;
         (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::in_pktinfo>() as u32) as usize;
         std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<libc::in_pktinfo>(), pktinfo);
     }
     // SAFETY: valid fd and msghdr.
-    let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_DONTWAIT) };
+    let n = unsafe { libc::sendmsg(sock.as_raw_fd(), std::ptr::addr_of!(msg), libc::MSG_DONTWAIT) };
     if n < 0 {
         return Err(std::io::Error::last_os_error());
     }
