@@ -16,13 +16,15 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use openraft::ReadPolicy;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::server::{self as api_server, Api, ServiceStatus};
 use crate::config::NodeConfig;
-use crate::consensus::{Cluster, Leadership};
+use crate::api::client::Client;
+use crate::api::dto::{MemberAddDto, OkDto};
+use crate::consensus::{Cluster, Leadership, LEASE_CHECK_MS};
 use crate::metrics::{self, DirectionLabel};
 use crate::services::dhcp::server::{self as dhcp, DhcpConfig};
 use crate::services::tftp::{self, TftpConfig};
@@ -63,7 +65,6 @@ struct Serving {
 /// Drives the node's service side from leadership.
 struct Transitions {
     cfg: NodeConfig,
-    cluster: Cluster,
     vip: Vip,
     steering: Option<Steering>,
     serving: Option<Serving>,
@@ -88,12 +89,12 @@ impl Transitions {
 
     /// Steps 1–5. On any failure the node steps back down, so it never
     /// serves half-way (a VIP without responders, or responders without XDP).
-    async fn become_leader(&mut self, l: &Leadership) {
+    async fn become_leader(&mut self, cluster: &Cluster, l: &Leadership) {
         let t = Instant::now();
         let (term, index) = (l.term, l.last_log_index.unwrap_or(0));
         tracing::info!(target: "tandem::transition", term, index, "becoming leader");
         // 1. Serve no stale view: wait until everything committed so far is applied here.
-        match self.cluster.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+        match cluster.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
             Ok(read) => {
                 tracing::info!(target: "tandem::transition", term, index = read.log_id().index, "step 1: applied to commit index");
             }
@@ -106,7 +107,7 @@ impl Transitions {
         if let Some(s) = self.steering.as_mut() {
             if let Err(e) = s.set_role(Role::Leader) {
                 tracing::error!(target: "tandem::transition", term, index, error = %e, "step 2 failed: XDP role map");
-                self.step_down("xdp failure").await;
+                self.step_down(cluster, "xdp failure").await;
                 return;
             }
         }
@@ -116,18 +117,18 @@ impl Transitions {
         if let Err(e) = self.vip.add().and_then(|()| self.vip.announce(serve_cancel.clone())) {
             tracing::error!(target: "tandem::transition", term, index, error = %e, "step 3 failed: VIP");
             self.warnings.push(format!("VIP: {e}"));
-            self.step_down("vip failure").await;
+            self.step_down(cluster, "vip failure").await;
             return;
         }
         tracing::info!(target: "tandem::transition", term, index, vip = %self.vip.addr(), "step 3: VIP added, gratuitous ARP sent");
         // 4. Responders.
         let mut tasks = Vec::new();
         let dcfg = DhcpConfig { iface: self.cfg.service.interface.clone(), server_id: self.cfg.vip_addr(), port: self.cfg.service.dhcp_port };
-        let (cluster, c) = (self.cluster.clone(), serve_cancel.clone());
+        let (cl, c) = (cluster.clone(), serve_cancel.clone());
         tasks.push((
             "dhcp",
             tokio::spawn(async move {
-                if let Err(e) = dhcp::serve(dcfg, cluster, c).await {
+                if let Err(e) = dhcp::serve(dcfg, cl, c).await {
                     tracing::error!(target: "tandem::transition", error = %e, "DHCP responder failed");
                 }
             }),
@@ -153,9 +154,9 @@ impl Transitions {
     }
 
     /// The reverse: stop responders, XDP drop, remove the VIP.
-    async fn step_down(&mut self, why: &str) {
+    async fn step_down(&mut self, cluster: &Cluster, why: &str) {
         let t = Instant::now();
-        let l = self.cluster.leadership().borrow().clone();
+        let l = cluster.leadership().borrow().clone();
         let (term, index) = (l.term, l.last_log_index.unwrap_or(0));
         tracing::info!(target: "tandem::transition", term, index, why, "stepping down");
         if let Some(s) = self.serving.take() {
@@ -188,7 +189,25 @@ impl Transitions {
     }
 }
 
+/// How one epoch of the node ended.
+enum EpochEnd {
+    Shutdown,
+    /// Discard this node's state and join the cluster at this API address.
+    Join(String),
+}
+
+/// Present while this node waits to be added to another cluster; holds that
+/// cluster's API address. While it exists, the node never initialises a
+/// cluster of its own.
+fn join_marker(cfg: &NodeConfig) -> PathBuf {
+    cfg.data_dir.join("join-pending")
+}
+
 /// Runs the node until `shutdown` fires (SIGTERM/SIGINT in `main`).
+///
+/// The node runs in epochs: store → Raft → API → transition loop. `tandem
+/// cluster join` ends an epoch; the next one starts from an empty store and
+/// asks the other cluster's leader to add this node.
 pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), AppError> {
     for dir in [&cfg.data_dir, &cfg.artifact_dir] {
         std::fs::create_dir_all(dir).map_err(|source| AppError::Dir { path: dir.clone(), source })?;
@@ -208,35 +227,87 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), App
         warnings.push("XDP steering disabled by config (service.xdp = false)".into());
         None
     };
+    let (status_tx, status_rx) = watch::channel(ServiceStatus::default());
+    let mut tr = Transitions { cfg: cfg.clone(), vip, steering, serving: None, status: status_tx, warnings };
+    let mut notified = false;
+    loop {
+        let joining = std::fs::read_to_string(join_marker(&cfg)).ok().map(|s| s.trim().to_owned());
+        if joining.is_some() {
+            // Give up the single-node state: the cluster's replaces it.
+            let db = cfg.data_dir.join(crate::store::DB_FILE);
+            match std::fs::remove_file(&db) {
+                Ok(()) => tracing::warn!(target: "tandem::raft", path = %db.display(), "discarded this node's own cluster state to join another"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(AppError::Dir { path: db, source }),
+            }
+        }
+        let end = epoch(&cfg, &mut tr, &status_rx, joining, &shutdown, &mut notified).await?;
+        match end {
+            EpochEnd::Shutdown => break,
+            EpochEnd::Join(addr) => {
+                let marker = join_marker(&cfg);
+                std::fs::write(&marker, &addr).map_err(|source| AppError::Dir { path: marker, source })?;
+            }
+        }
+    }
+    tracing::info!(target: "tandem::transition", "stopped");
+    Ok(())
+}
 
+async fn epoch(
+    cfg: &NodeConfig,
+    tr: &mut Transitions,
+    status_rx: &watch::Receiver<ServiceStatus>,
+    joining: Option<String>,
+    shutdown: &CancellationToken,
+    notified: &mut bool,
+) -> Result<EpochEnd, AppError> {
     let store = Store::open(&cfg.data_dir)?;
     let raft_cancel = CancellationToken::new();
-    let cluster = Cluster::start(&cfg, &store, raft_cancel.clone()).await?;
+    let cluster = Cluster::start(cfg, &store, joining.is_none(), raft_cancel.clone()).await?;
 
-    let (status_tx, status_rx) = watch::channel(ServiceStatus::default());
-    let api = Api { cluster: cluster.clone(), service: status_rx, vip: cfg.service.vip.to_string() };
+    let (join_tx, mut join_rx) = mpsc::channel(1);
+    let api = Api {
+        cluster: cluster.clone(),
+        service: status_rx.clone(),
+        vip: cfg.service.vip.to_string(),
+        me: Cluster::me(cfg),
+        join: join_tx,
+    };
     let api_cancel = CancellationToken::new();
     let api_addr = cfg.api_listen;
     let api_listener = tokio::net::TcpListener::bind(api_addr).await.map_err(|source| AppError::Api { addr: api_addr, source })?;
     let api_task = tokio::spawn(api_server::serve(api_listener, api, api_cancel.clone()));
-
-    let mut tr = Transitions { cfg, cluster: cluster.clone(), vip, steering, serving: None, status: status_tx, warnings };
+    if let Some(addr) = joining {
+        tokio::spawn(request_membership(cfg.clone(), cluster.clone(), addr, raft_cancel.clone()));
+    }
     tr.publish();
-    notify_ready();
+    if !*notified {
+        notify_ready();
+        *notified = true;
+    }
 
     let mut leadership = cluster.leadership();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
+    let mut metrics_tick = tokio::time::interval(Duration::from_secs(1));
+    let mut lease_tick = tokio::time::interval(Duration::from_millis(LEASE_CHECK_MS));
+    lease_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let end = loop {
+        // Serve only while leading with a fresh leader lease (see LEADER_LEASE_MS).
         let l = leadership.borrow_and_update().clone();
-        if l.is_leader && tr.serving.is_none() {
-            tr.become_leader(&l).await;
-        } else if !l.is_leader && tr.serving.is_some() {
-            tr.step_down("lost leadership").await;
+        let lease = cluster.holds_lease();
+        if l.is_leader && lease && tr.serving.is_none() {
+            tr.become_leader(&cluster, &l).await;
+        } else if tr.serving.is_some() && !l.is_leader {
+            tr.step_down(&cluster, "lost leadership").await;
+        } else if tr.serving.is_some() && !lease {
+            tr.step_down(&cluster, "leader lease expired: no quorum contact").await;
         }
         tokio::select! {
-            () = shutdown.cancelled() => break,
-            r = leadership.changed() => if r.is_err() { break },
-            _ = tick.tick() => {
+            () = shutdown.cancelled() => break EpochEnd::Shutdown,
+            Some(addr) = join_rx.recv() => break EpochEnd::Join(addr),
+            r = leadership.changed() => if r.is_err() { break EpochEnd::Shutdown },
+            _ = lease_tick.tick() => {}
+            _ = metrics_tick.tick() => {
                 if let Some(s) = tr.steering.as_ref() {
                     if let Err(e) = s.export_counters() {
                         tracing::debug!(target: "tandem::steering", error = %e, "XDP counters not read");
@@ -244,17 +315,52 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), App
                 }
             }
         }
-    }
-    tr.step_down("shutdown").await;
+    };
+    let why = match &end {
+        EpochEnd::Shutdown => "shutdown",
+        EpochEnd::Join(_) => "joining another cluster",
+    };
+    tr.step_down(&cluster, why).await;
     if let Err(e) = cluster.raft.shutdown().await {
         tracing::warn!(target: "tandem::raft", error = %e, "raft shutdown");
     }
     raft_cancel.cancel();
     api_cancel.cancel();
     let _ = api_task.await;
-    drop(tr);
-    tracing::info!(target: "tandem::transition", "stopped");
-    Ok(())
+    Ok(end)
+}
+
+/// Asks the cluster at `addr` (any member's API; followers redirect to the
+/// leader) to add this node, until this node sees itself in the membership.
+async fn request_membership(cfg: NodeConfig, cluster: Cluster, addr: String, cancel: CancellationToken) {
+    let me = Cluster::me(&cfg);
+    let body = MemberAddDto { id: cfg.node_id, raft: me.raft, api: me.api };
+    let mut delay = Duration::from_millis(200);
+    loop {
+        if cluster.is_member() {
+            break;
+        }
+        tracing::info!(target: "tandem::raft", node = cfg.node_id, cluster = %addr, "asking the cluster to add this node");
+        let (a, b) = (addr.clone(), body.clone());
+        let r = tokio::task::spawn_blocking(move || Client::new(&a).post::<_, OkDto>("/v1/cluster/members", &b)).await;
+        match r {
+            Ok(Ok(ok)) => tracing::info!(target: "tandem::raft", "{}", ok.message),
+            Ok(Err(e)) => tracing::warn!(target: "tandem::raft", error = %e, "join request failed; retrying"),
+            Err(e) => tracing::warn!(target: "tandem::raft", error = %e, "join task failed; retrying"),
+        }
+        if cluster.is_member() {
+            break;
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+    match std::fs::remove_file(join_marker(&cfg)) {
+        Ok(()) => tracing::info!(target: "tandem::raft", node = cfg.node_id, "joined the cluster"),
+        Err(e) => tracing::error!(target: "tandem::raft", error = %e, "joined, but cannot remove the join marker"),
+    }
 }
 
 /// systemd `Type=notify`: tell the service manager we are up.

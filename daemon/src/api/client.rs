@@ -79,8 +79,41 @@ impl Client {
     }
 
     pub fn put<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
-        let url = self.url(path);
-        let r = self.agent.put(&url).send_json(body);
-        Self::finish(&url, r)
+        self.write("PUT", path, Some(body))
+    }
+
+    pub fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
+        self.write("POST", path, Some(body))
+    }
+
+    pub fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.write::<(), T>("DELETE", path, None)
+    }
+
+    /// A write: sent to this node; a follower answers 421 with the leader's
+    /// API address, and the write is sent there once.
+    fn write<B: Serialize, T: DeserializeOwned>(&self, method: &str, path: &str, body: Option<&B>) -> Result<T, ClientError> {
+        let mut base = self.base.clone();
+        for _ in 0..2 {
+            let url = format!("{base}{path}");
+            let r = match (method, body) {
+                ("PUT", Some(b)) => self.agent.put(&url).send_json(b),
+                ("POST", Some(b)) => self.agent.post(&url).send_json(b),
+                ("DELETE", _) => self.agent.delete(&url).call(),
+                _ => unreachable!("write() is called with PUT/POST and a body, or DELETE"),
+            };
+            match r {
+                Ok(resp) if resp.status().as_u16() == 421 => {
+                    let mut resp = resp;
+                    let text = resp.body_mut().read_to_string().unwrap_or_default();
+                    match serde_json::from_str::<ErrorDto>(&text).ok().and_then(|e| e.leader_api) {
+                        Some(leader) => base = format!("http://{leader}"),
+                        None => return Err(ClientError::NoLeader(format!("{url}: not the leader, and no leader known"))),
+                    }
+                }
+                other => return Self::finish(&url, other),
+            }
+        }
+        Err(ClientError::NoLeader("leadership moved while redirecting; retry".into()))
     }
 }

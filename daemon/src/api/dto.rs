@@ -47,3 +47,34 @@ pub struct ApplyDto {
     pub reservations: usize,
     pub profiles: usize,
 }
+
+/// `POST /v1/cluster/members`: add a node (sent to the leader by a joining node).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MemberAddDto {
+    pub id: u64,
+    pub raft: String,
+    pub api: String,
+}
+
+/// `POST /v1/cluster/join`: ask this node to join the cluster at `addr`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JoinDto {
+    /// API address (`host:port`) of any member of the cluster to join.
+    pub addr: String,
+    /// Consent to discard this node's own leases and service config.
+    #[serde(default)]
+    pub discard_local_state: bool,
+}
+
+/// `POST /v1/cluster/handover`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct HandoverDto {
+    #[serde(default)]
+    pub to: Option<u64>,
+}
+
+/// A plain acknowledgement with a human-readable message.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OkDto {
+    pub message: String,
+}

@@ -7,6 +7,9 @@
 //!
 //! Routes: `GET /v1/status`, `GET /v1/leases`, `GET /v1/config` (export),
 //! `PUT /v1/config` (apply), `GET /metrics` (Prometheus text).
+//! Cluster: `POST /v1/cluster/members` and `DELETE /v1/cluster/members/{id}`
+//! (leader), `POST /v1/cluster/handover` (leader), `POST /v1/cluster/join` and
+//! `POST /v1/cluster/leave` (the node itself).
 //! Writes on a follower answer 421 with the leader's API address.
 
 pub mod client;

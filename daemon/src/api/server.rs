@@ -1,15 +1,15 @@
-use axum::extract::State as AxState;
+use axum::extract::{Path, State as AxState};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use openraft::ServerState;
 use openraft::type_config::async_runtime::WatchReceiver as _;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::dto::{ApplyDto, ErrorDto, MemberDto, StatusDto};
-use crate::consensus::{Cluster, ClusterHandle, ProposeError};
+use super::dto::{ApplyDto, ErrorDto, HandoverDto, JoinDto, MemberAddDto, MemberDto, OkDto, StatusDto};
+use crate::consensus::{Cluster, ClusterHandle, MembershipError, NodeInfo, ProposeError};
 use crate::metrics;
 use crate::model::{Command, CommandResponse, Lease, ServiceConfig};
 
@@ -26,6 +26,11 @@ pub struct Api {
     pub cluster: Cluster,
     pub service: watch::Receiver<ServiceStatus>,
     pub vip: String,
+    /// This node as the cluster records it.
+    pub me: NodeInfo,
+    /// Asks the app to discard this node's state and join the cluster at the
+    /// given API address.
+    pub join: mpsc::Sender<String>,
 }
 
 fn err(code: StatusCode, msg: impl Into<String>) -> Response {
@@ -61,6 +66,13 @@ impl Api {
                 .into(),
             })
             .collect();
+        let mut warnings = svc.warnings;
+        if voters.len() == 2 {
+            warnings.push("a cluster of two cannot survive the loss of either node; add a third".into());
+        }
+        if m.current_leader.is_none() {
+            warnings.push("no leader known: no quorum reachable from this node".into());
+        }
         StatusDto {
             node_id: m.id,
             role: role.into(),
@@ -72,7 +84,7 @@ impl Api {
             vip_held: svc.vip_held,
             vip: self.vip.clone(),
             serving: svc.serving,
-            warnings: svc.warnings,
+            warnings,
         }
     }
 
@@ -122,6 +134,80 @@ async fn put_config(AxState(api): AxState<Api>, Json(cfg): Json<ServiceConfig>) 
     }
 }
 
+fn membership_err(api: &Api, e: MembershipError) -> Response {
+    match e {
+        MembershipError::NotLeader { .. } => (
+            StatusCode::MISDIRECTED_REQUEST,
+            Json(ErrorDto { error: "not the leader".into(), leader_api: api.leader_api() }),
+        )
+            .into_response(),
+        MembershipError::UnknownNode(_) | MembershipError::NoTarget => err(StatusCode::NOT_FOUND, e.to_string()),
+        MembershipError::Raft(m) => err(StatusCode::SERVICE_UNAVAILABLE, m),
+    }
+}
+
+async fn add_member(AxState(api): AxState<Api>, Json(m): Json<MemberAddDto>) -> Response {
+    let info = NodeInfo { raft: m.raft, api: m.api };
+    match api.cluster.add_member(m.id, info).await {
+        Ok(()) => Json(OkDto { message: format!("node {} is a voter", m.id) }).into_response(),
+        Err(e) => membership_err(&api, e),
+    }
+}
+
+async fn remove_member(AxState(api): AxState<Api>, Path(id): Path<u64>) -> Response {
+    match api.cluster.remove_member(id).await {
+        Ok(()) => Json(OkDto { message: format!("node {id} removed") }).into_response(),
+        Err(e) => membership_err(&api, e),
+    }
+}
+
+async fn handover(AxState(api): AxState<Api>, Json(h): Json<HandoverDto>) -> Response {
+    match api.cluster.handover(h.to).await {
+        Ok(to) => Json(OkDto { message: format!("leadership handed to node {to}") }).into_response(),
+        Err(e) => membership_err(&api, e),
+    }
+}
+
+/// Local: this node discards its own state and joins another cluster.
+async fn join(AxState(api): AxState<Api>, Json(j): Json<JoinDto>) -> Response {
+    let (leases, subnets) = api.cluster.read(|s| (s.leases.len(), s.config.subnets.len()));
+    if (leases > 0 || subnets > 0) && !j.discard_local_state {
+        return err(
+            StatusCode::CONFLICT,
+            format!(
+                "this node holds {leases} lease(s) and {subnets} subnet(s) of its own; joining discards them                  (the cluster's state replaces them). Re-run with --discard-local-state to go ahead"
+            ),
+        );
+    }
+    if api.cluster.voters().len() > 1 {
+        return err(StatusCode::CONFLICT, "this node is already in a cluster of several nodes; `tandem cluster leave` first");
+    }
+    if api.join.send(j.addr.clone()).await.is_err() {
+        return err(StatusCode::SERVICE_UNAVAILABLE, "the node is shutting down");
+    }
+    Json(OkDto {
+        message: format!("node {} discards its single-node state and joins the cluster at {}", api.cluster.id, j.addr),
+    })
+    .into_response()
+}
+
+/// Local: ask the leader to remove this node.
+async fn leave(AxState(api): AxState<Api>) -> Response {
+    let Some(leader) = api.leader_api() else {
+        return err(StatusCode::SERVICE_UNAVAILABLE, "no leader known");
+    };
+    let id = api.cluster.id;
+    let r = tokio::task::spawn_blocking(move || {
+        super::client::Client::new(&leader).delete::<OkDto>(&format!("/v1/cluster/members/{id}"))
+    })
+    .await;
+    match r {
+        Ok(Ok(ok)) => Json(ok).into_response(),
+        Ok(Err(e)) => err(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
 async fn prometheus(AxState(api): AxState<Api>) -> Response {
     let _ = &api;
     (
@@ -137,6 +223,11 @@ pub async fn serve(listener: tokio::net::TcpListener, api: Api, cancel: Cancella
         .route("/v1/status", get(status))
         .route("/v1/leases", get(leases))
         .route("/v1/config", get(get_config).put(put_config))
+        .route("/v1/cluster/members", post(add_member))
+        .route("/v1/cluster/members/{id}", delete(remove_member))
+        .route("/v1/cluster/handover", post(handover))
+        .route("/v1/cluster/join", post(join))
+        .route("/v1/cluster/leave", post(leave))
         .route("/metrics", get(prometheus))
         .with_state(api);
     tracing::info!(target: "tandem::api", addr = ?listener.local_addr().ok(), "admin API listening");

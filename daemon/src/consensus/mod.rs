@@ -12,7 +12,10 @@ mod node;
 mod types;
 
 pub use handle::{ClusterHandle, ProposeError};
-pub use node::{Cluster, ConsensusError, Leadership, ELECTION_MAX_MS, ELECTION_MIN_MS, HEARTBEAT_MS};
+pub use node::{
+    Cluster, ConsensusError, Leadership, MembershipError, ELECTION_MAX_MS, ELECTION_MIN_MS, HEARTBEAT_MS,
+    LEADER_LEASE_MS, LEASE_CHECK_MS,
+};
 pub use types::{NodeId, NodeInfo, TypeConfig};
 
 /// The Raft instance: our type config over the redb state machine.

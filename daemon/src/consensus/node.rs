@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use openraft::errors::{ClientWriteError, RaftError};
-use openraft::ServerState;
+use openraft::{ChangeMembers, ServerState};
 use openraft::type_config::async_runtime::WatchReceiver as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::handle::{ClusterHandle, ProposeError};
 use super::network::{self, Network};
-use super::types::{NodeId, NodeInfo};
+use super::types::{NodeId, NodeInfo, TypeConfig};
 use super::Raft;
 use crate::config::NodeConfig;
 use crate::metrics;
@@ -33,11 +33,40 @@ pub enum ConsensusError {
     Init(String),
 }
 
+/// Why a membership change or handover did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum MembershipError {
+    #[error("not the leader (leader: {leader:?})")]
+    NotLeader { leader: Option<NodeId> },
+    #[error("node {0} is not a member")]
+    UnknownNode(NodeId),
+    #[error("no other voter to hand leadership to")]
+    NoTarget,
+    #[error("{0}")]
+    Raft(String),
+}
+
 /// Raft timing, tuned for a LAN (DESIGN.md section 2): heartbeats every 50 ms,
 /// elections after 150–300 ms of silence.
 pub const HEARTBEAT_MS: u64 = 50;
 pub const ELECTION_MIN_MS: u64 = 150;
 pub const ELECTION_MAX_MS: u64 = 300;
+
+/// The leader lease (fencing). A leader serves only while a quorum acked a
+/// heartbeat that it *sent* less than `LEADER_LEASE_MS` ago.
+///
+/// Timing argument: a follower resets its election timer when it *receives*
+/// a heartbeat, which is after the leader sent it, and it cannot start an
+/// election before `ELECTION_MIN_MS` (150 ms) of silence; a new leader needs
+/// that election (a pre-vote and a vote round trip) on top. The old leader's
+/// lease ends at send + 100 ms < receive + 150 ms, so it goes silent (XDP drop,
+/// VIP removed: the app checks every `LEASE_CHECK_MS`) at least
+/// 150 - 100 - 10 = 40 ms before any other node can even become candidate.
+/// With heartbeats every 50 ms, a healthy leader renews the lease twice within
+/// it, so one late heartbeat does not stop service.
+pub const LEADER_LEASE_MS: u64 = 100;
+/// How often the app checks the leader lease.
+pub const LEASE_CHECK_MS: u64 = 10;
 
 /// This node's view of leadership, derived from openraft's metrics.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -63,7 +92,9 @@ impl Cluster {
     /// Starts Raft on `store`, listens for peers, and, on a fresh data dir,
     /// initialises a cluster of one (every node starts as its own cluster and
     /// grows by `join`).
-    pub async fn start(cfg: &NodeConfig, store: &Store, cancel: CancellationToken) -> Result<Cluster, ConsensusError> {
+    /// `init = false` starts an empty node that waits to be added to an
+    /// existing cluster (`tandem cluster join`).
+    pub async fn start(cfg: &NodeConfig, store: &Store, init: bool, cancel: CancellationToken) -> Result<Cluster, ConsensusError> {
         let rc = openraft::Config {
             cluster_name: "tandem".into(),
             heartbeat_interval: HEARTBEAT_MS,
@@ -84,7 +115,7 @@ impl Cluster {
             .map_err(|e| ConsensusError::Start(e.to_string()))?;
         tokio::spawn(network::serve(listener, raft.clone(), cancel.clone()));
         let me = NodeInfo { raft: cfg.raft_listen.to_string(), api: cfg.api_listen.to_string() };
-        if !raft.is_initialized().await.map_err(|e| ConsensusError::Start(e.to_string()))? {
+        if init && !raft.is_initialized().await.map_err(|e| ConsensusError::Start(e.to_string()))? {
             let members: BTreeMap<NodeId, NodeInfo> = [(cfg.node_id, me)].into();
             raft.initialize(members).await.map_err(|e| ConsensusError::Init(e.to_string()))?;
             tracing::info!(target: "tandem::raft", node = cfg.node_id, "initialised a new cluster of one");
@@ -102,6 +133,129 @@ impl Cluster {
     #[must_use]
     pub fn view(&self) -> &StateView {
         &self.view
+    }
+
+    /// This node's info as the cluster should record it.
+    #[must_use]
+    pub fn me(cfg: &NodeConfig) -> NodeInfo {
+        NodeInfo { raft: cfg.raft_listen.to_string(), api: cfg.api_listen.to_string() }
+    }
+
+    /// Voter ids of the effective membership.
+    #[must_use]
+    pub fn voters(&self) -> Vec<NodeId> {
+        self.raft.metrics().borrow_watched().membership_config.membership().voter_ids().collect()
+    }
+
+    /// Whether this node is a voter or learner of the cluster it knows.
+    #[must_use]
+    pub fn is_member(&self) -> bool {
+        self.raft.metrics().borrow_watched().membership_config.membership().get_node(&self.id).is_some()
+    }
+
+    /// Whether this node may serve now: it leads, and either it is the only
+    /// voter or a quorum acked a heartbeat sent within [`LEADER_LEASE_MS`].
+    #[must_use]
+    pub fn holds_lease(&self) -> bool {
+        let m = self.raft.metrics().borrow_watched().clone();
+        if m.state != ServerState::Leader {
+            return false;
+        }
+        let voters = m.membership_config.membership().voter_ids().count();
+        if voters <= 1 {
+            return true;
+        }
+        m.last_quorum_acked
+            .as_ref()
+            .is_some_and(|sent| openraft::Instant::elapsed(&**sent) < std::time::Duration::from_millis(LEADER_LEASE_MS))
+    }
+
+    fn not_leader(&self) -> MembershipError {
+        MembershipError::NotLeader { leader: self.raft.metrics().borrow_watched().current_leader }
+    }
+
+    fn map_write_err(&self, e: &RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> MembershipError {
+        match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => self.not_leader(),
+            other => MembershipError::Raft(other.to_string()),
+        }
+    }
+
+    /// Adds a node: first as a learner (it catches up by snapshot and log),
+    /// then as a voter. Runs on the leader.
+    pub async fn add_member(&self, id: NodeId, info: NodeInfo) -> Result<(), MembershipError> {
+        let m = self.raft.metrics().borrow_watched().clone();
+        if m.state != ServerState::Leader {
+            return Err(self.not_leader());
+        }
+        let mem = m.membership_config.membership();
+        // Idempotent: a joining node retries until it sees itself as a member.
+        if mem.voter_ids().any(|v| v == id) {
+            return Ok(());
+        }
+        if mem.get_node(&id).is_none() {
+            tracing::info!(target: "tandem::raft", node = id, %info, "adding member as learner");
+            self.raft
+                .change_membership(ChangeMembers::AddNodes([(id, info)].into()), true)
+                .await
+                .map_err(|e| self.map_write_err(&e))?;
+        }
+        tracing::info!(target: "tandem::raft", node = id, "promoting learner to voter");
+        let r = self
+            .raft
+            .change_membership(ChangeMembers::AddVoterIds([id].into()), true)
+            .await
+            .map_err(|e| self.map_write_err(&e))?;
+        tracing::info!(target: "tandem::raft", node = id, index = r.log_id.index, "member added");
+        let voters = self.voters().len();
+        if voters == 2 {
+            tracing::warn!(target: "tandem::raft", "a cluster of two cannot survive the loss of either node; add a third");
+        }
+        Ok(())
+    }
+
+    /// Removes a node from the membership. Runs on the leader.
+    pub async fn remove_member(&self, id: NodeId) -> Result<(), MembershipError> {
+        let m = self.raft.metrics().borrow_watched().clone();
+        if m.membership_config.membership().get_node(&id).is_none() {
+            return Err(MembershipError::UnknownNode(id));
+        }
+        let voters: std::collections::BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
+        if voters.contains(&id) {
+            self.raft
+                .change_membership(ChangeMembers::RemoveVoters([id].into()), false)
+                .await
+                .map_err(|e| self.map_write_err(&e))?;
+        } else {
+            self.raft
+                .change_membership(ChangeMembers::RemoveNodes([id].into()), false)
+                .await
+                .map_err(|e| self.map_write_err(&e))?;
+        }
+        tracing::info!(target: "tandem::raft", node = id, "member removed");
+        Ok(())
+    }
+
+    /// Hands leadership to `to`, or to the most caught-up other voter.
+    pub async fn handover(&self, to: Option<NodeId>) -> Result<NodeId, MembershipError> {
+        let m = self.raft.metrics().borrow_watched().clone();
+        if m.state != ServerState::Leader {
+            return Err(self.not_leader());
+        }
+        let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().filter(|v| *v != self.id).collect();
+        let target = match to {
+            Some(t) if voters.contains(&t) => t,
+            Some(t) => return Err(MembershipError::UnknownNode(t)),
+            None => {
+                let matched = |id: &NodeId| {
+                    m.replication.as_ref().and_then(|r| r.get(id).cloned().flatten()).map_or(0, |l| l.index)
+                };
+                *voters.iter().max_by_key(|id| matched(id)).ok_or(MembershipError::NoTarget)?
+            }
+        };
+        tracing::info!(target: "tandem::raft", term = m.current_term, index = m.last_log_index.unwrap_or(0), to = target, "handing over leadership");
+        self.raft.trigger().transfer_leader(target).await.map_err(|e| MembershipError::Raft(e.to_string()))?;
+        Ok(target)
     }
 }
 

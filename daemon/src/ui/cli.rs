@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::api::client::{Client, ClientError};
-use crate::api::dto::{ApplyDto, StatusDto};
+use crate::api::dto::{ApplyDto, HandoverDto, JoinDto, OkDto, StatusDto};
 use crate::model::{Lease, LeaseState, ServiceConfig};
 
 pub const DEFAULT_CONFIG: &str = "/etc/tandem/node.toml";
@@ -44,6 +44,30 @@ pub enum Cmd {
     Apply { file: PathBuf },
     /// Print the service config as TOML (round-trips with `apply`).
     Export,
+    /// Membership and leadership.
+    Cluster {
+        #[command(subcommand)]
+        cmd: ClusterCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCmd {
+    /// Make this node (a cluster of one) join the cluster whose member API is ADDR.
+    /// The node gives up its own leases and config: the cluster's replace them.
+    Join {
+        /// API address (host:port) of any member of the cluster to join.
+        addr: String,
+        /// Required when this node holds leases or a service config of its own.
+        #[arg(long)]
+        discard_local_state: bool,
+    },
+    /// Remove this node from its cluster.
+    Leave,
+    /// Remove NODE (by id) from the cluster.
+    Remove { node: u64 },
+    /// Hand leadership to NODE (default: the most caught-up follower), e.g. before a reboot.
+    Handover { node: Option<u64> },
 }
 
 #[derive(Subcommand, Debug)]
@@ -130,6 +154,7 @@ pub fn run_admin(cli: &Cli) -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
+        Cmd::Cluster { cmd } => cluster(&client, cmd),
         Cmd::Export => match client.get::<ServiceConfig>("/v1/config") {
             Ok(c) => {
                 print!("{}", crate::config::service::to_toml(&c));
@@ -137,6 +162,41 @@ pub fn run_admin(cli: &Cli) -> ExitCode {
             }
             Err(e) => fail(&e),
         },
+    }
+}
+
+fn cluster(client: &Client, cmd: &ClusterCmd) -> ExitCode {
+    let r = match cmd {
+        ClusterCmd::Join { addr, discard_local_state } => {
+            eprintln!("tandem: this node gives up its own cluster state (leases, service config) and takes the cluster's");
+            let r = client.post::<_, OkDto>("/v1/cluster/join", &JoinDto { addr: addr.clone(), discard_local_state: *discard_local_state });
+            if r.is_ok() {
+                // Wait until the node reports itself a voter of the new cluster.
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+                while std::time::Instant::now() < deadline {
+                    std::thread::sleep(std::time::Duration::from_millis(300));
+                    if let Ok(s) = client.get::<StatusDto>("/v1/status") {
+                        if s.members.len() > 1 && s.members.iter().any(|m| m.id == s.node_id && m.role != "learner") {
+                            println!("node {} joined: {} members, leader {}", s.node_id, s.members.len(), s.leader.map_or("none".into(), |l| l.to_string()));
+                            return ExitCode::SUCCESS;
+                        }
+                    }
+                }
+                eprintln!("tandem: the node has not become a voter within 60 s; see `tandem status` and its log");
+                return ExitCode::from(1);
+            }
+            r
+        }
+        ClusterCmd::Leave => client.post::<_, OkDto>("/v1/cluster/leave", &serde_json::json!({})),
+        ClusterCmd::Remove { node } => client.delete::<OkDto>(&format!("/v1/cluster/members/{node}")),
+        ClusterCmd::Handover { node } => client.post::<_, OkDto>("/v1/cluster/handover", &HandoverDto { to: *node }),
+    };
+    match r {
+        Ok(ok) => {
+            println!("{}", ok.message);
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
     }
 }
 
