@@ -91,7 +91,7 @@ impl Transitions {
     /// serves half-way (a VIP without responders, or responders without XDP).
     async fn become_leader(&mut self, cluster: &Cluster, l: &Leadership) {
         let t = Instant::now();
-        let (term, index) = (l.term, l.last_log_index.unwrap_or(0));
+        let (term, index) = (l.term, cluster.last_log_index());
         tracing::info!(target: "tandem::transition", term, index, "becoming leader");
         // 1. Serve no stale view: wait until everything committed so far is applied here.
         match cluster.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
@@ -157,7 +157,7 @@ impl Transitions {
     async fn step_down(&mut self, cluster: &Cluster, why: &str) {
         let t = Instant::now();
         let l = cluster.leadership().borrow().clone();
-        let (term, index) = (l.term, l.last_log_index.unwrap_or(0));
+        let (term, index) = (l.term, cluster.last_log_index());
         tracing::info!(target: "tandem::transition", term, index, why, "stepping down");
         if let Some(s) = self.serving.take() {
             s.cancel.cancel();

@@ -6,7 +6,8 @@
 //! - [`deps`]: `cargo xtask deps`, installs what a fresh Debian 12 lacks.
 //! - [`labcmd`]: `cargo xtask lab up|down`, a lab left up for manual work.
 //! - [`testcmd`]: `cargo xtask test`, what CI runs (`.ci/run`).
-//! - [`demo`]: `cargo xtask demo`, one node serving one real client.
+//! - [`demo`]: `cargo xtask demo`, three nodes form a cluster by join, serve a
+//!   real client, lose their leader, and the client keeps its address.
 //! - `bench` (in this file): builds and runs `tandem-bench dhcp|tftp` (benches/).
 //! - [`util`]: running commands, the workspace root, building `tandem`.
 
@@ -40,7 +41,7 @@ enum Cmd {
         #[arg(last = true)]
         harness_args: Vec<String>,
     },
-    /// One node, one client: DHCP lease and a TFTP download, end to end.
+    /// Three nodes, a real client, a SIGKILLed leader and a live failover.
     Demo,
     /// Benchmarks side by side with the peers (not run in CI): `dhcp` (perfdhcp
     /// against tandem, kea-dhcp4, dnsmasq) or `tftp` (50 clients, tandem vs tftpd-hpa).

@@ -68,14 +68,14 @@ pub const LEADER_LEASE_MS: u64 = 100;
 /// How often the app checks the leader lease.
 pub const LEASE_CHECK_MS: u64 = 10;
 
-/// This node's view of leadership, derived from openraft's metrics.
+/// This node's view of leadership, derived from openraft's metrics. It holds
+/// only what changes on an election, so watchers wake on elections, not on
+/// every commit.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Leadership {
     pub is_leader: bool,
     pub term: u64,
     pub leader: Option<NodeId>,
-    pub last_log_index: Option<u64>,
-    pub applied_index: Option<u64>,
 }
 
 /// A running Raft node plus the applied-state view: the [`ClusterHandle`]
@@ -157,17 +157,23 @@ impl Cluster {
     /// voter or a quorum acked a heartbeat sent within [`LEADER_LEASE_MS`].
     #[must_use]
     pub fn holds_lease(&self) -> bool {
-        let m = self.raft.metrics().borrow_watched().clone();
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
         if m.state != ServerState::Leader {
             return false;
         }
-        let voters = m.membership_config.membership().voter_ids().count();
-        if voters <= 1 {
+        if m.membership_config.membership().voter_ids().nth(1).is_none() {
             return true;
         }
         m.last_quorum_acked
             .as_ref()
             .is_some_and(|sent| openraft::Instant::elapsed(&**sent) < std::time::Duration::from_millis(LEADER_LEASE_MS))
+    }
+
+    /// The last log index, for log lines that must carry `index=`.
+    #[must_use]
+    pub fn last_log_index(&self) -> u64 {
+        self.raft.metrics().borrow_watched().last_log_index.unwrap_or(0)
     }
 
     fn not_leader(&self) -> MembershipError {
@@ -267,23 +273,23 @@ fn spawn_leadership_watch(raft: &Raft, cancel: CancellationToken) -> watch::Rece
         loop {
             let l = {
                 let m = metrics_rx.borrow_and_update();
-                Leadership {
+                let l = Leadership {
                     is_leader: m.state == ServerState::Leader,
                     term: m.current_term,
                     leader: m.current_leader,
-                    last_log_index: m.last_log_index,
-                    applied_index: m.last_applied.as_ref().map(|l| l.index),
-                }
+                };
+                (l, m.last_log_index.unwrap_or(0))
             };
+            let (l, index) = l;
             let g = metrics::get();
             g.raft_term.set(i64::try_from(l.term).unwrap_or(i64::MAX));
             g.raft_is_leader.set(i64::from(l.is_leader));
-            g.raft_last_log_index.set(i64::try_from(l.last_log_index.unwrap_or(0)).unwrap_or(i64::MAX));
+            g.raft_last_log_index.set(i64::try_from(index).unwrap_or(i64::MAX));
             if l.leader != last_leader {
                 if l.leader.is_some() {
                     g.raft_leader_changes.inc();
                 }
-                tracing::info!(target: "tandem::raft", term = l.term, index = l.last_log_index.unwrap_or(0), leader = ?l.leader, "leader changed");
+                tracing::info!(target: "tandem::raft", term = l.term, index, leader = ?l.leader, "leader changed");
                 last_leader = l.leader;
             }
             tx.send_if_modified(|cur| {
