@@ -162,9 +162,10 @@ impl Transitions {
         if let Some(s) = self.serving.take() {
             s.cancel.cancel();
             for (name, h) in s.tasks {
-                // Responders end promptly on cancel; abort one that does not.
+                // Responders end promptly on cancel; abort one that does not,
+                // so fencing (XDP drop, VIP removal) is never held up.
                 let abort = h.abort_handle();
-                if tokio::time::timeout(Duration::from_secs(2), h).await.is_err() {
+                if tokio::time::timeout(Duration::from_millis(100), h).await.is_err() {
                     tracing::warn!(target: "tandem::transition", term, index, task = name, "responder did not stop in time; aborted");
                     abort.abort();
                 }
@@ -291,9 +292,20 @@ async fn epoch(
     let mut metrics_tick = tokio::time::interval(Duration::from_secs(1));
     let mut lease_tick = tokio::time::interval(Duration::from_millis(LEASE_CHECK_MS));
     lease_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_term = None;
     let end = loop {
         // Serve only while leading with a fresh leader lease (see LEADER_LEASE_MS).
         let l = leadership.borrow_and_update().clone();
+        if last_term != Some(l.term) {
+            last_term = Some(l.term);
+            // At each election, a node that does not serve holds no VIP.
+            if tr.serving.is_none() && tr.vip.is_present().unwrap_or(false) {
+                tracing::warn!(target: "tandem::transition", term = l.term, index = cluster.last_log_index(), "releasing a VIP held while not serving");
+                if let Err(e) = tr.vip.remove() {
+                    tracing::error!(target: "tandem::transition", error = %e, "VIP removal failed");
+                }
+            }
+        }
         let lease = cluster.holds_lease();
         if l.is_leader && lease && tr.serving.is_none() {
             tr.become_leader(&cluster, &l).await;

@@ -55,15 +55,21 @@ pub const ELECTION_MAX_MS: u64 = 300;
 /// The leader lease (fencing). A leader serves only while a quorum acked a
 /// heartbeat that it *sent* less than `LEADER_LEASE_MS` ago.
 ///
-/// Timing argument: a follower resets its election timer when it *receives*
-/// a heartbeat, which is after the leader sent it, and it cannot start an
-/// election before `ELECTION_MIN_MS` (150 ms) of silence; a new leader needs
-/// that election (a pre-vote and a vote round trip) on top. The old leader's
-/// lease ends at send + 100 ms < receive + 150 ms, so it goes silent (XDP drop,
-/// VIP removed: the app checks every `LEASE_CHECK_MS`) at least
-/// 150 - 100 - 10 = 40 ms before any other node can even become candidate.
-/// With heartbeats every 50 ms, a healthy leader renews the lease twice within
-/// it, so one late heartbeat does not stop service.
+/// Timing argument (numbers from the constants above):
+/// - `last_quorum_acked` is the *send* time of the newest heartbeat or
+///   append that a quorum acknowledged; every follower that acked it received
+///   it at or after that instant.
+/// - A follower's election timer restarts on each heartbeat it receives and
+///   fires no earlier than `ELECTION_MIN_MS` (150 ms) later. openraft also
+///   keeps, on each follower, a lease of `ELECTION_MAX_MS` (300 ms) since the
+///   last heartbeat during which it refuses (pre-)votes for anyone else.
+/// - So no other node can be elected before send + 150 ms. Our lease ends at
+///   send + 100 ms, and the app checks it every `LEASE_CHECK_MS` (10 ms), so
+///   the old leader has stopped its responders, set XDP to drop and removed
+///   the VIP by send + ~110 ms plus the step-down time (a few ms): at least
+///   ~30 ms before any other node can even be a candidate.
+/// - With heartbeats every 50 ms, a healthy leader renews the lease twice per
+///   lease period, so one late heartbeat does not interrupt service.
 pub const LEADER_LEASE_MS: u64 = 100;
 /// How often the app checks the leader lease.
 pub const LEASE_CHECK_MS: u64 = 10;

@@ -241,10 +241,16 @@ pub async fn serve<C: ClusterHandle>(cfg: DhcpConfig, cluster: C, cancel: Cancel
                 sender.send(&reply, &to);
             }
             Action::CommitThenReply { cmd, reply, nak, to } => {
-                let (cluster, sender) = (cluster.clone(), sender.clone());
+                let (cluster, sender, cancel) = (cluster.clone(), sender.clone(), cancel.clone());
                 tasks.spawn(async move {
                     let t = Instant::now();
-                    match cluster.propose(cmd).await {
+                    let result = cluster.propose(cmd).await;
+                    // A node that stepped down meanwhile must stay silent: the
+                    // new leader answers the client's retransmission.
+                    if cancel.is_cancelled() {
+                        return;
+                    }
+                    match result {
                         Ok(CommandResponse::Ok) => {
                             metrics::get().raft_commit_seconds.observe(t.elapsed().as_secs_f64());
                             sender.send(&reply, &to);
@@ -270,9 +276,10 @@ pub async fn serve<C: ClusterHandle>(cfg: DhcpConfig, cluster: C, cancel: Cancel
             }
         }
     }
+    // In-flight proposals are not waited for: they check `cancel` before
+    // replying, and Raft may hold them until a new leader exists.
     tasks.close();
-    tasks.wait().await;
-    tracing::info!(target: "tandem::dhcp", "DHCP responder stopped");
+    tracing::info!(target: "tandem::dhcp", in_flight = tasks.len(), "DHCP responder stopped");
     Ok(())
 }
 
