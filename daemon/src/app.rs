@@ -144,6 +144,15 @@ impl Transitions {
                 }
             }),
         ));
+        let (iface, vip_addr, c) = (self.cfg.service.interface.clone(), self.cfg.vip_addr(), serve_cancel.clone());
+        tasks.push((
+            "vip-conflicts",
+            tokio::spawn(async move {
+                if let Err(e) = crate::services::vip::watch_conflicts(iface, vip_addr, c).await {
+                    tracing::error!(target: "tandem::vip", error = %e, "VIP conflict watch failed");
+                }
+            }),
+        ));
         self.serving = Some(Serving { cancel: serve_cancel, tasks });
         tracing::info!(target: "tandem::transition", term, index, "step 4: responders started");
         // 5. Report.

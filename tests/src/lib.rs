@@ -11,8 +11,11 @@
 //!
 //! - [`metrics`]: scraping a node's `/metrics` and reading counters.
 //! - [`clients`]: udhcpc with raw lease variables, ISC dhclient one-shot.
+//! - [`cluster`]: forming a three-node cluster by join, agreeing views,
+//!   where the VIP sits, replicated lease tables.
 
 pub mod clients;
+pub mod cluster;
 pub mod metrics;
 
 use std::path::PathBuf;

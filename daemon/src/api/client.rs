@@ -107,6 +107,10 @@ impl Client {
                     let mut resp = resp;
                     let text = resp.body_mut().read_to_string().unwrap_or_default();
                     match serde_json::from_str::<ErrorDto>(&text).ok().and_then(|e| e.leader_api) {
+                        // A node that names itself as leader but cannot commit has no quorum.
+                        Some(leader) if format!("http://{leader}") == base => {
+                            return Err(ClientError::NoLeader(format!("{url}: the leader cannot reach a quorum")));
+                        }
                         Some(leader) => base = format!("http://{leader}"),
                         None => return Err(ClientError::NoLeader(format!("{url}: not the leader, and no leader known"))),
                     }

@@ -70,6 +70,9 @@ impl Api {
         if voters.len() == 2 {
             warnings.push("a cluster of two cannot survive the loss of either node; add a third".into());
         }
+        if m.state == ServerState::Leader && !self.cluster.holds_lease() {
+            warnings.push("leader without quorum contact: fenced (not serving) until a quorum answers".into());
+        }
         if m.current_leader.is_none() {
             warnings.push("no leader known: no quorum reachable from this node".into());
         }

@@ -86,6 +86,77 @@ fn hw_addr(fd: &OwnedFd, iface: &str) -> io::Result<Mac> {
     Ok(Mac(m))
 }
 
+/// An `AF_PACKET` socket that receives ARP frames of one interface.
+pub struct ArpReceiver {
+    fd: tokio::io::unix::AsyncFd<OwnedFd>,
+}
+
+impl ArpReceiver {
+    pub fn open(iface: &str) -> io::Result<ArpReceiver> {
+        let name = CString::new(iface).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name"))?;
+        // SAFETY: plain libc call; result checked.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        if ifindex == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let proto = (libc::ETH_P_ARP as u16).to_be();
+        // SAFETY: socket(2) with constant arguments.
+        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, i32::from(proto)) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a fresh, owned descriptor.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: sockaddr_ll is plain old data; zeroed is valid.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = proto;
+        sll.sll_ifindex = i32::try_from(ifindex).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "ifindex"))?;
+        // SAFETY: valid fd and address of the right length.
+        let r = unsafe {
+            libc::bind(fd.as_raw_fd(), std::ptr::addr_of!(sll).cast(), std::mem::size_of::<libc::sockaddr_ll>() as u32)
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is owned by the AsyncFd from here on and is not closed
+        // or registered elsewhere while it lives (register's I/O-safety contract).
+        let fd = unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)?;
+        Ok(ArpReceiver { fd })
+    }
+
+    /// Receives one frame. cancel-safety: cancel-safe (readiness only).
+    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let mut guard = self.fd.readable().await?;
+            let res = guard.try_io(|fd| {
+                // SAFETY: buf is valid for its length.
+                let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n.unsigned_abs())
+                }
+            });
+            match res {
+                Ok(r) => return r,
+                Err(_would_block) => {}
+            }
+        }
+    }
+}
+
+/// Sender hardware and protocol address of an Ethernet ARP frame for IPv4.
+#[must_use]
+pub fn arp_sender(frame: &[u8]) -> Option<(Mac, Ipv4Addr)> {
+    if frame.len() < 42 || frame[12..14] != [8, 6] || frame[14..20] != [0, 1, 8, 0, 6, 4] {
+        return None;
+    }
+    let mac = Mac::from_slice(&frame[22..28])?;
+    let ip = Ipv4Addr::new(frame[28], frame[29], frame[30], frame[31]);
+    Some((mac, ip))
+}
+
 /// The one's-complement checksum of IPv4 headers (RFC 1071).
 fn checksum(words: &[u8], initial: u32) -> u16 {
     let mut sum = initial;
@@ -162,6 +233,14 @@ mod tests {
         // Summing a header that carries its checksum gives 0 after complement.
         assert_eq!(checksum(&f[14..34], 0), 0);
         assert_eq!(f.len(), 14 + 20 + 8 + 5);
+    }
+
+    #[test]
+    fn arp_sender_reads_what_garp_writes() {
+        let m = Mac([2, 0, 0, 0, 0, 9]);
+        let f = garp_frame(m, [10, 0, 0, 10].into());
+        assert_eq!(arp_sender(&f), Some((m, Ipv4Addr::new(10, 0, 0, 10))));
+        assert_eq!(arp_sender(&f[..30]), None);
     }
 
     #[test]

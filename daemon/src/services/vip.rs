@@ -131,3 +131,37 @@ fn send_garp(link: &RawLink, frame: &[u8]) {
         Err(e) => tracing::warn!(target: "tandem::vip", error = %e, "gratuitous ARP not sent"),
     }
 }
+
+/// Watches ARP on the service interface while this node holds the VIP: a
+/// frame from another MAC whose sender address is the VIP means a second
+/// host claims it (a misconfigured box, or an old leader that did not fence).
+/// Each one is counted in `tandem_vip_conflicts_total`; the log line is rate
+/// limited to one per second.
+pub async fn watch_conflicts(iface: String, vip: Ipv4Addr, cancel: CancellationToken) -> Result<(), VipError> {
+    let link_err = |source| VipError::Link { iface: iface.clone(), source };
+    let rx = super::link::ArpReceiver::open(&iface).map_err(link_err)?;
+    let ours = RawLink::open(&iface).map_err(link_err)?.mac;
+    let mut buf = [0u8; 128];
+    let mut last_log: Option<std::time::Instant> = None;
+    loop {
+        // cancel-safety: recv is cancel-safe (AsyncFd readiness).
+        let n = tokio::select! {
+            () = cancel.cancelled() => return Ok(()),
+            r = rx.recv(&mut buf) => match r {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::debug!(target: "tandem::vip", error = %e, "ARP receive failed");
+                    continue;
+                }
+            },
+        };
+        let Some((sender_mac, sender_ip)) = super::link::arp_sender(&buf[..n]) else { continue };
+        if sender_ip == vip && sender_mac != ours {
+            metrics::get().vip_conflicts.inc();
+            if last_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                last_log = Some(std::time::Instant::now());
+                tracing::warn!(target: "tandem::vip", %vip, other = %sender_mac, "another host claims our VIP");
+            }
+        }
+    }
+}
