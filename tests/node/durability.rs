@@ -65,3 +65,26 @@ fn lease_survives_sigkill_and_renews_same_address() {
     assert_bound_to(&after, &mac);
     assert!(u64_field(&after, "granted_at") > u64_field(&before, "granted_at"), "before {before}, after {after}");
 }
+
+#[test]
+fn sigterm_releases_the_vip_and_restart_keeps_the_lease() {
+    let lab = node_lab(1, |_| service_toml(&[]));
+
+    phase("a client gets a lease from the serving node");
+    let first = udhcpc_lease(&lab, 1, &[], DHCP_TIMEOUT).expect("udhcpc lease");
+    assert_eq!(vip_count(&lab), 1, "the serving node holds the VIP once");
+
+    phase("SIGTERM: an orderly shutdown steps down first");
+    let status = lab.kill_node(1, libc::SIGTERM).expect("SIGTERM the daemon");
+    assert!(status.success(), "the daemon exits 0 on SIGTERM, got {status}");
+    assert_eq!(vip_count(&lab), 0, "shutdown removed the VIP");
+    let log = daemon_log(&lab);
+    assert!(log.contains("VIP removed"), "the log records the VIP removal:\n{log}");
+
+    phase("restart: the lease is still there and the client keeps its address");
+    lab.restart_node(1).expect("restart the daemon");
+    assert_eq!(wait_single_server(&lab, SERVING_TIMEOUT), 1, "node 1 serves again");
+    assert_bound_to(&lease_of(&lab, first.lease.ip), &lab.client_mac(1));
+    let again = udhcpc_lease(&lab, 1, &["-r", &first.lease.ip.to_string()], DHCP_TIMEOUT).expect("udhcpc renew");
+    assert_eq!(again.lease.ip, first.lease.ip, "same address after an orderly restart");
+}
