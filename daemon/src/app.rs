@@ -146,10 +146,10 @@ impl Transitions {
         ));
         let (iface, vip_addr, c) = (self.cfg.service.interface.clone(), self.cfg.vip_addr(), serve_cancel.clone());
         tasks.push((
-            "vip-conflicts",
+            "vip-arp",
             tokio::spawn(async move {
-                if let Err(e) = crate::services::vip::watch_conflicts(iface, vip_addr, c).await {
-                    tracing::error!(target: "tandem::vip", error = %e, "VIP conflict watch failed");
+                if let Err(e) = crate::services::vip::arp_duty(iface, vip_addr, c).await {
+                    tracing::error!(target: "tandem::vip", error = %e, "ARP duty for the VIP failed");
                 }
             }),
         ));
@@ -228,6 +228,7 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), App
         tracing::warn!(target: "tandem::transition", vip = %vip.addr(), "removing a stale VIP left from an earlier run");
     }
     vip.remove()?;
+    vip.prepare_interface()?;
     let mut warnings = Vec::new();
     let steering = if cfg.service.xdp {
         let s = Steering::attach(&cfg.service.interface, cfg.vip_addr())?;

@@ -15,10 +15,12 @@
 //! - [`durability`]: SIGKILL of all three and restart keeps every lease.
 //! - [`handover`]: planned handover under a client loop loses no request.
 
+mod dual_answer;
 mod durability;
 mod failover;
 mod formation;
 mod handover;
+mod no_lost_leases;
 mod quorum;
 
 use std::net::Ipv4Addr;

@@ -61,9 +61,9 @@ fn invalid_vip_in_node_config_stops_the_daemon_naming_the_field() {
     let log = daemon_log(&lab);
     assert!(log.contains("service.vip"), "the error does not name service.vip:\n{log}");
 
-    phase("it touched nothing: no VIP on eth1");
+    phase("it touched nothing: no VIP on any device");
     let addrs = lab
-        .exec_ok(&lab.node_ns(1), "ip", &["-4", "addr", "show", "dev", lab::INTERFACE], Duration::from_secs(5))
+        .exec_ok(&lab.node_ns(1), "ip", &["-4", "addr", "show"], Duration::from_secs(5))
         .expect("ip addr show");
     assert!(!addrs.contains(&lab::VIP.to_string()), "a VIP appeared: {addrs}");
 }

@@ -10,10 +10,11 @@ use tandem_tests::{lab, phase, wait_single_server, Lab};
 
 use super::{assert_bound_to, daemon_log, lease_of, node_lab, service_toml, u64_field, wait_clock_past, DHCP_TIMEOUT, SERVING_TIMEOUT};
 
-/// How many times the VIP sits on node 1's eth1 (`ip -j addr show`).
+/// How many times the VIP is configured in node 1's namespace, on any device
+/// (`ip -j addr show`; the daemon puts it on `lo`).
 fn vip_count(lab: &Lab) -> usize {
     let out = lab
-        .exec_ok(&lab.node_ns(1), "ip", &["-j", "-4", "addr", "show", "dev", lab::INTERFACE], std::time::Duration::from_secs(5))
+        .exec_ok(&lab.node_ns(1), "ip", &["-j", "-4", "addr", "show"], std::time::Duration::from_secs(5))
         .expect("ip addr show");
     let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("ip -j output {out:?}: {e}"));
     let vip = lab::VIP.to_string();
@@ -40,7 +41,13 @@ fn lease_survives_sigkill_and_renews_same_address() {
     phase("SIGKILL the daemon: nothing gets to clean up");
     let status = lab.kill_node(1, libc::SIGKILL).expect("killing node 1");
     println!("daemon exited: {status:?}");
-    assert_eq!(vip_count(&lab), 1, "precondition: the dead daemon left its VIP on eth1");
+    assert_eq!(vip_count(&lab), 1, "precondition: the dead daemon left its VIP behind");
+    phase("nobody answers ARP for the VIP while the daemon is dead (the kernel leaves ARP for it to the daemon)");
+    let arp = lab
+        .exec_in(&lab.client_ns(1), "arping", &["-c", "2", "-w", "3", "-I", lab::INTERFACE, &lab::VIP.to_string()], std::time::Duration::from_secs(10))
+        .expect("run arping");
+    let arp_out = String::from_utf8_lossy(&arp.stdout).into_owned();
+    assert!(arp_out.contains("Received 0 response"), "a dead node still answers ARP for the VIP:\n{arp_out}");
     let log_len = daemon_log(&lab).len();
 
     phase("restart the daemon");

@@ -13,10 +13,13 @@
 //! - [`clients`]: udhcpc with raw lease variables, ISC dhclient one-shot.
 //! - [`cluster`]: forming a three-node cluster by join, agreeing views,
 //!   where the VIP sits, replicated lease tables.
+//! - [`wire`]: tcpdump captures and the DHCP replies in them (scapy),
+//!   perfdhcp as a relay, broadcast DISCOVER probes.
 
 pub mod clients;
 pub mod cluster;
 pub mod metrics;
+pub mod wire;
 
 use std::path::PathBuf;
 use std::process::Output;

@@ -146,15 +146,41 @@ impl ArpReceiver {
     }
 }
 
-/// Sender hardware and protocol address of an Ethernet ARP frame for IPv4.
+/// The fields of an Ethernet ARP frame for IPv4 that the VIP duty needs.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Arp {
+    pub is_request: bool,
+    pub sender_mac: Mac,
+    pub sender_ip: Ipv4Addr,
+    pub target_ip: Ipv4Addr,
+}
+
 #[must_use]
-pub fn arp_sender(frame: &[u8]) -> Option<(Mac, Ipv4Addr)> {
+pub fn parse_arp(frame: &[u8]) -> Option<Arp> {
     if frame.len() < 42 || frame[12..14] != [8, 6] || frame[14..20] != [0, 1, 8, 0, 6, 4] {
         return None;
     }
-    let mac = Mac::from_slice(&frame[22..28])?;
-    let ip = Ipv4Addr::new(frame[28], frame[29], frame[30], frame[31]);
-    Some((mac, ip))
+    Some(Arp {
+        is_request: frame[20..22] == [0, 1],
+        sender_mac: Mac::from_slice(&frame[22..28])?,
+        sender_ip: Ipv4Addr::new(frame[28], frame[29], frame[30], frame[31]),
+        target_ip: Ipv4Addr::new(frame[38], frame[39], frame[40], frame[41]),
+    })
+}
+
+/// An ARP reply: `ip` is at `mac`, sent to the asker.
+#[must_use]
+pub fn arp_reply_frame(mac: Mac, ip: Ipv4Addr, to_mac: Mac, to_ip: Ipv4Addr) -> Vec<u8> {
+    let mut f = Vec::with_capacity(42);
+    f.extend_from_slice(&to_mac.0);
+    f.extend_from_slice(&mac.0);
+    f.extend_from_slice(&0x0806u16.to_be_bytes());
+    f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 2]); // Ethernet, IPv4, reply
+    f.extend_from_slice(&mac.0);
+    f.extend_from_slice(&ip.octets());
+    f.extend_from_slice(&to_mac.0);
+    f.extend_from_slice(&to_ip.octets());
+    f
 }
 
 /// The one's-complement checksum of IPv4 headers (RFC 1071).
@@ -236,11 +262,15 @@ mod tests {
     }
 
     #[test]
-    fn arp_sender_reads_what_garp_writes() {
+    fn parse_arp_reads_what_we_write() {
         let m = Mac([2, 0, 0, 0, 0, 9]);
-        let f = garp_frame(m, [10, 0, 0, 10].into());
-        assert_eq!(arp_sender(&f), Some((m, Ipv4Addr::new(10, 0, 0, 10))));
-        assert_eq!(arp_sender(&f[..30]), None);
+        let vip = Ipv4Addr::new(10, 0, 0, 10);
+        let g = parse_arp(&garp_frame(m, vip)).unwrap();
+        assert_eq!(g, Arp { is_request: true, sender_mac: m, sender_ip: vip, target_ip: vip });
+        let asker = Mac([2, 0, 0, 0, 0, 7]);
+        let r = parse_arp(&arp_reply_frame(m, vip, asker, [10, 0, 0, 7].into())).unwrap();
+        assert_eq!(r, Arp { is_request: false, sender_mac: m, sender_ip: vip, target_ip: [10, 0, 0, 7].into() });
+        assert_eq!(parse_arp(&garp_frame(m, vip)[..30]), None);
     }
 
     #[test]

@@ -3,6 +3,18 @@
 //! last step of stepping down. A VIP left over from an earlier run is removed
 //! at start-up, so a stale VIP never survives a restart.
 //!
+//! Who answers ARP for the VIP is the daemon, not the kernel:
+//!
+//! ```text
+//!   VIP/32 on `lo`            the kernel accepts and sends traffic for it
+//!   arp_ignore=1 on eth1      the kernel answers ARP only for eth1's own addresses
+//!   arp_announce=2 on eth1    the kernel never puts the VIP in its own ARP requests
+//!   arp_duty() while serving  the daemon answers "who has VIP?" and sends gratuitous ARP
+//! ```
+//! So a node whose daemon died (SIGKILL, crash) stops answering ARP for the
+//! VIP at once, even though its kernel still holds the address until the next
+//! start removes it: only a live, serving leader ever claims the VIP.
+//!
 //! The address is managed with iproute2 (`ip addr`), the tool every operator
 //! reads; each step is checked and its failure reported, never ignored.
 
@@ -26,7 +38,13 @@ pub enum VipError {
     },
     #[error("`ip {args}` failed: {stderr}")]
     Ip { args: String, stderr: String },
-    #[error("cannot open a raw socket on {iface} for gratuitous ARP: {source}")]
+    #[error("cannot set {path}: {source}")]
+    Sysctl {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open a raw socket on {iface} for ARP: {source}")]
     Link {
         iface: String,
         #[source]
@@ -63,23 +81,47 @@ impl Vip {
         Command::new("ip").args(args).output().map_err(|source| VipError::Spawn { args: args.join(" "), source })
     }
 
-    /// Whether the VIP is configured on the interface now.
-    pub fn is_present(&self) -> Result<bool, VipError> {
-        let out = Self::ip(&["-4", "-o", "addr", "show", "dev", &self.iface])?;
+    /// The device that carries the VIP (see the module docs).
+    const DEV: &'static str = "lo";
+
+    /// Makes the kernel leave ARP for the VIP to the daemon (module docs).
+    /// Run once at start, on every node, leader or not.
+    pub fn prepare_interface(&self) -> Result<(), VipError> {
+        for (key, value) in [("arp_ignore", "1"), ("arp_announce", "2")] {
+            let path = format!("/proc/sys/net/ipv4/conf/{}/{key}", self.iface);
+            std::fs::write(&path, value).map_err(|source| VipError::Sysctl { path: path.clone(), source })?;
+        }
+        Ok(())
+    }
+
+    /// The devices where the VIP is configured now (normally none or `lo`;
+    /// the service interface if an older version or an operator put it there).
+    fn devices_holding(&self) -> Result<Vec<String>, VipError> {
+        let out = Self::ip(&["-4", "-o", "addr", "show"])?;
         if !out.status.success() {
-            return Err(VipError::Ip { args: format!("addr show dev {}", self.iface), stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned() });
+            return Err(VipError::Ip { args: "-4 -o addr show".into(), stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned() });
         }
         let needle = format!(" {}/", self.net.addr());
-        Ok(String::from_utf8_lossy(&out.stdout).contains(&needle))
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .filter_map(|l| l.split_whitespace().nth(1).map(str::to_owned))
+            .collect())
+    }
+
+    /// Whether the VIP is configured on this host now.
+    pub fn is_present(&self) -> Result<bool, VipError> {
+        Ok(!self.devices_holding()?.is_empty())
     }
 
     /// Adds the VIP (idempotent).
     pub fn add(&self) -> Result<(), VipError> {
-        if self.is_present()? {
+        if self.devices_holding()?.iter().any(|d| d == Self::DEV) {
+            metrics::get().vip_held.set(1);
             return Ok(());
         }
-        let cidr = self.net.to_string();
-        let args = ["addr", "add", cidr.as_str(), "dev", self.iface.as_str()];
+        let cidr = format!("{}/32", self.net.addr());
+        let args = ["addr", "add", cidr.as_str(), "dev", Self::DEV];
         let out = Self::ip(&args)?;
         if !out.status.success() {
             return Err(VipError::Ip { args: args.join(" "), stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned() });
@@ -88,14 +130,19 @@ impl Vip {
         Ok(())
     }
 
-    /// Removes the VIP (idempotent).
+    /// Removes the VIP from every device that holds it (idempotent).
     pub fn remove(&self) -> Result<(), VipError> {
-        if self.is_present()? {
-            let cidr = self.net.to_string();
-            let args = ["addr", "del", cidr.as_str(), "dev", self.iface.as_str()];
-            let out = Self::ip(&args)?;
-            if !out.status.success() {
-                return Err(VipError::Ip { args: args.join(" "), stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned() });
+        for dev in self.devices_holding()? {
+            let dev = dev.trim_end_matches(':').to_owned();
+            let out = Self::ip(&["-4", "-o", "addr", "show", "dev", &dev])?;
+            let needle = format!(" {}/", self.net.addr());
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            for cidr in text.split_whitespace().filter(|w| w.starts_with(needle.trim_start())) {
+                let args = ["addr", "del", cidr, "dev", dev.as_str()];
+                let out = Self::ip(&args)?;
+                if !out.status.success() {
+                    return Err(VipError::Ip { args: args.join(" "), stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned() });
+                }
             }
         }
         metrics::get().vip_held.set(0);
@@ -132,15 +179,16 @@ fn send_garp(link: &RawLink, frame: &[u8]) {
     }
 }
 
-/// Watches ARP on the service interface while this node holds the VIP: a
-/// frame from another MAC whose sender address is the VIP means a second
-/// host claims it (a misconfigured box, or an old leader that did not fence).
-/// Each one is counted in `tandem_vip_conflicts_total`; the log line is rate
-/// limited to one per second.
-pub async fn watch_conflicts(iface: String, vip: Ipv4Addr, cancel: CancellationToken) -> Result<(), VipError> {
+/// ARP duty while this node serves: answer "who has VIP?" with our MAC (the
+/// kernel does not, see the module docs), and count frames from another MAC
+/// that claim the VIP as sender — a second host holding it (a misconfigured
+/// box, or an old leader that did not fence). Conflicts go to
+/// `tandem_vip_conflicts_total`; their log line is limited to one a second.
+pub async fn arp_duty(iface: String, vip: Ipv4Addr, cancel: CancellationToken) -> Result<(), VipError> {
     let link_err = |source| VipError::Link { iface: iface.clone(), source };
     let rx = super::link::ArpReceiver::open(&iface).map_err(link_err)?;
-    let ours = RawLink::open(&iface).map_err(link_err)?.mac;
+    let link = RawLink::open(&iface).map_err(link_err)?;
+    let ours = link.mac;
     let mut buf = [0u8; 128];
     let mut last_log: Option<std::time::Instant> = None;
     loop {
@@ -155,12 +203,20 @@ pub async fn watch_conflicts(iface: String, vip: Ipv4Addr, cancel: CancellationT
                 }
             },
         };
-        let Some((sender_mac, sender_ip)) = super::link::arp_sender(&buf[..n]) else { continue };
-        if sender_ip == vip && sender_mac != ours {
+        let Some(arp) = super::link::parse_arp(&buf[..n]) else { continue };
+        if arp.sender_mac == ours {
+            continue;
+        }
+        if arp.sender_ip == vip {
             metrics::get().vip_conflicts.inc();
             if last_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                 last_log = Some(std::time::Instant::now());
-                tracing::warn!(target: "tandem::vip", %vip, other = %sender_mac, "another host claims our VIP");
+                tracing::warn!(target: "tandem::vip", %vip, other = %arp.sender_mac, "another host claims our VIP");
+            }
+        } else if arp.is_request && arp.target_ip == vip {
+            let reply = super::link::arp_reply_frame(ours, vip, arp.sender_mac, arp.sender_ip);
+            if let Err(e) = link.send(arp.sender_mac, &reply) {
+                tracing::debug!(target: "tandem::vip", error = %e, "ARP reply not sent");
             }
         }
     }
