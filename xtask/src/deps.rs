@@ -30,6 +30,9 @@ const APT_PACKAGES: &[&str] = &[
     "ethtool",
     "nftables",
     "llvm-22-dev",
+    // Benchmarks only: the keepalived + dnsmasq failover baseline and CPU load.
+    "keepalived",
+    "stress-ng",
 ];
 
 /// Servers that package scripts may start; they must not hold ports 67/69 on
@@ -42,6 +45,7 @@ const SERVER_COMMS: &[&str] = &[
     "kea-dhcp6",
     "kea-dhcp-ddns",
     "kea-ctrl-agent",
+    "keepalived",
 ];
 
 const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
