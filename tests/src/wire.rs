@@ -154,7 +154,9 @@ pub fn parse_replies(text: &str) -> Result<Vec<DhcpReply>> {
                 xid: u32::from_str_radix(f[2], 16).with_context(|| format!("xid in {line:?}"))?,
                 kind: f[3].parse().with_context(|| format!("type in {line:?}"))?,
                 chaddr: f[4].to_ascii_lowercase(),
-                yiaddr: f[5].parse().with_context(|| format!("yiaddr in {line:?}"))?,
+                yiaddr: f[5]
+                    .parse()
+                    .with_context(|| format!("yiaddr in {line:?}"))?,
             })
         })
         .collect()
