@@ -94,7 +94,14 @@ impl Transitions {
         let (term, index) = (l.term, cluster.last_log_index());
         tracing::info!(target: "tandem::transition", term, index, "becoming leader");
         // 1. Serve no stale view: wait until everything committed so far is applied here.
-        match cluster.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+        // Bounded: without a quorum this would wait for ever and hold up shutdown;
+        // the loop tries again on the next lease check.
+        let read = tokio::time::timeout(Duration::from_secs(1), cluster.raft.ensure_linearizable(ReadPolicy::ReadIndex)).await;
+        let Ok(read) = read else {
+            tracing::warn!(target: "tandem::transition", term, index, "step 1 timed out: no quorum confirmed leadership");
+            return;
+        };
+        match read {
             Ok(read) => {
                 tracing::info!(target: "tandem::transition", term, index = read.log_id().index, "step 1: applied to commit index");
             }
