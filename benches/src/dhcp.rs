@@ -1,11 +1,13 @@
 //! `tandem-bench dhcp`: four-way DHCP exchanges per second at < 1 % loss,
 //! for tandem, kea-dhcp4 (memfile, persist off and on) and dnsmasq, in one
-//! lab, one after another, all on 10.99.0.10.
+//! lab, one after another, all on 10.99.0.10. With `--nodes N` tandem runs
+//! as an N-node cluster (every lease waits for a quorum's fsync) while Kea
+//! and dnsmasq stay single servers: the comparison is what HA costs.
 //!
 //! Per server: a short probe at a high rate (what the server completes under
 //! overload is a first guess of its capacity), then [`find_max_rate`] from
 //! there. Every probe and trial starts the server afresh with an empty lease
-//! database, runs `perfdhcp -4 -l 10.99.3.1 -r RATE -R 100000 -p PERIOD
+//! database (a tandem cluster is formed anew), runs `perfdhcp -4 -l 10.99.3.1 -r RATE -R 100000 -p PERIOD
 //! 10.99.0.10` in the client namespace, and stops the server. The figure is
 //! perfdhcp's completed exchanges per second in the best passing trial.
 
@@ -16,7 +18,7 @@ use lab::VIP;
 
 use crate::perfdhcp::{self, Report};
 use crate::search::{find_max_rate, Search, Trial, MAX_LOSS, MIN_RATE};
-use crate::servers::DhcpServer;
+use crate::servers::{DhcpServer, Placement};
 use crate::{interrupt, json_num, require_tools, round_sig, warn_host_services, wait_for, Bench, CLIENT_ADDR};
 
 /// Knobs of the DHCP bench (the defaults keep it under ten minutes).
@@ -32,6 +34,8 @@ pub struct DhcpOptions {
     /// Trials per server after the probe.
     pub max_trials: usize,
     pub servers: Vec<DhcpServer>,
+    /// Where the servers run (how many nodes tandem's cluster has).
+    pub placement: Placement,
 }
 
 impl Default for DhcpOptions {
@@ -42,6 +46,7 @@ impl Default for DhcpOptions {
             probe_rate: 12_000,
             max_trials: 7,
             servers: DhcpServer::ALL.to_vec(),
+            placement: Placement::default(),
         }
     }
 }
@@ -63,15 +68,25 @@ pub fn run(opts: &DhcpOptions) -> Result<serde_json::Value> {
     warn_host_services(&["kea-dhcp4", "dnsmasq", "dhcpd"]);
 
     let started = Instant::now();
-    let bench = Bench::new(3)?;
-    println!("=== lab {}: tandem in n1, kea in n2, dnsmasq in n3, perfdhcp in c1 ({CLIENT_ADDR})", bench.lab.prefix());
-    for node in [2, 3] {
-        bench.give_vip(node)?;
+    let p = opts.placement;
+    let bench = Bench::new(p.lab_nodes())?;
+    let names = |s: DhcpServer| p.nodes(s).iter().map(|n| format!("n{n}")).collect::<Vec<_>>().join(",");
+    println!(
+        "=== lab {}: tandem in {}, kea in {}, dnsmasq in {}, perfdhcp in c1 ({CLIENT_ADDR})",
+        bench.lab.prefix(),
+        names(DhcpServer::Tandem),
+        names(DhcpServer::Kea { persist: false }),
+        names(DhcpServer::Dnsmasq)
+    );
+    for server in [DhcpServer::Kea { persist: false }, DhcpServer::Dnsmasq] {
+        for node in p.nodes(server) {
+            bench.give_vip(node)?;
+        }
     }
 
     let mut outcomes = Vec::new();
     for &server in &opts.servers {
-        println!("=== {}", server.label());
+        println!("=== {}", server.label(p));
         let search = bench_server(&bench, server, opts);
         // Ctrl-C ends the whole bench, not just this server.
         interrupt::check()?;
@@ -95,17 +110,17 @@ pub fn run(opts: &DhcpOptions) -> Result<serde_json::Value> {
 
 /// Probe, then search, for one server.
 fn bench_server(bench: &Bench, server: DhcpServer, opts: &DhcpOptions) -> Result<Search> {
-    bench.activate(server.node())?;
-    let probe = trial(bench, server, opts.probe_rate, opts.probe_period, "probe")?;
+    bench.activate_nodes(&opts.placement.nodes(server))?;
+    let probe = trial(bench, server, opts, opts.probe_rate, opts.probe_period, "probe")?;
     #[allow(clippy::cast_sign_loss, reason = "round_sig returns a non-negative value")]
     let start = (round_sig(probe.achieved, 2) as u32).max(MIN_RATE);
     println!("    probe at {}/s completed {:.0}/s: searching from {start}/s", opts.probe_rate, probe.achieved);
-    find_max_rate(start, opts.max_trials, |rate| trial(bench, server, rate, opts.period, "trial"))
+    find_max_rate(start, opts.max_trials, |rate| trial(bench, server, opts, rate, opts.period, "trial"))
 }
 
 /// One trial: a fresh server, a readiness check, perfdhcp, stop.
-fn trial(bench: &Bench, server: DhcpServer, rate: u32, period: Duration, kind: &str) -> Result<Trial> {
-    let running = server.start(bench)?;
+fn trial(bench: &Bench, server: DhcpServer, opts: &DhcpOptions, rate: u32, period: Duration, kind: &str) -> Result<Trial> {
+    let running = server.start(bench, opts.placement)?;
     let result = wait_ready(bench, server).and_then(|()| {
         let log = bench.lab.root().join(format!("perfdhcp-{}-{kind}-{rate}.log", server.name()));
         perfdhcp::run(bench, rate, period, &VIP.to_string(), &log)
@@ -164,19 +179,19 @@ fn print_table(outcomes: &[Outcome], opts: &DhcpOptions, elapsed: Duration) {
         opts.period.as_secs(),
         elapsed.as_secs_f64()
     );
-    println!("{:<34} {:>12} {:>10} {:>8} {:>7}", "server", "exchanges/s", "offered/s", "loss", "trials");
+    println!("{:<40} {:>12} {:>10} {:>8} {:>7}", "server", "exchanges/s", "offered/s", "loss", "trials");
     for o in outcomes {
         match (&o.search, best(outcomes, o.server)) {
             (Ok(s), Some(b)) => println!(
-                "{:<34} {:>12.1} {:>10} {:>7.2}% {:>7}",
-                o.server.label(),
+                "{:<40} {:>12.1} {:>10} {:>7.2}% {:>7}",
+                o.server.label(opts.placement),
                 b.achieved,
                 b.offered,
                 b.loss * 100.0,
                 s.trials.len()
             ),
-            (Ok(s), None) => println!("{:<34} {:>12} {:>10} {:>8} {:>7}", o.server.label(), "none", "-", "-", s.trials.len()),
-            (Err(_), _) => println!("{:<34} {:>12}", o.server.label(), "error"),
+            (Ok(s), None) => println!("{:<40} {:>12} {:>10} {:>8} {:>7}", o.server.label(opts.placement), "none", "-", "-", s.trials.len()),
+            (Err(_), _) => println!("{:<40} {:>12}", o.server.label(opts.placement), "error"),
         }
     }
     if let (Some(t), Some(k)) = (best(outcomes, DhcpServer::Tandem), best(outcomes, DhcpServer::Kea { persist: false })) {
@@ -199,5 +214,6 @@ fn summary_json(outcomes: &[Outcome], opts: &DhcpOptions) -> serde_json::Value {
         "ratio_vs_kea": json_num(ratio, 3),
         "max_loss": MAX_LOSS,
         "period_s": opts.period.as_secs(),
+        "tandem_nodes": opts.placement.tandem_nodes,
     })
 }

@@ -12,9 +12,11 @@
 //!              (VIP)
 //! ```
 //!
-//! Only one server namespace is connected to the bridge at a time
-//! ([`Bench::activate`]), so the VIP is never claimed twice and a server that
-//! is not under test cannot answer.
+//! In the throughput benches only the server under test is connected to
+//! the bridge ([`Bench::activate`]; a tandem cluster is several namespaces),
+//! so the VIP is never claimed twice and a server that is not under test
+//! cannot answer. The failover and stability benches run each HA system on
+//! the same three node namespaces, one system after the other.
 //!
 //! - this file: [`Bench`] (the lab plus the helpers every bench needs),
 //!   tool checks, readiness waits, and the closing JSON line.
@@ -24,13 +26,28 @@
 //! - [`search`]: the search for the highest rate with < 1 % lost exchanges
 //!   (pure, driven by a closure that runs one trial).
 //! - [`servers`]: how each server under test is configured and started.
-//! - [`dhcp`], [`tftp`]: the two benches.
+//! - [`cluster`]: tandem as a cluster of several nodes (formation by join,
+//!   who leads).
+//! - [`keepalived`]: the keepalived + dnsmasq HA set-up tandem's failover
+//!   is compared with.
+//! - [`nsenter`]: sockets inside a lab namespace, made in-process.
+//! - [`probe`]: a DHCP probe that timestamps every reply (failover,
+//!   stability); [`capture`]: tcpdump on the client's switch port and a
+//!   pcap reader (who answered each transaction).
+//! - [`dhcp`], [`tftp`], [`failover`], [`stability`]: the benches.
 
+pub mod capture;
+pub mod cluster;
 pub mod dhcp;
+pub mod failover;
 pub mod interrupt;
+pub mod keepalived;
+pub mod nsenter;
 pub mod perfdhcp;
+pub mod probe;
 pub mod search;
 pub mod servers;
+pub mod stability;
 pub mod tftp;
 
 use std::ffi::OsStr;
@@ -84,8 +101,13 @@ impl Bench {
     /// other one, then flushes the client's neighbour cache so that the VIP
     /// is resolved afresh to the active server's MAC.
     pub fn activate(&self, node: usize) -> Result<()> {
+        self.activate_nodes(&[node])
+    }
+
+    /// Like [`Bench::activate`] for a set of nodes (a tandem cluster).
+    pub fn activate_nodes(&self, nodes: &[usize]) -> Result<()> {
         for i in 1..=self.lab.node_count() {
-            self.lab.set_node_connected(i, i == node)?;
+            self.lab.set_node_connected(i, nodes.contains(&i))?;
         }
         self.ip(&self.client_ns(), &["neigh", "flush", "dev", INTERFACE])
     }
@@ -233,14 +255,16 @@ fn check_root() -> Result<()> {
 /// Fails unless every program is on PATH (they come from apt; `cargo xtask
 /// deps` installs them).
 pub fn require_tools(tools: &[&str]) -> Result<()> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let missing: Vec<&str> = tools
-        .iter()
-        .copied()
-        .filter(|t| !std::env::split_paths(&path).any(|d| d.join(t).is_file()))
-        .collect();
+    let missing: Vec<&str> = tools.iter().copied().filter(|t| !on_path(t)).collect();
     ensure!(missing.is_empty(), "missing programs {missing:?}: install them with `cargo xtask deps`");
     Ok(())
+}
+
+/// Whether `tool` is a file in a directory of PATH.
+#[must_use]
+pub fn on_path(tool: &str) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).any(|d| d.join(tool).is_file())
 }
 
 /// Warns about copies of `names` running in the host's network namespace

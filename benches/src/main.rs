@@ -1,5 +1,6 @@
-//! `tandem-bench dhcp|tftp`: see the library's `//! # Layout` for what each
-//! bench measures. The last line of output is one JSON object.
+//! `tandem-bench dhcp|tftp|failover|stability`: see the library's
+//! `//! # Layout` for what each bench measures. The output ends with the
+//! figures as JSON, one object per line (failover: one per fault).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -7,7 +8,9 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use tandem_bench::dhcp::DhcpOptions;
-use tandem_bench::servers::DhcpServer;
+use tandem_bench::failover::FailoverOptions;
+use tandem_bench::servers::{DhcpServer, Placement};
+use tandem_bench::stability::StabilityOptions;
 use tandem_bench::tftp::TftpOptions;
 
 #[derive(Parser)]
@@ -30,6 +33,9 @@ enum BenchCmd {
         /// Servers to run, comma-separated: tandem, kea, kea-persist, dnsmasq.
         #[arg(long, value_delimiter = ',', default_value = "tandem,kea,kea-persist,dnsmasq")]
         servers: Vec<String>,
+        /// tandem's cluster size (Kea and dnsmasq always run alone).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=50))]
+        nodes: u16,
     },
     /// Wall time for N concurrent TFTP clients to fetch one file: tandem vs tftpd-hpa.
     Tftp {
@@ -41,13 +47,34 @@ enum BenchCmd {
         #[arg(long, default_value_t = 1)]
         rounds: usize,
     },
+    /// Fault → first DHCP reply from the new server (SIGKILL, link cut):
+    /// tandem 3-node vs keepalived + dnsmasq (advert 1 s and 0.1 s).
+    Failover {
+        /// Trials per fault and system.
+        #[arg(long, default_value_t = 20)]
+        trials: usize,
+        /// Measure tandem only.
+        #[arg(long)]
+        no_keepalived: bool,
+    },
+    /// Leader changes and unanswered probes of a 3-node cluster on saturated CPUs.
+    Stability {
+        /// Length of the loaded window, in minutes (fractions allowed).
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
+        /// CPU-burning workers per node namespace.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
-        Ok(json) => {
-            println!("{json}");
+        Ok(lines) => {
+            for json in lines {
+                println!("{json}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -57,17 +84,31 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<serde_json::Value> {
+fn run(cli: Cli) -> Result<Vec<serde_json::Value>> {
     tandem_bench::interrupt::install()?;
     match cli.bench {
-        BenchCmd::Dhcp { period, max_trials, servers } => {
+        BenchCmd::Dhcp { period, max_trials, servers, nodes } => {
             let servers = servers.iter().map(|s| DhcpServer::from_name(s)).collect::<Result<Vec<_>>>()?;
-            let opts = DhcpOptions { period: Duration::from_secs(period), max_trials, servers, ..DhcpOptions::default() };
-            tandem_bench::dhcp::run(&opts)
+            let opts = DhcpOptions {
+                period: Duration::from_secs(period),
+                max_trials,
+                servers,
+                placement: Placement { tandem_nodes: usize::from(nodes) },
+                ..DhcpOptions::default()
+            };
+            tandem_bench::dhcp::run(&opts).map(|j| vec![j])
         }
         BenchCmd::Tftp { clients, size_mib, rounds } => {
             let opts = TftpOptions { clients, size_mib, rounds, ..TftpOptions::default() };
-            tandem_bench::tftp::run(&opts)
+            tandem_bench::tftp::run(&opts).map(|j| vec![j])
+        }
+        BenchCmd::Failover { trials, no_keepalived } => {
+            tandem_bench::failover::run(&FailoverOptions { trials, keepalived: !no_keepalived })
+        }
+        BenchCmd::Stability { minutes, workers } => {
+            anyhow::ensure!(minutes > 0.0 && minutes <= 24.0 * 60.0, "--minutes must be in (0, 1440]");
+            let opts = StabilityOptions { duration: Duration::from_secs_f64(minutes * 60.0), workers_per_node: workers };
+            tandem_bench::stability::run(&opts).map(|j| vec![j])
         }
     }
 }

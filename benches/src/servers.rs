@@ -5,7 +5,7 @@
 //!
 //! | server | DHCP durability | notes |
 //! |---|---|---|
-//! | tandem | every lease committed through Raft, redb fsync, before the ACK | a cluster of one |
+//! | tandem | every lease committed through Raft, redb fsync, before the ACK | a cluster of one, or of N with `--nodes N` (a quorum must fsync) |
 //! | kea-dhcp4 2.2 | memfile, `persist` false: leases only in memory | Kea's fastest mode (TOOLCHAIN.md baseline) |
 //! | kea-dhcp4 2.2 | memfile, `persist` true: appended to a CSV, not fsync'd | |
 //! | dnsmasq 2.90 | rewrites its lease file on change, not fsync'd | `--no-ping`, `--dhcp-lease-max` raised (below) |
@@ -17,7 +17,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use lab::{LabProcess, INTERFACE, VIP};
 
-use crate::Bench;
+use crate::{cluster, Bench};
 
 /// The DHCP pool every server hands out: everything in 10.99.0.0/16 from
 /// 10.99.16.0 up, i.e. clear of the lab's own addresses (10.99.0.x) and of
@@ -131,14 +131,17 @@ impl DhcpServer {
         }
     }
 
-    /// What the table shows.
+    /// What the table shows (tandem's label names its cluster size).
     #[must_use]
-    pub fn label(self) -> &'static str {
+    pub fn label(self, placement: Placement) -> String {
         match self {
-            DhcpServer::Tandem => "tandem (Raft + fsync per lease)",
-            DhcpServer::Kea { persist: false } => "kea-dhcp4 memfile persist=false",
-            DhcpServer::Kea { persist: true } => "kea-dhcp4 memfile persist=true",
-            DhcpServer::Dnsmasq => "dnsmasq --no-ping",
+            DhcpServer::Tandem if placement.tandem_nodes > 1 => {
+                format!("tandem {}-node (Raft + fsync per lease)", placement.tandem_nodes)
+            }
+            DhcpServer::Tandem => "tandem (Raft + fsync per lease)".into(),
+            DhcpServer::Kea { persist: false } => "kea-dhcp4 memfile persist=false".into(),
+            DhcpServer::Kea { persist: true } => "kea-dhcp4 memfile persist=true".into(),
+            DhcpServer::Dnsmasq => "dnsmasq --no-ping".into(),
         }
     }
 
@@ -149,15 +152,6 @@ impl DhcpServer {
             .with_context(|| format!("unknown server {name:?}; known: tandem, kea, kea-persist, dnsmasq"))
     }
 
-    /// The lab node (server namespace) it runs in. The two Kea modes share one.
-    #[must_use]
-    pub fn node(self) -> usize {
-        match self {
-            DhcpServer::Tandem => 1,
-            DhcpServer::Kea { .. } => 2,
-            DhcpServer::Dnsmasq => 3,
-        }
-    }
 
     /// The programs it needs on PATH (tandem's binary is checked apart).
     #[must_use]
@@ -171,14 +165,20 @@ impl DhcpServer {
 
     /// Starts the server with an empty lease database and waits until it
     /// listens (tandem: until it serves and has the config applied).
-    pub fn start(self, bench: &Bench) -> Result<Running> {
-        let node = self.node();
+    pub fn start(self, bench: &Bench, placement: Placement) -> Result<Running> {
+        let nodes = placement.nodes(self);
+        let node = nodes[0];
         let dir = bench.lab.node_dir(node);
         let ns = bench.lab.node_ns(node);
         match self {
             DhcpServer::Tandem => {
-                bench.start_tandem(node, &tandem_dhcp_service())?;
-                Ok(Running { server: self, process: None })
+                // A cluster of one forms the same way: start, serve, apply.
+                let running = Running { nodes: nodes.clone(), process: None };
+                if let Err(e) = cluster::form(bench, &nodes, &tandem_dhcp_service()) {
+                    running.stop(bench);
+                    return Err(e);
+                }
+                Ok(running)
             }
             DhcpServer::Kea { persist } => {
                 let lease_file = dir.join("kea-leases4.csv");
@@ -198,7 +198,7 @@ impl DhcpServer {
                 ];
                 let p = bench.spawn(&ns, "env", &args, &log)?;
                 bench.wait_udp_bound(&ns, 67, &p, &log, BIND_TIMEOUT)?;
-                Ok(Running { server: self, process: Some(p) })
+                Ok(Running { nodes, process: Some(p) })
             }
             DhcpServer::Dnsmasq => {
                 let lease_file = dir.join("dnsmasq.leases");
@@ -206,15 +206,48 @@ impl DhcpServer {
                 let log = dir.join("dnsmasq.log");
                 let p = bench.spawn(&ns, "dnsmasq", &dnsmasq_args(&lease_file), &log)?;
                 bench.wait_udp_bound(&ns, 67, &p, &log, BIND_TIMEOUT)?;
-                Ok(Running { server: self, process: Some(p) })
+                Ok(Running { nodes, process: Some(p) })
             }
+        }
+    }
+}
+
+/// Where each server runs in the DHCP bench's lab: tandem on nodes
+/// `1..=tandem_nodes` (a cluster when more than one), Kea (both modes) on
+/// the next node, dnsmasq on the one after.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Placement {
+    pub tandem_nodes: usize,
+}
+
+impl Default for Placement {
+    fn default() -> Self {
+        Placement { tandem_nodes: 1 }
+    }
+}
+
+impl Placement {
+    /// Server namespaces the lab needs.
+    #[must_use]
+    pub fn lab_nodes(self) -> usize {
+        self.tandem_nodes + 2
+    }
+
+    /// The lab nodes (server namespaces) `server` runs in.
+    #[must_use]
+    pub fn nodes(self, server: DhcpServer) -> Vec<usize> {
+        match server {
+            DhcpServer::Tandem => (1..=self.tandem_nodes).collect(),
+            DhcpServer::Kea { .. } => vec![self.tandem_nodes + 1],
+            DhcpServer::Dnsmasq => vec![self.tandem_nodes + 2],
         }
     }
 }
 
 /// A started server; [`Running::stop`] ends it (the lab's `Drop` would too).
 pub struct Running {
-    server: DhcpServer,
+    nodes: Vec<usize>,
+    /// `None` for tandem, whose daemons the lab tracks per node.
     process: Option<LabProcess>,
 }
 
@@ -224,7 +257,7 @@ impl Running {
             Some(p) => {
                 p.kill_and_wait();
             }
-            None => bench.stop_tandem(self.server.node()),
+            None => cluster::stop(bench, &self.nodes),
         }
     }
 }
@@ -271,6 +304,20 @@ mod tests {
             assert_eq!(DhcpServer::from_name(s.name()).unwrap(), s);
         }
         assert!(DhcpServer::from_name("isc-dhcpd").is_err());
+    }
+
+    #[test]
+    fn placement_keeps_servers_apart() {
+        let one = Placement::default();
+        assert_eq!(one.nodes(DhcpServer::Tandem), [1]);
+        assert_eq!(one.nodes(DhcpServer::Kea { persist: true }), [2]);
+        assert_eq!(one.nodes(DhcpServer::Dnsmasq), [3]);
+        let three = Placement { tandem_nodes: 3 };
+        assert_eq!(three.nodes(DhcpServer::Tandem), [1, 2, 3]);
+        assert_eq!(three.nodes(DhcpServer::Kea { persist: false }), [4]);
+        assert_eq!(three.nodes(DhcpServer::Dnsmasq), [5]);
+        assert_eq!(three.lab_nodes(), 5);
+        assert!(DhcpServer::Tandem.label(three).starts_with("tandem 3-node"));
     }
 
     #[test]

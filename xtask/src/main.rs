@@ -43,10 +43,11 @@ enum Cmd {
     },
     /// Three nodes, a real client, a SIGKILLed leader and a live failover.
     Demo,
-    /// Benchmarks side by side with the peers (not run in CI): `dhcp` (perfdhcp
-    /// against tandem, kea-dhcp4, dnsmasq) or `tftp` (50 clients, tandem vs tftpd-hpa).
+    /// Benchmarks side by side with the peers (not run in CI): `dhcp [--nodes 3]`
+    /// (perfdhcp vs kea-dhcp4, dnsmasq), `tftp` (50 clients vs tftpd-hpa),
+    /// `failover [--trials N]` (vs keepalived + dnsmasq), `stability [--minutes M]`.
     Bench {
-        /// `dhcp` or `tftp`, then any flags of `tandem-bench`.
+        /// `dhcp`, `tftp`, `failover` or `stability`, then any flags of `tandem-bench`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         args: Vec<String>,
     },
