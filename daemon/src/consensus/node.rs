@@ -272,7 +272,7 @@ impl Cluster {
             Some(t) => return Err(MembershipError::UnknownNode(t)),
             None => {
                 let matched = |id: &NodeId| {
-                    m.replication.as_ref().and_then(|r| r.get(id).cloned().flatten()).map_or(0, |l| l.index)
+                    m.replication.as_ref().and_then(|r| r.get(id).copied().flatten()).map_or(0, |l| l.index)
                 };
                 *voters.iter().max_by_key(|id| matched(id)).ok_or(MembershipError::NoTarget)?
             }
