@@ -41,7 +41,7 @@ enum Cmd {
         #[arg(last = true)]
         harness_args: Vec<String>,
     },
-    /// Three nodes, a real client, a SIGKILLed leader and a live failover.
+    /// Three nodes, a real client, a leader killed with SIGKILL and a live failover.
     Demo,
     /// Benchmarks side by side with the peers (not run in CI): `dhcp [--nodes 3]`
     /// (perfdhcp vs kea-dhcp4, dnsmasq), `tftp` (50 clients vs tftpd-hpa),
