@@ -20,24 +20,30 @@ pub struct RawLink {
     pub mac: Mac,
 }
 
+/// A non-blocking `AF_PACKET` raw socket for `proto` (network byte order;
+/// 0 = send only) and the interface's index.
+fn packet_socket(iface: &str, proto: u16) -> io::Result<(OwnedFd, i32)> {
+    let name = CString::new(iface).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name"))?;
+    // SAFETY: plain libc call with a valid C string; result checked.
+    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if ifindex == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let ifindex = i32::try_from(ifindex).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "ifindex out of range"))?;
+    // SAFETY: socket(2) with constant arguments.
+    let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, i32::from(proto)) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a fresh, owned descriptor.
+    Ok((unsafe { OwnedFd::from_raw_fd(raw) }, ifindex))
+}
+
 impl RawLink {
     pub fn open(iface: &str) -> io::Result<RawLink> {
-        let name = CString::new(iface).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name"))?;
-        // SAFETY: plain libc calls with valid arguments; results are checked.
-        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-        if ifindex == 0 {
-            return Err(io::Error::last_os_error());
-        }
         // Protocol 0: this socket receives nothing, it only sends.
-        // SAFETY: socket(2) with constant arguments.
-        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0) };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a fresh, owned descriptor.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let (fd, ifindex) = packet_socket(iface, 0)?;
         let mac = hw_addr(&fd, iface)?;
-        let ifindex = i32::try_from(ifindex).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "ifindex out of range"))?;
         Ok(RawLink { fd, ifindex, mac })
     }
 
@@ -93,25 +99,13 @@ pub struct ArpReceiver {
 
 impl ArpReceiver {
     pub fn open(iface: &str) -> io::Result<ArpReceiver> {
-        let name = CString::new(iface).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name"))?;
-        // SAFETY: plain libc call; result checked.
-        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-        if ifindex == 0 {
-            return Err(io::Error::last_os_error());
-        }
         let proto = (libc::ETH_P_ARP as u16).to_be();
-        // SAFETY: socket(2) with constant arguments.
-        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, i32::from(proto)) };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a fresh, owned descriptor.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let (fd, ifindex) = packet_socket(iface, proto)?;
         // SAFETY: sockaddr_ll is plain old data; zeroed is valid.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;
         sll.sll_protocol = proto;
-        sll.sll_ifindex = i32::try_from(ifindex).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "ifindex"))?;
+        sll.sll_ifindex = ifindex;
         // SAFETY: valid fd and address of the right length.
         let r = unsafe {
             libc::bind(fd.as_raw_fd(), std::ptr::addr_of!(sll).cast(), std::mem::size_of::<libc::sockaddr_ll>() as u32)
