@@ -176,12 +176,15 @@ impl Transitions {
         let (term, index) = (l.term, cluster.last_log_index());
         tracing::info!(target: "tandem::transition", term, index, why, "stepping down");
         if let Some(s) = self.serving.take() {
+            // Cancelling silences them at once (the DHCP loop stops reading and
+            // its in-flight commits will not reply). Give the tasks one shared
+            // 30 ms to finish, then abort the rest, so fencing (XDP drop, VIP
+            // removal) is never held up.
             s.cancel.cancel();
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(30);
             for (name, h) in s.tasks {
-                // Responders end promptly on cancel; abort one that does not,
-                // so fencing (XDP drop, VIP removal) is never held up.
                 let abort = h.abort_handle();
-                if tokio::time::timeout(Duration::from_millis(100), h).await.is_err() {
+                if tokio::time::timeout_at(deadline, h).await.is_err() {
                     tracing::warn!(target: "tandem::transition", term, index, task = name, "responder did not stop in time; aborted");
                     abort.abort();
                 }

@@ -46,11 +46,16 @@ pub enum MembershipError {
     Raft(String),
 }
 
-/// Raft timing, tuned for a LAN (DESIGN.md section 2): heartbeats every 50 ms,
-/// elections after 150–300 ms of silence.
-pub const HEARTBEAT_MS: u64 = 50;
-pub const ELECTION_MIN_MS: u64 = 150;
-pub const ELECTION_MAX_MS: u64 = 300;
+/// Raft timing, tuned for a LAN (DESIGN.md section 2): heartbeats every 25 ms,
+/// elections after 100–150 ms of silence. openraft makes followers refuse
+/// votes for `ELECTION_MAX_MS` after the last heartbeat, so failover takes
+/// roughly that plus one election round. Measured with
+/// `cargo xtask bench failover` (SIGKILL p50 0.29 s, from 0.52 s at 150–300 ms)
+/// and `cargo xtask bench stability` (0 leader changes under stress-ng); the
+/// Raft threads' raised priority is what keeps the short timers stable.
+pub const HEARTBEAT_MS: u64 = 25;
+pub const ELECTION_MIN_MS: u64 = 100;
+pub const ELECTION_MAX_MS: u64 = 150;
 
 /// The leader lease (fencing). A leader serves only while a quorum acked a
 /// heartbeat that it *sent* less than `LEADER_LEASE_MS` ago.
@@ -60,17 +65,18 @@ pub const ELECTION_MAX_MS: u64 = 300;
 ///   append that a quorum acknowledged; every follower that acked it received
 ///   it at or after that instant.
 /// - A follower's election timer restarts on each heartbeat it receives and
-///   fires no earlier than `ELECTION_MIN_MS` (150 ms) later. openraft also
-///   keeps, on each follower, a lease of `ELECTION_MAX_MS` (300 ms) since the
+///   fires no earlier than `ELECTION_MIN_MS` (100 ms) later. openraft also
+///   keeps, on each follower, a lease of `ELECTION_MAX_MS` (150 ms) since the
 ///   last heartbeat during which it refuses (pre-)votes for anyone else.
-/// - So no other node can be elected before send + 150 ms. Our lease ends at
-///   send + 100 ms, and the app checks it every `LEASE_CHECK_MS` (10 ms), so
-///   the old leader has stopped its responders, set XDP to drop and removed
-///   the VIP by send + ~110 ms plus the step-down time (a few ms): at least
-///   ~30 ms before any other node can even be a candidate.
-/// - With heartbeats every 50 ms, a healthy leader renews the lease twice per
-///   lease period, so one late heartbeat does not interrupt service.
-pub const LEADER_LEASE_MS: u64 = 100;
+/// - So no follower becomes a candidate before send + 100 ms, and none can
+///   collect a quorum of votes before send + 150 ms. Our lease ends at
+///   send + 70 ms; the app checks it every `LEASE_CHECK_MS` (10 ms) and steps
+///   down at once (responders cancelled and given at most 30 ms, then XDP
+///   drop, then VIP removal: a few ms). So the old leader is silent by about
+///   send + 115 ms in the worst case, 35 ms before a new leader can exist.
+/// - With heartbeats every 25 ms, a healthy leader renews the lease about
+///   twice per lease period, so one late heartbeat does not interrupt service.
+pub const LEADER_LEASE_MS: u64 = 70;
 /// How often the app checks the leader lease.
 pub const LEASE_CHECK_MS: u64 = 10;
 
