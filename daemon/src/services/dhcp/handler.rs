@@ -841,11 +841,17 @@ mod tests {
         }
 
         /// DISCOVER, then REQUEST what was offered; returns the acknowledged address.
-        fn dora(&mut self, m: Mac) -> Ipv4Addr {
+        /// DISCOVER from `m`; the offered address (panics without an offer).
+        fn offer(&mut self, m: Mac) -> Ipv4Addr {
             let (a, _) = self.run(&discover(m));
             let Action::Offer { ip, .. } = a else {
                 panic!("no offer for {m}: {a:?}")
             };
+            ip
+        }
+
+        fn dora(&mut self, m: Mac) -> Ipv4Addr {
+            let ip = self.offer(m);
             let (a, sent) = self.run(&select(m, ip, SID));
             let (ack, _) = sent.unwrap_or_else(|| panic!("no reply to REQUEST: {a:?}"));
             assert_eq!(ack.opts().msg_type(), Some(MessageType::Ack), "{a:?}");
@@ -1021,10 +1027,7 @@ mod tests {
     #[test]
     fn a_rejected_commit_sends_the_nak() {
         let mut s = Server::new();
-        let (a, _) = s.run(&discover(mac(1)));
-        let Action::Offer { ip, .. } = a else {
-            panic!("{a:?}")
-        };
+        let ip = s.offer(mac(1));
         let decided = s.decide(&select(mac(1), ip, SID));
         // Meanwhile another client's grant for the same address is applied
         // (e.g. proposed by an earlier leader).
@@ -1079,10 +1082,7 @@ mod tests {
     #[test]
     fn client_hostname_is_recorded_when_no_reservation_names_it() {
         let mut s = Server::new();
-        let (a, _) = s.run(&discover(mac(1)));
-        let Action::Offer { ip, .. } = a else {
-            panic!()
-        };
+        let ip = s.offer(mac(1));
         s.run(&with(
             select(mac(1), ip, SID),
             DhcpOption::Hostname("node-1".into()),
@@ -1166,10 +1166,7 @@ mod tests {
     #[test]
     fn selecting_another_server_is_ignored() {
         let mut s = Server::new();
-        let (a, _) = s.run(&discover(mac(1)));
-        let Action::Offer { ip, .. } = a else {
-            panic!()
-        };
+        let ip = s.offer(mac(1));
         let (a, sent) = s.run(&select(mac(1), ip, Ipv4Addr::new(10, 0, 0, 99)));
         assert_eq!(
             a,
