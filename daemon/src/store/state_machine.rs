@@ -166,7 +166,7 @@ impl StateMachine {
     /// Applies one batch: in memory under the view's write lock (pure, no
     /// I/O, so readers wait microseconds), then one redb transaction, then
     /// publishes the applied index and answers the clients.
-    async fn apply_batch(&mut self, batch: Vec<EntryResponder<C>>) -> Result<(), StoreError> {
+    fn apply_batch(&mut self, batch: Vec<EntryResponder<C>>) -> Result<(), StoreError> {
         let mut responses: Vec<(Option<ApplyResponder<C>>, CommandResponse)> =
             Vec::with_capacity(batch.len());
         let write = {
@@ -339,11 +339,11 @@ impl RaftStateMachine<C> for StateMachine {
         while let Some(item) = entries.next().await {
             batch.push(item?);
             if batch.len() >= MAX_BATCH {
-                self.apply_batch(std::mem::take(&mut batch)).await?;
+                self.apply_batch(std::mem::take(&mut batch))?;
             }
         }
         if !batch.is_empty() {
-            self.apply_batch(batch).await?;
+            self.apply_batch(batch)?;
         }
         Ok(())
     }
