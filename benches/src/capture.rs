@@ -39,17 +39,26 @@ pub fn bootp_replies(pcap: &[u8]) -> Result<Vec<WireReply>> {
     };
     let u32_at = |b: &[u8], i: usize| -> Result<u32> {
         let a: [u8; 4] = b.get(i..i + 4).context("truncated")?.try_into()?;
-        Ok(if le { u32::from_le_bytes(a) } else { u32::from_be_bytes(a) })
+        Ok(if le {
+            u32::from_le_bytes(a)
+        } else {
+            u32::from_be_bytes(a)
+        })
     };
     let linktype = u32_at(pcap, 20)?;
-    ensure!(linktype == 1, "pcap link type {linktype}, expected Ethernet (1)");
+    ensure!(
+        linktype == 1,
+        "pcap link type {linktype}, expected Ethernet (1)"
+    );
     let mut out = Vec::new();
     let mut i = 24;
     // A capture stopped by a signal can end in a partial record: stop there.
     while i + 16 <= pcap.len() {
         let incl = u32_at(pcap, i + 8)? as usize;
         let start = i + 16;
-        let Some(frame) = pcap.get(start..start + incl) else { break };
+        let Some(frame) = pcap.get(start..start + incl) else {
+            break;
+        };
         if let Some(r) = frame_reply(frame) {
             out.push(r);
         }
@@ -94,14 +103,22 @@ pub fn answerers(replies: &[WireReply]) -> BTreeMap<u32, BTreeSet<[u8; 6]>> {
 /// How many transactions two or more different MACs answered.
 #[must_use]
 pub fn dual_answered(replies: &[WireReply]) -> usize {
-    answerers(replies).values().filter(|macs| macs.len() > 1).count()
+    answerers(replies)
+        .values()
+        .filter(|macs| macs.len() > 1)
+        .count()
 }
 
 /// `"02:99:0e:00:00:01"` → bytes.
 pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
-    let parts: Vec<u8> =
-        s.split(':').map(|p| u8::from_str_radix(p, 16)).collect::<Result<_, _>>().with_context(|| format!("MAC {s:?}"))?;
-    parts.try_into().map_err(|_| anyhow::anyhow!("MAC {s:?} has not 6 bytes"))
+    let parts: Vec<u8> = s
+        .split(':')
+        .map(|p| u8::from_str_radix(p, 16))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("MAC {s:?}"))?;
+    parts
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("MAC {s:?} has not 6 bytes"))
 }
 
 /// A running `tcpdump -w` of DHCP traffic on the client's switch port.
@@ -120,8 +137,20 @@ impl Capture {
         let port = format!("c{client}");
         // -U: write each packet at once, so a stop by signal loses nothing;
         // -s 128: headers and the xid are all we read.
-        let args = ["-i", &port, "-n", "-U", "-s", "128", "-w", &file.display().to_string(), "udp", "port", "67"]
-            .map(str::to_owned);
+        let args = [
+            "-i",
+            &port,
+            "-n",
+            "-U",
+            "-s",
+            "128",
+            "-w",
+            &file.display().to_string(),
+            "udp",
+            "port",
+            "67",
+        ]
+        .map(str::to_owned);
         let process = bench.spawn(&bench.lab.switch_ns(), "tcpdump", &args, &log)?;
         wait_for(Duration::from_secs(10), "tcpdump to listen", || {
             if let Some(status) = process.try_status() {
@@ -157,7 +186,9 @@ mod tests {
         let mut f = vec![0x02, 0x99, 0xcc, 0, 0, 1];
         f.extend_from_slice(&src);
         f.extend_from_slice(&[0x08, 0x00]);
-        let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0, 10, 99, 0, 10, 10, 99, 3, 1];
+        let mut ip = vec![
+            0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0, 10, 99, 0, 10, 10, 99, 3, 1,
+        ];
         ip.extend_from_slice(&sport.to_be_bytes());
         ip.extend_from_slice(&67u16.to_be_bytes());
         ip.extend_from_slice(&[0, 0, 0, 0]);
@@ -200,7 +231,10 @@ mod tests {
             frame(a, 67, 2, 13), // xid 13 twice, but one MAC
         ];
         let replies = bootp_replies(&pcap(&frames, true)).unwrap();
-        assert_eq!(replies.iter().map(|r| r.xid).collect::<Vec<_>>(), [10, 10, 13, 13]);
+        assert_eq!(
+            replies.iter().map(|r| r.xid).collect::<Vec<_>>(),
+            [10, 10, 13, 13]
+        );
         assert_eq!(dual_answered(&replies), 1);
         assert_eq!(answerers(&replies)[&10].len(), 2);
     }
@@ -209,7 +243,10 @@ mod tests {
     fn refuses_non_pcap_and_parses_macs() {
         assert!(bootp_replies(&[0; 30]).is_err());
         assert!(bootp_replies(&[0; 3]).is_err());
-        assert_eq!(parse_mac("02:99:0e:00:00:0a").unwrap(), [2, 0x99, 0x0e, 0, 0, 10]);
+        assert_eq!(
+            parse_mac("02:99:0e:00:00:0a").unwrap(),
+            [2, 0x99, 0x0e, 0, 0, 10]
+        );
         assert!(parse_mac("02:99").is_err());
     }
 }

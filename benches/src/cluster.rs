@@ -20,8 +20,13 @@ pub const AGREE_TIMEOUT: Duration = Duration::from_secs(30);
 /// `tandem status --json` of node `i`.
 pub fn status(bench: &Bench, i: usize) -> Result<Value> {
     let out = bench.lab.tandem(i, &["status", "--json"])?;
-    ensure!(out.status.success(), "tandem status --json on node {i}: {}", describe_output(&out));
-    serde_json::from_slice(&out.stdout).with_context(|| format!("tandem status --json on node {i} printed no JSON"))
+    ensure!(
+        out.status.success(),
+        "tandem status --json on node {i}: {}",
+        describe_output(&out)
+    );
+    serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("tandem status --json on node {i} printed no JSON"))
 }
 
 /// The leader all of `nodes` agree on right now: every one names the same
@@ -30,7 +35,10 @@ pub fn status(bench: &Bench, i: usize) -> Result<Value> {
 /// while they do not agree or one does not answer.
 #[must_use]
 pub fn agreed_leader(bench: &Bench, nodes: &[usize]) -> Option<usize> {
-    let views: Vec<Value> = nodes.iter().map(|&i| status(bench, i).ok()).collect::<Option<_>>()?;
+    let views: Vec<Value> = nodes
+        .iter()
+        .map(|&i| status(bench, i).ok())
+        .collect::<Option<_>>()?;
     let leader = usize::try_from(views.first()?["leader"].as_u64()?).ok()?;
     if !nodes.contains(&leader) {
         return None;
@@ -44,7 +52,9 @@ pub fn agreed_leader(bench: &Bench, nodes: &[usize]) -> Option<usize> {
         }
         let members = v["members"].as_array()?;
         for &m in nodes {
-            let member = members.iter().find(|x| x["id"].as_u64() == Some(m as u64))?;
+            let member = members
+                .iter()
+                .find(|x| x["id"].as_u64() == Some(m as u64))?;
             if member["role"] == "learner" {
                 return None;
             }
@@ -90,7 +100,8 @@ pub fn form(bench: &Bench, nodes: &[usize], service_toml: &str) -> Result<usize>
     for &i in nodes {
         let data = bench.lab.node_data_dir(i);
         if data.exists() {
-            std::fs::remove_dir_all(&data).with_context(|| format!("removing {}", data.display()))?;
+            std::fs::remove_dir_all(&data)
+                .with_context(|| format!("removing {}", data.display()))?;
         }
         std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
         bench.lab.start_node(i, &bench.tandem_bin)?;
@@ -101,30 +112,47 @@ pub fn form(bench: &Bench, nodes: &[usize], service_toml: &str) -> Result<usize>
     let seed = format!("{}:{API_PORT}", bench.lab.node_ip(first));
     for &i in rest {
         let out = bench.lab.tandem(i, &["cluster", "join", &seed])?;
-        ensure!(out.status.success(), "tandem cluster join {seed} on node {i}: {}", describe_output(&out));
+        ensure!(
+            out.status.success(),
+            "tandem cluster join {seed} on node {i}: {}",
+            describe_output(&out)
+        );
     }
     let leader = wait_leader_serving(bench, nodes, AGREE_TIMEOUT)?;
     let service = bench.lab.node_dir(first).join("service.toml");
-    std::fs::write(&service, service_toml).with_context(|| format!("writing {}", service.display()))?;
+    std::fs::write(&service, service_toml)
+        .with_context(|| format!("writing {}", service.display()))?;
     let service = service.to_str().context("lab path is not UTF-8")?;
     // Any member takes the write: a follower's CLI follows the redirect to the leader.
     let out = bench.lab.tandem(first, &["apply", service])?;
-    ensure!(out.status.success(), "tandem apply on node {first}: {}", describe_output(&out));
+    ensure!(
+        out.status.success(),
+        "tandem apply on node {first}: {}",
+        describe_output(&out)
+    );
     Ok(leader)
 }
 
 /// Waits until node `i`, just started, serves (as a cluster of one).
 fn wait_serving_alone(bench: &Bench, i: usize) -> Result<()> {
     let log = bench.lab.node_log_path(i);
-    wait_for(START_TIMEOUT, &format!("node {i} to serve as a cluster of one"), || {
-        if let Some(p) = bench.lab.node_process(i) {
-            if let Some(st) = p.try_status() {
-                bail!("tandem on node {i} exited ({st}); log {}:\n{}", log.display(), tail(&log, 30));
+    wait_for(
+        START_TIMEOUT,
+        &format!("node {i} to serve as a cluster of one"),
+        || {
+            if let Some(p) = bench.lab.node_process(i) {
+                if let Some(st) = p.try_status() {
+                    bail!(
+                        "tandem on node {i} exited ({st}); log {}:\n{}",
+                        log.display(),
+                        tail(&log, 30)
+                    );
+                }
             }
-        }
-        // The API is not up for the first moments: not an error yet.
-        Ok(status(bench, i).is_ok_and(|v| v["serving"].as_bool() == Some(true)))
-    })
+            // The API is not up for the first moments: not an error yet.
+            Ok(status(bench, i).is_ok_and(|v| v["serving"].as_bool() == Some(true)))
+        },
+    )
 }
 
 /// Stops tandem on every one of `nodes` (SIGTERM; SIGKILL if it lingers).

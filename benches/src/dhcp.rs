@@ -19,7 +19,9 @@ use lab::VIP;
 use crate::perfdhcp::{self, Report};
 use crate::search::{find_max_rate, Search, Trial, MAX_LOSS, MIN_RATE};
 use crate::servers::{DhcpServer, Placement};
-use crate::{interrupt, json_num, require_tools, round_sig, warn_host_services, wait_for, Bench, CLIENT_ADDR};
+use crate::{
+    interrupt, json_num, require_tools, round_sig, wait_for, warn_host_services, Bench, CLIENT_ADDR,
+};
 
 /// Knobs of the DHCP bench (the defaults keep it under ten minutes).
 #[derive(Clone, Debug)]
@@ -70,7 +72,13 @@ pub fn run(opts: &DhcpOptions) -> Result<serde_json::Value> {
     let started = Instant::now();
     let p = opts.placement;
     let bench = Bench::new(p.lab_nodes())?;
-    let names = |s: DhcpServer| p.nodes(s).iter().map(|n| format!("n{n}")).collect::<Vec<_>>().join(",");
+    let names = |s: DhcpServer| {
+        p.nodes(s)
+            .iter()
+            .map(|n| format!("n{n}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     println!(
         "=== lab {}: tandem in {}, kea in {}, dnsmasq in {}, perfdhcp in c1 ({CLIENT_ADDR})",
         bench.lab.prefix(),
@@ -100,7 +108,11 @@ pub fn run(opts: &DhcpOptions) -> Result<serde_json::Value> {
 
     print_table(&outcomes, opts, elapsed);
     let json = summary_json(&outcomes, opts);
-    let failed: Vec<&str> = outcomes.iter().filter(|o| o.search.is_err()).map(|o| o.server.name()).collect();
+    let failed: Vec<&str> = outcomes
+        .iter()
+        .filter(|o| o.search.is_err())
+        .map(|o| o.server.name())
+        .collect();
     if !failed.is_empty() {
         println!("{json}");
         bail!("the bench failed for {failed:?}");
@@ -111,23 +123,52 @@ pub fn run(opts: &DhcpOptions) -> Result<serde_json::Value> {
 /// Probe, then search, for one server.
 fn bench_server(bench: &Bench, server: DhcpServer, opts: &DhcpOptions) -> Result<Search> {
     bench.activate_nodes(&opts.placement.nodes(server))?;
-    let probe = trial(bench, server, opts, opts.probe_rate, opts.probe_period, "probe")?;
-    #[allow(clippy::cast_sign_loss, reason = "round_sig returns a non-negative value")]
+    let probe = trial(
+        bench,
+        server,
+        opts,
+        opts.probe_rate,
+        opts.probe_period,
+        "probe",
+    )?;
+    #[allow(
+        clippy::cast_sign_loss,
+        reason = "round_sig returns a non-negative value"
+    )]
     let start = (round_sig(probe.achieved, 2) as u32).max(MIN_RATE);
-    println!("    probe at {}/s completed {:.0}/s: searching from {start}/s", opts.probe_rate, probe.achieved);
-    find_max_rate(start, opts.max_trials, |rate| trial(bench, server, opts, rate, opts.period, "trial"))
+    println!(
+        "    probe at {}/s completed {:.0}/s: searching from {start}/s",
+        opts.probe_rate, probe.achieved
+    );
+    find_max_rate(start, opts.max_trials, |rate| {
+        trial(bench, server, opts, rate, opts.period, "trial")
+    })
 }
 
 /// One trial: a fresh server, a readiness check, perfdhcp, stop.
-fn trial(bench: &Bench, server: DhcpServer, opts: &DhcpOptions, rate: u32, period: Duration, kind: &str) -> Result<Trial> {
+fn trial(
+    bench: &Bench,
+    server: DhcpServer,
+    opts: &DhcpOptions,
+    rate: u32,
+    period: Duration,
+    kind: &str,
+) -> Result<Trial> {
     let running = server.start(bench, opts.placement)?;
     let result = wait_ready(bench, server).and_then(|()| {
-        let log = bench.lab.root().join(format!("perfdhcp-{}-{kind}-{rate}.log", server.name()));
+        let log = bench
+            .lab
+            .root()
+            .join(format!("perfdhcp-{}-{kind}-{rate}.log", server.name()));
         perfdhcp::run(bench, rate, period, &VIP.to_string(), &log)
     });
     running.stop(bench);
     let report = result?;
-    let t = Trial { offered: rate, achieved: report.rate, loss: report.loss() };
+    let t = Trial {
+        offered: rate,
+        achieved: report.rate,
+        loss: report.loss(),
+    };
     print_trial(kind, &t, &report);
     Ok(t)
 }
@@ -138,18 +179,38 @@ fn trial(bench: &Bench, server: DhcpServer, opts: &DhcpOptions, rate: u32, perio
 /// answers in. (`-n 1` does not work for this: perfdhcp stops once the
 /// DISCOVER is answered, before it sends the REQUEST.)
 fn wait_ready(bench: &Bench, server: DhcpServer) -> Result<()> {
-    let log = bench.lab.root().join(format!("perfdhcp-{}-ready.log", server.name()));
-    let args = ["-4", "-l", CLIENT_ADDR, "-r", "10", "-p", "1", "-R", "1", "-W", "500000", &VIP.to_string()]
-        .map(str::to_owned);
-    wait_for(Duration::from_secs(30), "one complete DHCP exchange", || {
-        if log.exists() {
-            std::fs::remove_file(&log)?;
-        }
-        let p = bench.spawn(&bench.client_ns(), "perfdhcp", &args, &log)?;
-        crate::wait_exit(&p, Duration::from_secs(15), "perfdhcp readiness check")?;
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        Ok(perfdhcp::parse(&text).is_ok_and(|r: Report| r.completed() >= 1))
-    })
+    let log = bench
+        .lab
+        .root()
+        .join(format!("perfdhcp-{}-ready.log", server.name()));
+    let args = [
+        "-4",
+        "-l",
+        CLIENT_ADDR,
+        "-r",
+        "10",
+        "-p",
+        "1",
+        "-R",
+        "1",
+        "-W",
+        "500000",
+        &VIP.to_string(),
+    ]
+    .map(str::to_owned);
+    wait_for(
+        Duration::from_secs(30),
+        "one complete DHCP exchange",
+        || {
+            if log.exists() {
+                std::fs::remove_file(&log)?;
+            }
+            let p = bench.spawn(&bench.client_ns(), "perfdhcp", &args, &log)?;
+            crate::wait_exit(&p, Duration::from_secs(15), "perfdhcp readiness check")?;
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            Ok(perfdhcp::parse(&text).is_ok_and(|r: Report| r.completed() >= 1))
+        },
+    )
 }
 
 fn print_trial(kind: &str, t: &Trial, r: &Report) {
@@ -167,7 +228,11 @@ fn print_trial(kind: &str, t: &Trial, r: &Report) {
 }
 
 fn best(outcomes: &[Outcome], server: DhcpServer) -> Option<Trial> {
-    outcomes.iter().find(|o| o.server == server).and_then(|o| o.search.as_ref().ok()).and_then(Search::best)
+    outcomes
+        .iter()
+        .find(|o| o.server == server)
+        .and_then(|o| o.search.as_ref().ok())
+        .and_then(Search::best)
 }
 
 fn print_table(outcomes: &[Outcome], opts: &DhcpOptions, elapsed: Duration) {
@@ -179,7 +244,10 @@ fn print_table(outcomes: &[Outcome], opts: &DhcpOptions, elapsed: Duration) {
         opts.period.as_secs(),
         elapsed.as_secs_f64()
     );
-    println!("{:<40} {:>12} {:>10} {:>8} {:>7}", "server", "exchanges/s", "offered/s", "loss", "trials");
+    println!(
+        "{:<40} {:>12} {:>10} {:>8} {:>7}",
+        "server", "exchanges/s", "offered/s", "loss", "trials"
+    );
     for o in outcomes {
         match (&o.search, best(outcomes, o.server)) {
             (Ok(s), Some(b)) => println!(
@@ -190,12 +258,25 @@ fn print_table(outcomes: &[Outcome], opts: &DhcpOptions, elapsed: Duration) {
                 b.loss * 100.0,
                 s.trials.len()
             ),
-            (Ok(s), None) => println!("{:<40} {:>12} {:>10} {:>8} {:>7}", o.server.label(opts.placement), "none", "-", "-", s.trials.len()),
+            (Ok(s), None) => println!(
+                "{:<40} {:>12} {:>10} {:>8} {:>7}",
+                o.server.label(opts.placement),
+                "none",
+                "-",
+                "-",
+                s.trials.len()
+            ),
             (Err(_), _) => println!("{:<40} {:>12}", o.server.label(opts.placement), "error"),
         }
     }
-    if let (Some(t), Some(k)) = (best(outcomes, DhcpServer::Tandem), best(outcomes, DhcpServer::Kea { persist: false })) {
-        println!("tandem / kea (persist=false): {:.3}", t.achieved / k.achieved);
+    if let (Some(t), Some(k)) = (
+        best(outcomes, DhcpServer::Tandem),
+        best(outcomes, DhcpServer::Kea { persist: false }),
+    ) {
+        println!(
+            "tandem / kea (persist=false): {:.3}",
+            t.achieved / k.achieved
+        );
     }
     println!();
 }
@@ -204,7 +285,10 @@ fn summary_json(outcomes: &[Outcome], opts: &DhcpOptions) -> serde_json::Value {
     let rate = |s| best(outcomes, s).map(|t| t.achieved);
     let tandem = rate(DhcpServer::Tandem);
     let kea = rate(DhcpServer::Kea { persist: false });
-    let ratio = tandem.zip(kea).filter(|(_, k)| *k > 0.0).map(|(t, k)| t / k);
+    let ratio = tandem
+        .zip(kea)
+        .filter(|(_, k)| *k > 0.0)
+        .map(|(t, k)| t / k);
     serde_json::json!({
         "bench": "dhcp",
         "tandem_per_s": json_num(tandem, 1),

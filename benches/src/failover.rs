@@ -29,7 +29,10 @@ use crate::capture::{answerers, dual_answered, parse_mac, Capture};
 use crate::keepalived::{last_state, HaNode};
 use crate::probe::Probe;
 use crate::servers::tandem_dhcp_service;
-use crate::{cluster, interrupt, json_num, require_tools, wait_for, warn_host_services, Bench, CLIENT, CLIENT_ADDR};
+use crate::{
+    cluster, interrupt, json_num, require_tools, wait_for, warn_host_services, Bench, CLIENT,
+    CLIENT_ADDR,
+};
 
 /// The three server namespaces every system runs in.
 const NODES: [usize; 3] = [1, 2, 3];
@@ -54,7 +57,10 @@ pub struct FailoverOptions {
 
 impl Default for FailoverOptions {
     fn default() -> Self {
-        FailoverOptions { trials: 20, keepalived: true }
+        FailoverOptions {
+            trials: 20,
+            keepalived: true,
+        }
     }
 }
 
@@ -93,7 +99,12 @@ pub struct Series {
 
 impl Series {
     fn sorted(&self) -> Vec<f64> {
-        let mut v: Vec<f64> = self.times.iter().flatten().map(Duration::as_secs_f64).collect();
+        let mut v: Vec<f64> = self
+            .times
+            .iter()
+            .flatten()
+            .map(Duration::as_secs_f64)
+            .collect();
         v.sort_by(f64::total_cmp);
         v
     }
@@ -115,7 +126,12 @@ pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     if sorted.is_empty() {
         return None;
     }
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss, reason = "small counts")]
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss,
+        reason = "small counts"
+    )]
     let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
     Some(sorted[rank.min(sorted.len()) - 1])
 }
@@ -138,7 +154,9 @@ trait HaSystem {
 
 /// Waits until the probe's last [`HEALTHY_PROBES`] requests were answered.
 fn wait_probe_healthy(probe: &Probe) -> Result<()> {
-    wait_for(HEAL_TIMEOUT, "the probe to be answered again", || Ok(probe.healthy(HEALTHY_PROBES, PROBE_GRACE)))
+    wait_for(HEAL_TIMEOUT, "the probe to be answered again", || {
+        Ok(probe.healthy(HEALTHY_PROBES, PROBE_GRACE))
+    })
 }
 
 struct Tandem;
@@ -185,7 +203,10 @@ struct Keepalived {
 
 impl Keepalived {
     fn start(bench: &Bench, advert: Duration) -> Result<Keepalived> {
-        let mut k = Keepalived { advert, nodes: (0..=NODES.len()).map(|_| None).collect() };
+        let mut k = Keepalived {
+            advert,
+            nodes: (0..=NODES.len()).map(|_| None).collect(),
+        };
         for i in NODES {
             k.nodes[i] = Some(HaNode::start(bench, i, &NODES, advert)?);
         }
@@ -200,7 +221,10 @@ impl Keepalived {
 
 impl HaSystem for Keepalived {
     fn label(&self) -> String {
-        format!("keepalived+dnsmasq advert_int {}", crate::keepalived::advert_int(self.advert))
+        format!(
+            "keepalived+dnsmasq advert_int {}",
+            crate::keepalived::advert_int(self.advert)
+        )
     }
 
     fn recovery_timeout(&self) -> Duration {
@@ -209,26 +233,38 @@ impl HaSystem for Keepalived {
 
     fn wait_healthy(&mut self, bench: &Bench, probe: &Probe) -> Result<usize> {
         let mut master = None;
-        let r = wait_for(HEAL_TIMEOUT, "one keepalived MASTER holding the VIP, the others BACKUP", || {
-            for i in NODES {
-                let node = self.nodes[i].as_ref().expect("started");
-                if !node.running() {
-                    bail!("keepalived or dnsmasq on node {i} exited; see {}", bench.lab.node_dir(i).display());
+        let r = wait_for(
+            HEAL_TIMEOUT,
+            "one keepalived MASTER holding the VIP, the others BACKUP",
+            || {
+                for i in NODES {
+                    let node = self.nodes[i].as_ref().expect("started");
+                    if !node.running() {
+                        bail!(
+                            "keepalived or dnsmasq on node {i} exited; see {}",
+                            bench.lab.node_dir(i).display()
+                        );
+                    }
                 }
-            }
-            let holders: Vec<usize> = NODES.iter().copied().filter(|&i| holds_vip(bench, i)).collect();
-            let states: Vec<Option<String>> = NODES.iter().map(|&i| Keepalived::state(bench, i)).collect();
-            master = match holders.as_slice() {
-                [h] if NODES.iter().zip(&states).all(|(&i, s)| {
-                    s.as_deref() == Some(if i == *h { "MASTER" } else { "BACKUP" })
-                }) =>
-                {
-                    Some(*h)
-                }
-                _ => None,
-            };
-            Ok(master.is_some())
-        });
+                let holders: Vec<usize> = NODES
+                    .iter()
+                    .copied()
+                    .filter(|&i| holds_vip(bench, i))
+                    .collect();
+                let states: Vec<Option<String>> =
+                    NODES.iter().map(|&i| Keepalived::state(bench, i)).collect();
+                master = match holders.as_slice() {
+                    [h] if NODES.iter().zip(&states).all(|(&i, s)| {
+                        s.as_deref() == Some(if i == *h { "MASTER" } else { "BACKUP" })
+                    }) =>
+                    {
+                        Some(*h)
+                    }
+                    _ => None,
+                };
+                Ok(master.is_some())
+            },
+        );
         r?;
         wait_probe_healthy(probe)?;
         Ok(master.expect("set when the wait succeeded"))
@@ -267,13 +303,21 @@ impl HaSystem for Keepalived {
 fn holds_vip(bench: &Bench, i: usize) -> bool {
     bench
         .lab
-        .exec_ok(&bench.lab.node_ns(i), "ip", &["-4", "-o", "addr", "show", "dev", INTERFACE], Duration::from_secs(5))
+        .exec_ok(
+            &bench.lab.node_ns(i),
+            "ip",
+            &["-4", "-o", "addr", "show", "dev", INTERFACE],
+            Duration::from_secs(5),
+        )
         .is_ok_and(|out| out.contains(&format!(" {VIP}/")))
 }
 
 fn remove_vip(bench: &Bench, i: usize) -> Result<()> {
     if holds_vip(bench, i) {
-        bench.ip(&bench.lab.node_ns(i), &["addr", "del", VIP_CIDR, "dev", INTERFACE])?;
+        bench.ip(
+            &bench.lab.node_ns(i),
+            &["addr", "del", VIP_CIDR, "dev", INTERFACE],
+        )?;
     }
     Ok(())
 }
@@ -286,7 +330,14 @@ fn remove_vips(bench: &Bench) -> Result<()> {
 }
 
 /// Runs `trials` trials of `fault` against `sys`.
-fn series(bench: &Bench, sys: &mut dyn HaSystem, probe: &Probe, fault: Fault, trials: usize, tag: &str) -> Result<Series> {
+fn series(
+    bench: &Bench,
+    sys: &mut dyn HaSystem,
+    probe: &Probe,
+    fault: Fault,
+    trials: usize,
+    tag: &str,
+) -> Result<Series> {
     println!("=== {}: {} × {}", sys.label(), trials, fault.name());
     let capture = Capture::start(bench, CLIENT, &format!("failover-{tag}-{}", fault.name()))?;
     // (old server's node, xid of the first reply after the fault)
@@ -339,9 +390,16 @@ fn series(bench: &Bench, sys: &mut dyn HaSystem, probe: &Probe, fault: Fault, tr
     let wire = capture.finish()?;
     let by_xid = answerers(&wire);
     let macs: std::collections::BTreeSet<[u8; 6]> = wire.iter().map(|r| r.src_mac).collect();
-    println!("    capture: {} replies on the client's port, from {} MAC(s)", wire.len(), macs.len());
+    println!(
+        "    capture: {} replies on the client's port, from {} MAC(s)",
+        wire.len(),
+        macs.len()
+    );
     // The checks below read the capture; an empty one would pass them vacuously.
-    anyhow::ensure!(!wire.is_empty() || firsts.is_empty(), "the capture on the client's port holds no DHCP reply");
+    anyhow::ensure!(
+        !wire.is_empty() || firsts.is_empty(),
+        "the capture on the client's port holds no DHCP reply"
+    );
     let mut from_old = 0;
     for (old, xid) in &firsts {
         let mac = parse_mac(&bench.lab.node_mac(*old))?;
@@ -349,7 +407,12 @@ fn series(bench: &Bench, sys: &mut dyn HaSystem, probe: &Probe, fault: Fault, tr
             from_old += 1;
         }
     }
-    let s = Series { fault, times, dual_answered: dual_answered(&wire), from_old };
+    let s = Series {
+        fault,
+        times,
+        dual_answered: dual_answered(&wire),
+        from_old,
+    };
     let ms = |x: Option<f64>| x.map_or("-".into(), |v| format!("{:.0} ms", v * 1e3));
     println!(
         "    {}: p50 {} p90 {} max {}; failed {}; xids answered by two MACs: {}; first replies from the old node: {}",
@@ -383,7 +446,11 @@ fn measure(bench: &Bench, sys: &mut dyn HaSystem, trials: usize, tag: &str) -> R
         out.push(series(bench, sys, &probe, fault, trials, tag)?);
     }
     let log = probe.finish(Duration::from_millis(500));
-    println!("    probe: {} requests, {} answered", log.sent.len(), log.answered());
+    println!(
+        "    probe: {} requests, {} answered",
+        log.sent.len(),
+        log.answered()
+    );
     Ok(out)
 }
 
@@ -420,8 +487,14 @@ pub fn run(opts: &FailoverOptions) -> Result<Vec<serde_json::Value>> {
 
     let mut ka: Vec<(&str, Vec<Series>)> = Vec::new();
     if opts.keepalived && have_keepalived {
-        for (tag, advert) in [("1s", Duration::from_secs(1)), ("100ms", Duration::from_millis(100))] {
-            println!("=== keepalived + dnsmasq, advert_int {}", crate::keepalived::advert_int(advert));
+        for (tag, advert) in [
+            ("1s", Duration::from_secs(1)),
+            ("100ms", Duration::from_millis(100)),
+        ] {
+            println!(
+                "=== keepalived + dnsmasq, advert_int {}",
+                crate::keepalived::advert_int(advert)
+            );
             let mut sys = Keepalived::start(&bench, advert)?;
             let r = measure(&bench, &mut sys, opts.trials, &format!("keepalived-{tag}"));
             sys.stop(&bench)?;
@@ -431,7 +504,11 @@ pub fn run(opts: &FailoverOptions) -> Result<Vec<serde_json::Value>> {
     drop(bench);
 
     print_table(&t, &ka, opts.trials);
-    Ok(Fault::ALL.iter().enumerate().map(|(n, &f)| summary_json(&t[n], &ka, n, f, opts.trials)).collect())
+    Ok(Fault::ALL
+        .iter()
+        .enumerate()
+        .map(|(n, &f)| summary_json(&t[n], &ka, n, f, opts.trials))
+        .collect())
 }
 
 fn print_table(t: &[Series], ka: &[(&str, Vec<Series>)], trials: usize) {
@@ -440,7 +517,10 @@ fn print_table(t: &[Series], ka: &[(&str, Vec<Series>)], trials: usize) {
         "Failover: fault → first DHCP reply from the new server ({trials} trials per row, probe every {} ms)",
         PROBE_INTERVAL.as_millis()
     );
-    println!("{:<30} {:<9} {:>8} {:>8} {:>8} {:>7} {:>6}", "system", "fault", "p50 s", "p90 s", "max s", "failed", "dual");
+    println!(
+        "{:<30} {:<9} {:>8} {:>8} {:>8} {:>7} {:>6}",
+        "system", "fault", "p50 s", "p90 s", "max s", "failed", "dual"
+    );
     let row = |name: &str, s: &Series| {
         let f = |x: Option<f64>| x.map_or("-".into(), |v| format!("{v:.3}"));
         println!(
@@ -464,7 +544,13 @@ fn print_table(t: &[Series], ka: &[(&str, Vec<Series>)], trials: usize) {
     println!();
 }
 
-fn summary_json(t: &Series, ka: &[(&str, Vec<Series>)], n: usize, fault: Fault, trials: usize) -> serde_json::Value {
+fn summary_json(
+    t: &Series,
+    ka: &[(&str, Vec<Series>)],
+    n: usize,
+    fault: Fault,
+    trials: usize,
+) -> serde_json::Value {
     let mut v = serde_json::json!({
         "bench": "failover",
         "fault": fault.name(),
@@ -480,10 +566,22 @@ fn summary_json(t: &Series, ka: &[(&str, Vec<Series>)], n: usize, fault: Fault, 
     let obj = v.as_object_mut().expect("a json! object");
     for tag in ["1s", "100ms"] {
         let s = ka.iter().find(|(x, _)| *x == tag).map(|(_, s)| &s[n]);
-        obj.insert(format!("keepalived_{tag}_p50_s"), json_num(s.and_then(|s| s.percentile(50.0)), 3));
-        obj.insert(format!("keepalived_{tag}_p90_s"), json_num(s.and_then(|s| s.percentile(90.0)), 3));
-        obj.insert(format!("keepalived_{tag}_max_s"), json_num(s.and_then(|s| s.percentile(100.0)), 3));
-        obj.insert(format!("keepalived_{tag}_failed_trials"), s.map_or(serde_json::Value::Null, |s| s.failed().into()));
+        obj.insert(
+            format!("keepalived_{tag}_p50_s"),
+            json_num(s.and_then(|s| s.percentile(50.0)), 3),
+        );
+        obj.insert(
+            format!("keepalived_{tag}_p90_s"),
+            json_num(s.and_then(|s| s.percentile(90.0)), 3),
+        );
+        obj.insert(
+            format!("keepalived_{tag}_max_s"),
+            json_num(s.and_then(|s| s.percentile(100.0)), 3),
+        );
+        obj.insert(
+            format!("keepalived_{tag}_failed_trials"),
+            s.map_or(serde_json::Value::Null, |s| s.failed().into()),
+        );
         obj.insert(
             format!("keepalived_{tag}_dual_answered_xids"),
             s.map_or(serde_json::Value::Null, |s| s.dual_answered.into()),
@@ -513,7 +611,11 @@ mod tests {
     fn failed_trials_are_counted_not_averaged() {
         let s = Series {
             fault: Fault::Sigkill,
-            times: vec![Some(Duration::from_millis(300)), None, Some(Duration::from_millis(100))],
+            times: vec![
+                Some(Duration::from_millis(300)),
+                None,
+                Some(Duration::from_millis(100)),
+            ],
             dual_answered: 0,
             from_old: 0,
         };

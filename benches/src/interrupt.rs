@@ -33,7 +33,10 @@ pub fn install() -> Result<()> {
             libc::sigaction(sig, &raw const action, std::ptr::null_mut())
         };
         if rc != 0 {
-            bail!("installing the handler for signal {sig}: {}", std::io::Error::last_os_error());
+            bail!(
+                "installing the handler for signal {sig}: {}",
+                std::io::Error::last_os_error()
+            );
         }
     }
     Ok(())

@@ -36,7 +36,9 @@ pub fn advert_int(advert: Duration) -> String {
     if cs.is_multiple_of(100) {
         format!("{}", cs / 100)
     } else {
-        format!("{}.{:02}", cs / 100, cs % 100).trim_end_matches('0').to_owned()
+        format!("{}.{:02}", cs / 100, cs % 100)
+            .trim_end_matches('0')
+            .to_owned()
     }
 }
 
@@ -49,11 +51,19 @@ pub fn priority(i: usize) -> u8 {
 /// keepalived.conf of node `me` among `peers` (node index → address).
 #[must_use]
 pub fn config(me: usize, peers: &[(usize, Ipv4Addr)], advert: Duration) -> String {
-    let own = peers.iter().find(|(i, _)| *i == me).map(|(_, a)| *a).expect("`me` is one of `peers`");
-    let others: String = peers.iter().filter(|(i, _)| *i != me).fold(String::new(), |mut s, (_, a)| {
-        let _ = writeln!(s, "        {a}");
-        s
-    });
+    let own = peers
+        .iter()
+        .find(|(i, _)| *i == me)
+        .map(|(_, a)| *a)
+        .expect("`me` is one of `peers`");
+    let others: String =
+        peers
+            .iter()
+            .filter(|(i, _)| *i != me)
+            .fold(String::new(), |mut s, (_, a)| {
+                let _ = writeln!(s, "        {a}");
+                s
+            });
     format!(
         "# tandem-bench failover: keepalived + dnsmasq on node {me}.\n\
          global_defs {{\n\
@@ -87,7 +97,13 @@ pub fn config(me: usize, peers: &[(usize, Ipv4Addr)], advert: Duration) -> Strin
 pub fn ha_dnsmasq_args(lease_file: &Path) -> Vec<String> {
     dnsmasq_args(lease_file)
         .into_iter()
-        .map(|a| if a == "--bind-interfaces" { "--bind-dynamic".to_owned() } else { a })
+        .map(|a| {
+            if a == "--bind-interfaces" {
+                "--bind-dynamic".to_owned()
+            } else {
+                a
+            }
+        })
         .collect()
 }
 
@@ -104,12 +120,15 @@ impl HaNode {
     pub fn start(bench: &Bench, i: usize, nodes: &[usize], advert: Duration) -> Result<HaNode> {
         let dir = bench.lab.node_dir(i);
         let ns = bench.lab.node_ns(i);
-        let peers: Vec<(usize, Ipv4Addr)> = nodes.iter().map(|&n| (n, bench.lab.node_ip(n))).collect();
+        let peers: Vec<(usize, Ipv4Addr)> =
+            nodes.iter().map(|&n| (n, bench.lab.node_ip(n))).collect();
         let conf = dir.join("keepalived.conf");
-        std::fs::write(&conf, config(i, &peers, advert)).with_context(|| format!("writing {}", conf.display()))?;
+        std::fs::write(&conf, config(i, &peers, advert))
+            .with_context(|| format!("writing {}", conf.display()))?;
         let lease_file = dir.join("dnsmasq-ha.leases");
         if lease_file.exists() {
-            std::fs::remove_file(&lease_file).with_context(|| format!("removing {}", lease_file.display()))?;
+            std::fs::remove_file(&lease_file)
+                .with_context(|| format!("removing {}", lease_file.display()))?;
         }
         // keepalived refuses to start while the PID in its pid file exists.
         // A SIGKILLed VRRP child can still exist for a moment (it is reaped
@@ -121,7 +140,12 @@ impl HaNode {
                 std::fs::remove_file(&f).with_context(|| format!("removing {}", f.display()))?;
             }
         }
-        let dnsmasq = bench.spawn(&ns, "dnsmasq", &ha_dnsmasq_args(&lease_file), &dir.join("dnsmasq-ha.log"))?;
+        let dnsmasq = bench.spawn(
+            &ns,
+            "dnsmasq",
+            &ha_dnsmasq_args(&lease_file),
+            &dir.join("dnsmasq-ha.log"),
+        )?;
         let p = |name: &str| dir.join(name).display().to_string();
         let args = [
             "-n".to_owned(),
@@ -143,7 +167,11 @@ impl HaNode {
                 return Err(e);
             }
         };
-        Ok(HaNode { keepalived, dnsmasq, vrrp_pid_file: dir.join("keepalived-vrrp.pid") })
+        Ok(HaNode {
+            keepalived,
+            dnsmasq,
+            vrrp_pid_file: dir.join("keepalived-vrrp.pid"),
+        })
     }
 
     /// Both still run.
@@ -161,7 +189,9 @@ impl HaNode {
     /// it is reaped here instead of lingering as a zombie under an init
     /// that may not reap.
     pub fn kill(&self) {
-        let vrrp_pid = std::fs::read_to_string(&self.vrrp_pid_file).ok().and_then(|t| t.trim().parse::<i32>().ok());
+        let vrrp_pid = std::fs::read_to_string(&self.vrrp_pid_file)
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok());
         self.keepalived.kill_and_wait();
         self.dnsmasq.kill_and_wait();
         if let Some(pid) = vrrp_pid {
@@ -176,7 +206,11 @@ pub fn become_subreaper() -> Result<()> {
     // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes one integer argument
     // and touches no memory of ours.
     let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    anyhow::ensure!(rc == 0, "prctl(PR_SET_CHILD_SUBREAPER): {}", std::io::Error::last_os_error());
+    anyhow::ensure!(
+        rc == 0,
+        "prctl(PR_SET_CHILD_SUBREAPER): {}",
+        std::io::Error::last_os_error()
+    );
     Ok(())
 }
 
@@ -203,7 +237,9 @@ fn reap_orphan(pid: i32, timeout: Duration) {
 pub fn last_state(log_text: &str) -> Option<&str> {
     log_text.lines().rev().find_map(|l| {
         let rest = &l[l.find("Entering ")? + "Entering ".len()..];
-        let state = rest.strip_suffix(" STATE").or_else(|| rest.split_whitespace().next())?;
+        let state = rest
+            .strip_suffix(" STATE")
+            .or_else(|| rest.split_whitespace().next())?;
         Some(state.trim())
     })
 }
@@ -222,12 +258,27 @@ mod tests {
 
     #[test]
     fn config_names_the_other_nodes_and_the_vip() {
-        let peers = [(1, Ipv4Addr::new(10, 99, 0, 11)), (2, Ipv4Addr::new(10, 99, 0, 12)), (3, Ipv4Addr::new(10, 99, 0, 13))];
+        let peers = [
+            (1, Ipv4Addr::new(10, 99, 0, 11)),
+            (2, Ipv4Addr::new(10, 99, 0, 12)),
+            (3, Ipv4Addr::new(10, 99, 0, 13)),
+        ];
         let c = config(2, &peers, Duration::from_millis(100));
         assert!(c.contains("unicast_src_ip 10.99.0.12\n"), "{c}");
-        assert!(c.contains("        10.99.0.11\n") && c.contains("        10.99.0.13\n"), "{c}");
-        assert!(!c.contains("        10.99.0.12\n"), "a node is not its own peer: {c}");
-        assert!(c.contains("priority 190") && c.contains("advert_int 0.1") && c.contains("vrrp_version 3"), "{c}");
+        assert!(
+            c.contains("        10.99.0.11\n") && c.contains("        10.99.0.13\n"),
+            "{c}"
+        );
+        assert!(
+            !c.contains("        10.99.0.12\n"),
+            "a node is not its own peer: {c}"
+        );
+        assert!(
+            c.contains("priority 190")
+                && c.contains("advert_int 0.1")
+                && c.contains("vrrp_version 3"),
+            "{c}"
+        );
         assert!(c.contains("10.99.0.10/16 dev eth1"), "{c}");
         assert!(priority(1) > priority(2) && priority(2) > priority(3));
     }
@@ -235,7 +286,9 @@ mod tests {
     #[test]
     fn dnsmasq_binds_dynamically() {
         let a = ha_dnsmasq_args(Path::new("/x/l"));
-        assert!(a.iter().any(|x| x == "--bind-dynamic") && !a.iter().any(|x| x == "--bind-interfaces"));
+        assert!(
+            a.iter().any(|x| x == "--bind-dynamic") && !a.iter().any(|x| x == "--bind-interfaces")
+        );
         assert!(a.iter().any(|x| x == "--no-ping"));
     }
 
@@ -243,7 +296,10 @@ mod tests {
     fn reads_the_last_vrrp_state() {
         let log = "Sun Nov 22 (lab) Entering BACKUP STATE (init)\nfoo\nSun Nov 22 (lab) Entering MASTER STATE\nbar\n";
         assert_eq!(last_state(log), Some("MASTER"));
-        assert_eq!(last_state("(lab) Entering BACKUP STATE (init)\n"), Some("BACKUP"));
+        assert_eq!(
+            last_state("(lab) Entering BACKUP STATE (init)\n"),
+            Some("BACKUP")
+        );
         assert_eq!(last_state("nothing"), None);
     }
 }

@@ -130,22 +130,41 @@ impl Bench {
 
     /// Starts `program args..` in `ns` with its output appended to `log`;
     /// the lab kills it on drop.
-    pub fn spawn<S: AsRef<OsStr>>(&self, ns: &str, program: &str, args: &[S], log: &Path) -> Result<LabProcess> {
+    pub fn spawn<S: AsRef<OsStr>>(
+        &self,
+        ns: &str,
+        program: &str,
+        args: &[S],
+        log: &Path,
+    ) -> Result<LabProcess> {
         self.lab.spawn_in(ns, program, args, log)
     }
 
     /// Waits until something in `ns` has a UDP socket bound to `port` on the
     /// VIP or the wildcard address (what `ss -Hlun` lists), failing early if
     /// `process` exits.
-    pub fn wait_udp_bound(&self, ns: &str, port: u16, process: &LabProcess, log: &Path, timeout: Duration) -> Result<()> {
+    pub fn wait_udp_bound(
+        &self,
+        ns: &str,
+        port: u16,
+        process: &LabProcess,
+        log: &Path,
+        timeout: Duration,
+    ) -> Result<()> {
         let vip = format!("{VIP}:{port}");
         let any = format!("0.0.0.0:{port}");
         let any_dev = format!("0.0.0.0%{INTERFACE}:{port}");
         wait_for(timeout, "the server to bind its UDP port", || {
             if let Some(status) = process.try_status() {
-                bail!("the server exited ({status}) before binding port {port}; log {}:\n{}", log.display(), tail(log, 20));
+                bail!(
+                    "the server exited ({status}) before binding port {port}; log {}:\n{}",
+                    log.display(),
+                    tail(log, 20)
+                );
             }
-            let out = self.lab.exec_ok(ns, "ss", &["-Hlun"], Duration::from_secs(10))?;
+            let out = self
+                .lab
+                .exec_ok(ns, "ss", &["-Hlun"], Duration::from_secs(10))?;
             Ok(out
                 .lines()
                 .filter_map(|l| l.split_whitespace().nth(3))
@@ -156,9 +175,16 @@ impl Bench {
     /// Whether tandem on `node` reports `"serving": true`.
     fn tandem_serving(&self, node: usize) -> Result<bool> {
         let out = self.lab.tandem(node, &["status", "--json"])?;
-        ensure!(out.status.success(), "tandem status --json: {}", describe_output(&out));
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("tandem status --json printed no JSON")?;
-        v.get("serving").and_then(serde_json::Value::as_bool).context("tandem status --json has no boolean \"serving\"")
+        ensure!(
+            out.status.success(),
+            "tandem status --json: {}",
+            describe_output(&out)
+        );
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.stdout).context("tandem status --json printed no JSON")?;
+        v.get("serving")
+            .and_then(serde_json::Value::as_bool)
+            .context("tandem status --json has no boolean \"serving\"")
     }
 
     /// Starts tandem on `node` with an empty data dir, waits until it serves
@@ -167,24 +193,38 @@ impl Bench {
     pub fn start_tandem(&self, node: usize, service_toml: &str) -> Result<()> {
         let data = self.lab.node_data_dir(node);
         if data.exists() {
-            std::fs::remove_dir_all(&data).with_context(|| format!("removing {}", data.display()))?;
+            std::fs::remove_dir_all(&data)
+                .with_context(|| format!("removing {}", data.display()))?;
         }
         std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
         let service = self.lab.node_dir(node).join("service.toml");
-        std::fs::write(&service, service_toml).with_context(|| format!("writing {}", service.display()))?;
+        std::fs::write(&service, service_toml)
+            .with_context(|| format!("writing {}", service.display()))?;
 
         let p = self.lab.start_node(node, &self.tandem_bin)?;
         let log = self.lab.node_log_path(node);
-        wait_for(Duration::from_secs(60), "tandem to report \"serving\": true", || {
-            if let Some(status) = p.try_status() {
-                bail!("tandem exited ({status}) before serving; log {}:\n{}", log.display(), tail(&log, 30));
-            }
-            // The API is not up for the first moments: not an error yet.
-            Ok(self.tandem_serving(node).unwrap_or(false))
-        })?;
+        wait_for(
+            Duration::from_secs(60),
+            "tandem to report \"serving\": true",
+            || {
+                if let Some(status) = p.try_status() {
+                    bail!(
+                        "tandem exited ({status}) before serving; log {}:\n{}",
+                        log.display(),
+                        tail(&log, 30)
+                    );
+                }
+                // The API is not up for the first moments: not an error yet.
+                Ok(self.tandem_serving(node).unwrap_or(false))
+            },
+        )?;
         let service = service.to_str().context("lab path is not UTF-8")?;
         let out = self.lab.tandem(node, &["apply", service])?;
-        ensure!(out.status.success(), "tandem apply failed: {}", describe_output(&out));
+        ensure!(
+            out.status.success(),
+            "tandem apply failed: {}",
+            describe_output(&out)
+        );
         Ok(())
     }
 
@@ -200,7 +240,11 @@ impl Bench {
 
 /// Polls `cond` every 50 ms until it returns `Ok(true)`, an error, the
 /// timeout, or an interrupt (the last two are errors naming `what`).
-pub fn wait_for(timeout: Duration, what: &str, mut cond: impl FnMut() -> Result<bool>) -> Result<()> {
+pub fn wait_for(
+    timeout: Duration,
+    what: &str,
+    mut cond: impl FnMut() -> Result<bool>,
+) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
         interrupt::check()?;
@@ -216,7 +260,11 @@ pub fn wait_for(timeout: Duration, what: &str, mut cond: impl FnMut() -> Result<
 
 /// Waits for `p` to exit, checking for interrupts; kills it and fails after
 /// `timeout`.
-pub fn wait_exit(p: &LabProcess, timeout: Duration, what: &str) -> Result<std::process::ExitStatus> {
+pub fn wait_exit(
+    p: &LabProcess,
+    timeout: Duration,
+    what: &str,
+) -> Result<std::process::ExitStatus> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = p.try_status() {
@@ -248,7 +296,10 @@ pub fn tail(path: &Path, n: usize) -> String {
 
 fn check_root() -> Result<()> {
     // SAFETY: geteuid has no preconditions.
-    ensure!(unsafe { libc::geteuid() } == 0, "the benches need root (network namespaces)");
+    ensure!(
+        unsafe { libc::geteuid() } == 0,
+        "the benches need root (network namespaces)"
+    );
     Ok(())
 }
 
@@ -256,7 +307,10 @@ fn check_root() -> Result<()> {
 /// deps` installs them).
 pub fn require_tools(tools: &[&str]) -> Result<()> {
     let missing: Vec<&str> = tools.iter().copied().filter(|t| !on_path(t)).collect();
-    ensure!(missing.is_empty(), "missing programs {missing:?}: install them with `cargo xtask deps`");
+    ensure!(
+        missing.is_empty(),
+        "missing programs {missing:?}: install them with `cargo xtask deps`"
+    );
     Ok(())
 }
 
@@ -271,14 +325,27 @@ pub fn on_path(tool: &str) -> bool {
 /// (e.g. a distribution service that apt started). They cannot answer in
 /// the lab's namespaces, but they take CPU from a 2-core machine.
 pub fn warn_host_services(names: &[&str]) {
-    let Ok(own_net) = std::fs::read_link("/proc/self/ns/net") else { return };
-    let Ok(dir) = std::fs::read_dir("/proc") else { return };
+    let Ok(own_net) = std::fs::read_link("/proc/self/ns/net") else {
+        return;
+    };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return;
+    };
     for entry in dir.flatten() {
         let pid = entry.file_name();
-        let Some(pid) = pid.to_str().filter(|p| p.bytes().all(|b| b.is_ascii_digit())) else { continue };
-        let Ok(comm) = std::fs::read_to_string(entry.path().join("comm")) else { continue };
+        let Some(pid) = pid
+            .to_str()
+            .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let Ok(comm) = std::fs::read_to_string(entry.path().join("comm")) else {
+            continue;
+        };
         let comm = comm.trim();
-        if names.contains(&comm) && std::fs::read_link(entry.path().join("ns/net")).is_ok_and(|n| n == own_net) {
+        if names.contains(&comm)
+            && std::fs::read_link(entry.path().join("ns/net")).is_ok_and(|n| n == own_net)
+        {
             eprintln!("warning: {comm} (pid {pid}) runs in the host namespace; stop it for quieter figures");
         }
     }
@@ -300,7 +367,9 @@ pub fn round_sig(x: f64, digits: i32) -> f64 {
 pub fn json_num(x: Option<f64>, decimals: i32) -> serde_json::Value {
     let scale = 10f64.powi(decimals);
     x.filter(|v| v.is_finite())
-        .map_or(serde_json::Value::Null, |v| serde_json::json!((v * scale).round() / scale))
+        .map_or(serde_json::Value::Null, |v| {
+            serde_json::json!((v * scale).round() / scale)
+        })
 }
 
 #[cfg(test)]

@@ -14,7 +14,9 @@ use tandem_bench::stability::StabilityOptions;
 use tandem_bench::tftp::TftpOptions;
 
 #[derive(Parser)]
-#[command(about = "Benchmarks tandem against Kea, dnsmasq and tftpd-hpa in a namespace lab (needs root)")]
+#[command(
+    about = "Benchmarks tandem against Kea, dnsmasq and tftpd-hpa in a namespace lab (needs root)"
+)]
 struct Cli {
     #[command(subcommand)]
     bench: BenchCmd,
@@ -31,7 +33,11 @@ enum BenchCmd {
         #[arg(long, default_value_t = 7)]
         max_trials: usize,
         /// Servers to run, comma-separated: tandem, kea, kea-persist, dnsmasq.
-        #[arg(long, value_delimiter = ',', default_value = "tandem,kea,kea-persist,dnsmasq")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "tandem,kea,kea-persist,dnsmasq"
+        )]
         servers: Vec<String>,
         /// tandem's cluster size (Kea and dnsmasq always run alone).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=50))]
@@ -87,27 +93,56 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<Vec<serde_json::Value>> {
     tandem_bench::interrupt::install()?;
     match cli.bench {
-        BenchCmd::Dhcp { period, max_trials, servers, nodes } => {
-            let servers = servers.iter().map(|s| DhcpServer::from_name(s)).collect::<Result<Vec<_>>>()?;
+        BenchCmd::Dhcp {
+            period,
+            max_trials,
+            servers,
+            nodes,
+        } => {
+            let servers = servers
+                .iter()
+                .map(|s| DhcpServer::from_name(s))
+                .collect::<Result<Vec<_>>>()?;
             let opts = DhcpOptions {
                 period: Duration::from_secs(period),
                 max_trials,
                 servers,
-                placement: Placement { tandem_nodes: usize::from(nodes) },
+                placement: Placement {
+                    tandem_nodes: usize::from(nodes),
+                },
                 ..DhcpOptions::default()
             };
             tandem_bench::dhcp::run(&opts).map(|j| vec![j])
         }
-        BenchCmd::Tftp { clients, size_mib, rounds } => {
-            let opts = TftpOptions { clients, size_mib, rounds, ..TftpOptions::default() };
+        BenchCmd::Tftp {
+            clients,
+            size_mib,
+            rounds,
+        } => {
+            let opts = TftpOptions {
+                clients,
+                size_mib,
+                rounds,
+                ..TftpOptions::default()
+            };
             tandem_bench::tftp::run(&opts).map(|j| vec![j])
         }
-        BenchCmd::Failover { trials, no_keepalived } => {
-            tandem_bench::failover::run(&FailoverOptions { trials, keepalived: !no_keepalived })
-        }
+        BenchCmd::Failover {
+            trials,
+            no_keepalived,
+        } => tandem_bench::failover::run(&FailoverOptions {
+            trials,
+            keepalived: !no_keepalived,
+        }),
         BenchCmd::Stability { minutes, workers } => {
-            anyhow::ensure!(minutes > 0.0 && minutes <= 24.0 * 60.0, "--minutes must be in (0, 1440]");
-            let opts = StabilityOptions { duration: Duration::from_secs_f64(minutes * 60.0), workers_per_node: workers };
+            anyhow::ensure!(
+                minutes > 0.0 && minutes <= 24.0 * 60.0,
+                "--minutes must be in (0, 1440]"
+            );
+            let opts = StabilityOptions {
+                duration: Duration::from_secs_f64(minutes * 60.0),
+                workers_per_node: workers,
+            };
             tandem_bench::stability::run(&opts).map(|j| vec![j])
         }
     }

@@ -37,27 +37,38 @@ pub fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> Result<T> + Send) -> Result<
 
 /// A UDP socket bound to `addr` inside `ns`.
 pub fn udp_socket(ns: &str, addr: SocketAddrV4) -> Result<UdpSocket> {
-    in_ns(ns, || UdpSocket::bind(addr).with_context(|| format!("binding UDP {addr} in {ns}")))
+    in_ns(ns, || {
+        UdpSocket::bind(addr).with_context(|| format!("binding UDP {addr} in {ns}"))
+    })
 }
 
 /// `GET path` on `addr` inside `ns` (HTTP/1.1, `Connection: close`);
 /// returns the body of a 200 answer.
 pub fn http_get(ns: &str, addr: SocketAddrV4, path: &str, timeout: Duration) -> Result<String> {
     let mut stream = in_ns(ns, || {
-        TcpStream::connect_timeout(&SocketAddr::V4(addr), timeout).with_context(|| format!("connecting to {addr} in {ns}"))
+        TcpStream::connect_timeout(&SocketAddr::V4(addr), timeout)
+            .with_context(|| format!("connecting to {addr} in {ns}"))
     })?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).with_context(|| format!("reading the answer to GET {path} from {addr}"))?;
+    stream
+        .read_to_end(&mut raw)
+        .with_context(|| format!("reading the answer to GET {path} from {addr}"))?;
     parse_http_response(&raw).with_context(|| format!("GET http://{addr}{path}"))
 }
 
 /// The body of a complete HTTP/1.x response with status 200; handles
 /// `Content-Length`, chunked, and read-to-close bodies.
 pub fn parse_http_response(raw: &[u8]) -> Result<String> {
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").context("no end of headers")?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("no end of headers")?;
     let head = String::from_utf8_lossy(&raw[..split]);
     let body = &raw[split + 4..];
     let mut lines = head.lines();
@@ -72,7 +83,10 @@ pub fn parse_http_response(raw: &[u8]) -> Result<String> {
             if k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked") {
                 chunked = true;
             } else if k == "content-length" {
-                length = Some(v.parse::<usize>().with_context(|| format!("content-length {v:?}"))?);
+                length = Some(
+                    v.parse::<usize>()
+                        .with_context(|| format!("content-length {v:?}"))?,
+                );
             }
         }
     }
@@ -90,10 +104,14 @@ pub fn parse_http_response(raw: &[u8]) -> Result<String> {
 fn dechunk(mut body: &[u8]) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     loop {
-        let eol = body.windows(2).position(|w| w == b"\r\n").context("chunk size line without CRLF")?;
+        let eol = body
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .context("chunk size line without CRLF")?;
         let size_text = String::from_utf8_lossy(&body[..eol]);
         let size_hex = size_text.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_hex, 16).with_context(|| format!("chunk size {size_hex:?}"))?;
+        let size = usize::from_str_radix(size_hex, 16)
+            .with_context(|| format!("chunk size {size_hex:?}"))?;
         body = &body[eol + 2..];
         if size == 0 {
             return Ok(out);

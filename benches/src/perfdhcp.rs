@@ -56,14 +56,19 @@ impl Report {
     /// Exchanges that completed with a usable ACK.
     #[must_use]
     pub fn completed(&self) -> u64 {
-        self.request_ack.received.saturating_sub(self.request_ack.rejected)
+        self.request_ack
+            .received
+            .saturating_sub(self.request_ack.rejected)
     }
 
     /// The fraction of started exchanges (DISCOVERs sent) that did not end in
     /// a usable ACK: a lost OFFER, a lost ACK and a NAK all count. 1.0 when
     /// nothing was sent, so a broken run never passes.
     #[must_use]
-    #[allow(clippy::cast_precision_loss, reason = "packet counts of one run are far below 2^52")]
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "packet counts of one run are far below 2^52"
+    )]
     pub fn loss(&self) -> f64 {
         if self.discover_offer.sent == 0 {
             return 1.0;
@@ -92,7 +97,9 @@ pub fn parse(text: &str) -> Result<Report> {
             current = Some(&mut report.request_ack);
         } else if line.starts_with("***") {
             current = None;
-        } else if let (Some(half), Some((key, value))) = (current.as_deref_mut(), line.split_once(':')) {
+        } else if let (Some(half), Some((key, value))) =
+            (current.as_deref_mut(), line.split_once(':'))
+        {
             let field = match key {
                 "sent packets" => &mut half.sent,
                 "received packets" => &mut half.received,
@@ -100,10 +107,15 @@ pub fn parse(text: &str) -> Result<Report> {
                 "rejected leases" => &mut half.rejected,
                 _ => continue,
             };
-            *field = value.trim().parse().with_context(|| format!("{key}: {:?}", value.trim()))?;
+            *field = value
+                .trim()
+                .parse()
+                .with_context(|| format!("{key}: {:?}", value.trim()))?;
         }
     }
-    let Some(rate) = rate else { bail!("perfdhcp printed no \"Rate:\" line") };
+    let Some(rate) = rate else {
+        bail!("perfdhcp printed no \"Rate:\" line")
+    };
     if !saw_discover {
         bail!("perfdhcp printed no DISCOVER-OFFER statistics");
     }
@@ -140,8 +152,15 @@ pub fn run(bench: &Bench, rate: u32, period: Duration, server: &str, log: &Path)
     let p = bench.spawn(&bench.client_ns(), "perfdhcp", &args, log)?;
     // perfdhcp stops sending after the period and waits out its drop time (1 s).
     wait_exit(&p, period + Duration::from_secs(30), "perfdhcp")?;
-    let text = std::fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))?;
-    parse(&text).with_context(|| format!("perfdhcp {}; its output:\n{}", args.join(" "), tail(log, 40)))
+    let text =
+        std::fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))?;
+    parse(&text).with_context(|| {
+        format!(
+            "perfdhcp {}; its output:\n{}",
+            args.join(" "),
+            tail(log, 40)
+        )
+    })
 }
 
 #[cfg(test)]
@@ -187,8 +206,24 @@ collected packets: 0
     fn parses_both_halves_and_the_rate() {
         let r = parse(KEA_RUN).unwrap();
         assert!((r.rate - 1995.02).abs() < 1e-9);
-        assert_eq!(r.discover_offer, Half { sent: 9999, received: 9988, drops: 11, rejected: 0 });
-        assert_eq!(r.request_ack, Half { sent: 9988, received: 9980, drops: 8, rejected: 3 });
+        assert_eq!(
+            r.discover_offer,
+            Half {
+                sent: 9999,
+                received: 9988,
+                drops: 11,
+                rejected: 0
+            }
+        );
+        assert_eq!(
+            r.request_ack,
+            Half {
+                sent: 9988,
+                received: 9980,
+                drops: 8,
+                rejected: 3
+            }
+        );
         assert_eq!(r.completed(), 9977);
         assert!((r.loss() - (1.0 - 9977.0 / 9999.0)).abs() < 1e-12);
     }
@@ -206,7 +241,10 @@ collected packets: 0
     fn nothing_sent_is_total_loss_and_garbage_is_an_error() {
         assert!((Report::default().loss() - 1.0).abs() < f64::EPSILON);
         assert!(parse("perfdhcp: socket bind failed\n").is_err());
-        assert!(parse("Rate: 10 4-way\n").is_err(), "no DISCOVER-OFFER block");
+        assert!(
+            parse("Rate: 10 4-way\n").is_err(),
+            "no DISCOVER-OFFER block"
+        );
         assert!(parse("Rate: x\n***Statistics for: DISCOVER-OFFER***\n").is_err());
     }
 

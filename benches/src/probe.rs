@@ -80,7 +80,11 @@ pub fn parse_reply(buf: &[u8]) -> Option<ReplyInfo> {
         return None;
     }
     let xid = u32::from_be_bytes(buf[4..8].try_into().ok()?);
-    let mut info = ReplyInfo { xid, msg_type: None, server_id: None };
+    let mut info = ReplyInfo {
+        xid,
+        msg_type: None,
+        server_id: None,
+    };
     let mut i = 240;
     while i < buf.len() {
         let code = buf[i];
@@ -92,7 +96,9 @@ pub fn parse_reply(buf: &[u8]) -> Option<ReplyInfo> {
             continue;
         }
         let Some(&len) = buf.get(i + 1) else { break };
-        let Some(value) = buf.get(i + 2..i + 2 + usize::from(len)) else { break };
+        let Some(value) = buf.get(i + 2..i + 2 + usize::from(len)) else {
+            break;
+        };
         match (code, value) {
             (53, [t]) => info.msg_type = Some(*t),
             (54, &[o1, o2, o3, o4]) => info.server_id = Some(Ipv4Addr::new(o1, o2, o3, o4)),
@@ -134,7 +140,10 @@ impl ProbeLog {
     /// The first reply (in arrival order) to a request sent at or after `t`.
     #[must_use]
     pub fn first_reply_to_request_after(&self, t: Instant) -> Option<Received> {
-        self.replies.iter().copied().find(|r| self.sent.get(r.seq as usize).is_some_and(|&s| s >= t))
+        self.replies
+            .iter()
+            .copied()
+            .find(|r| self.sent.get(r.seq as usize).is_some_and(|&s| s >= t))
     }
 
     /// How many requests got at least one reply.
@@ -176,7 +185,13 @@ impl Probe {
     /// every `interval`. The sender stops by itself after `max_duration`
     /// (a bound on the traffic however the caller fails), the receiver
     /// 5 s later.
-    pub fn start(ns: &str, local: Ipv4Addr, server: Ipv4Addr, interval: Duration, max_duration: Duration) -> Result<Probe> {
+    pub fn start(
+        ns: &str,
+        local: Ipv4Addr,
+        server: Ipv4Addr,
+        interval: Duration,
+        max_duration: Duration,
+    ) -> Result<Probe> {
         let socket = nsenter::udp_socket(ns, SocketAddrV4::new(local, DHCP_PORT))?;
         // The receiver wakes this often to see whether it should stop.
         socket.set_read_timeout(Some(Duration::from_millis(50)))?;
@@ -191,16 +206,34 @@ impl Probe {
         let sender = {
             let (shared, stop) = (Arc::clone(&shared), Arc::clone(&stop_send));
             let dest = SocketAddrV4::new(server, DHCP_PORT);
-            std::thread::Builder::new().name("probe-send".into()).spawn(move || {
-                send_loop(&socket, dest, local, interval, started + max_duration, &shared, &stop);
-            })?
+            std::thread::Builder::new()
+                .name("probe-send".into())
+                .spawn(move || {
+                    send_loop(
+                        &socket,
+                        dest,
+                        local,
+                        interval,
+                        started + max_duration,
+                        &shared,
+                        &stop,
+                    );
+                })?
         };
         let receiver = {
             let (shared, stop) = (Arc::clone(&shared), Arc::clone(&stop_recv));
             let end = started + max_duration + Duration::from_secs(5);
-            std::thread::Builder::new().name("probe-recv".into()).spawn(move || recv_loop(&recv_socket, end, &shared, &stop))?
+            std::thread::Builder::new()
+                .name("probe-recv".into())
+                .spawn(move || recv_loop(&recv_socket, end, &shared, &stop))?
         };
-        Ok(Probe { shared, stop_send, stop_recv, sender: Some(sender), receiver: Some(receiver) })
+        Ok(Probe {
+            shared,
+            stop_send,
+            stop_recv,
+            sender: Some(sender),
+            receiver: Some(receiver),
+        })
     }
 
     /// A copy of what the probe has seen so far.
@@ -220,7 +253,9 @@ impl Probe {
     #[must_use]
     pub fn healthy(&self, n: usize, grace: Duration) -> bool {
         let log = self.shared.log();
-        let Some(cutoff) = Instant::now().checked_sub(grace) else { return false };
+        let Some(cutoff) = Instant::now().checked_sub(grace) else {
+            return false;
+        };
         let old = log.sent.iter().rposition(|&s| s <= cutoff);
         let Some(last) = old else { return false };
         if last + 1 < n {
@@ -258,7 +293,10 @@ impl Drop for Probe {
     fn drop(&mut self) {
         self.stop_send.store(true, Ordering::SeqCst);
         self.stop_recv.store(true, Ordering::SeqCst);
-        for h in [self.sender.take(), self.receiver.take()].into_iter().flatten() {
+        for h in [self.sender.take(), self.receiver.take()]
+            .into_iter()
+            .flatten()
+        {
             let _ = h.join();
         }
     }
@@ -266,7 +304,9 @@ impl Drop for Probe {
 
 /// A per-run xid base, so captures of different runs never share xids.
 fn xid_base() -> u32 {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
     std::process::id().rotate_left(16) ^ nanos
 }
 
@@ -313,13 +353,22 @@ fn send_loop(
 fn recv_loop(socket: &UdpSocket, end: Instant, shared: &Shared, stop: &AtomicBool) {
     let mut buf = [0u8; 1500];
     while !stop.load(Ordering::SeqCst) && Instant::now() < end {
-        let Ok((n, from)) = socket.recv_from(&mut buf) else { continue };
+        let Ok((n, from)) = socket.recv_from(&mut buf) else {
+            continue;
+        };
         let at = Instant::now();
-        let Some(info) = parse_reply(&buf[..n]) else { continue };
+        let Some(info) = parse_reply(&buf[..n]) else {
+            continue;
+        };
         let mut log = shared.log();
         let seq = info.xid.wrapping_sub(log.base);
         if (seq as usize) < log.sent.len() {
-            log.replies.push(Received { seq, at, from, info });
+            log.replies.push(Received {
+                seq,
+                at,
+                from,
+                info,
+            });
         }
     }
 }
@@ -351,7 +400,14 @@ mod tests {
     #[test]
     fn parses_type_and_server_id_and_survives_bad_options() {
         let r = parse_reply(&offer(7, &[0, 53, 1, DHCPOFFER, 54, 4, 10, 99, 0, 10, 255])).unwrap();
-        assert_eq!(r, ReplyInfo { xid: 7, msg_type: Some(DHCPOFFER), server_id: Some(Ipv4Addr::new(10, 99, 0, 10)) });
+        assert_eq!(
+            r,
+            ReplyInfo {
+                xid: 7,
+                msg_type: Some(DHCPOFFER),
+                server_id: Some(Ipv4Addr::new(10, 99, 0, 10))
+            }
+        );
         // An option running past the end stops the walk but keeps the xid.
         let r = parse_reply(&offer(8, &[53, 1, DHCPOFFER, 54, 9, 1])).unwrap();
         assert_eq!((r.xid, r.msg_type, r.server_id), (8, Some(DHCPOFFER), None));
@@ -363,7 +419,16 @@ mod tests {
         let t0 = Instant::now();
         let at = |ms| t0 + Duration::from_millis(ms);
         let from: SocketAddr = "10.99.0.10:67".parse().unwrap();
-        let rx = |seq, ms| Received { seq, at: at(ms), from, info: ReplyInfo { xid: seq, msg_type: None, server_id: None } };
+        let rx = |seq, ms| Received {
+            seq,
+            at: at(ms),
+            from,
+            info: ReplyInfo {
+                xid: seq,
+                msg_type: None,
+                server_id: None,
+            },
+        };
         let log = ProbeLog {
             sent: vec![at(0), at(10), at(20), at(30)],
             // Request 1 (sent before the fault at 15 ms) is answered late, after request 3.

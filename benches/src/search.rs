@@ -55,13 +55,21 @@ impl Search {
     /// The passing trial with the most completed exchanges per second.
     #[must_use]
     pub fn best(&self) -> Option<Trial> {
-        self.trials.iter().copied().filter(Trial::passed).max_by(|a, b| a.achieved.total_cmp(&b.achieved))
+        self.trials
+            .iter()
+            .copied()
+            .filter(Trial::passed)
+            .max_by(|a, b| a.achieved.total_cmp(&b.achieved))
     }
 }
 
 /// Runs at most `max_trials` trials, the first at `start` exchanges/s (see
 /// the module diagram). An error from `trial` ends the search with it.
-pub fn find_max_rate(start: u32, max_trials: usize, mut trial: impl FnMut(u32) -> Result<Trial>) -> Result<Search> {
+pub fn find_max_rate(
+    start: u32,
+    max_trials: usize,
+    mut trial: impl FnMut(u32) -> Result<Trial>,
+) -> Result<Search> {
     let mut search = Search::default();
     let mut best_pass: Option<u32> = None;
     let mut lowest_fail: Option<u32> = None;
@@ -102,7 +110,10 @@ pub fn find_max_rate(start: u32, max_trials: usize, mut trial: impl FnMut(u32) -
 
 /// `rate × factor`, rounded to two significant digits (three above 1000, so
 /// that bisection still moves).
-#[allow(clippy::cast_sign_loss, reason = "round_sig returns a non-negative value")]
+#[allow(
+    clippy::cast_sign_loss,
+    reason = "round_sig returns a non-negative value"
+)]
 fn scaled(rate: u32, factor: f64) -> u32 {
     let x = f64::from(rate) * factor;
     let digits = if x >= 1000.0 { 3 } else { 2 };
@@ -118,7 +129,11 @@ mod tests {
         move |r| {
             let offered = f64::from(r);
             let achieved = offered.min(capacity);
-            Ok(Trial { offered: r, achieved, loss: 1.0 - achieved / offered })
+            Ok(Trial {
+                offered: r,
+                achieved,
+                loss: 1.0 - achieved / offered,
+            })
         }
     }
 
@@ -126,9 +141,17 @@ mod tests {
     fn converges_from_below_and_from_above() {
         for (start, capacity) in [(100, 1234.0), (20_000, 5200.0), (300, 310.0), (50, 57.0)] {
             let s = find_max_rate(start, 10, fake(capacity)).unwrap();
-            let best = s.best().unwrap_or_else(|| panic!("no pass from {start} for capacity {capacity}: {s:?}"));
-            assert!(best.achieved <= capacity / (1.0 - MAX_LOSS), "{best:?} above capacity {capacity}");
-            assert!(best.achieved >= capacity * 0.85, "{best:?} too far below capacity {capacity}: {s:?}");
+            let best = s
+                .best()
+                .unwrap_or_else(|| panic!("no pass from {start} for capacity {capacity}: {s:?}"));
+            assert!(
+                best.achieved <= capacity / (1.0 - MAX_LOSS),
+                "{best:?} above capacity {capacity}"
+            );
+            assert!(
+                best.achieved >= capacity * 0.85,
+                "{best:?} too far below capacity {capacity}: {s:?}"
+            );
             assert!(s.trials.len() <= 10);
         }
     }
@@ -136,12 +159,22 @@ mod tests {
     #[test]
     fn respects_the_trial_budget() {
         let s = find_max_rate(10, 3, fake(1e9)).unwrap();
-        assert_eq!(s.trials.iter().map(|t| t.offered).collect::<Vec<_>>(), [10, 15, 23]);
+        assert_eq!(
+            s.trials.iter().map(|t| t.offered).collect::<Vec<_>>(),
+            [10, 15, 23]
+        );
     }
 
     #[test]
     fn a_dead_server_has_no_best_and_stops_at_the_floor() {
-        let s = find_max_rate(1000, 20, |r| Ok(Trial { offered: r, achieved: 0.0, loss: 1.0 })).unwrap();
+        let s = find_max_rate(1000, 20, |r| {
+            Ok(Trial {
+                offered: r,
+                achieved: 0.0,
+                loss: 1.0,
+            })
+        })
+        .unwrap();
         assert_eq!(s.best(), None);
         assert_eq!(s.trials.last().unwrap().offered, MIN_RATE);
         assert!(s.trials.len() < 20, "it stops at the floor: {s:?}");
@@ -150,9 +183,21 @@ mod tests {
     #[test]
     fn best_is_the_highest_passing_throughput_not_the_last_trial() {
         let mut outcomes = vec![
-            Trial { offered: 200, achieved: 199.0, loss: 0.0 },
-            Trial { offered: 300, achieved: 250.0, loss: 0.2 },
-            Trial { offered: 240, achieved: 238.0, loss: 0.005 },
+            Trial {
+                offered: 200,
+                achieved: 199.0,
+                loss: 0.0,
+            },
+            Trial {
+                offered: 300,
+                achieved: 250.0,
+                loss: 0.2,
+            },
+            Trial {
+                offered: 240,
+                achieved: 238.0,
+                loss: 0.005,
+            },
         ]
         .into_iter();
         let s = find_max_rate(200, 3, |_| Ok(outcomes.next().unwrap())).unwrap();

@@ -117,8 +117,12 @@ pub enum DhcpServer {
 
 impl DhcpServer {
     /// Every server, in the order the bench runs them.
-    pub const ALL: [DhcpServer; 4] =
-        [DhcpServer::Tandem, DhcpServer::Kea { persist: false }, DhcpServer::Kea { persist: true }, DhcpServer::Dnsmasq];
+    pub const ALL: [DhcpServer; 4] = [
+        DhcpServer::Tandem,
+        DhcpServer::Kea { persist: false },
+        DhcpServer::Kea { persist: true },
+        DhcpServer::Dnsmasq,
+    ];
 
     /// Short name, used in file names and `--servers`.
     #[must_use]
@@ -136,7 +140,10 @@ impl DhcpServer {
     pub fn label(self, placement: Placement) -> String {
         match self {
             DhcpServer::Tandem if placement.tandem_nodes > 1 => {
-                format!("tandem {}-node (Raft + fsync per lease)", placement.tandem_nodes)
+                format!(
+                    "tandem {}-node (Raft + fsync per lease)",
+                    placement.tandem_nodes
+                )
             }
             DhcpServer::Tandem => "tandem (Raft + fsync per lease)".into(),
             DhcpServer::Kea { persist: false } => "kea-dhcp4 memfile persist=false".into(),
@@ -149,9 +156,10 @@ impl DhcpServer {
         DhcpServer::ALL
             .into_iter()
             .find(|s| s.name() == name)
-            .with_context(|| format!("unknown server {name:?}; known: tandem, kea, kea-persist, dnsmasq"))
+            .with_context(|| {
+                format!("unknown server {name:?}; known: tandem, kea, kea-persist, dnsmasq")
+            })
     }
-
 
     /// The programs it needs on PATH (tandem's binary is checked apart).
     #[must_use]
@@ -173,7 +181,10 @@ impl DhcpServer {
         match self {
             DhcpServer::Tandem => {
                 // A cluster of one forms the same way: start, serve, apply.
-                let running = Running { nodes: nodes.clone(), process: None };
+                let running = Running {
+                    nodes: nodes.clone(),
+                    process: None,
+                };
                 if let Err(e) = cluster::form(bench, &nodes, &tandem_dhcp_service()) {
                     running.stop(bench);
                     return Err(e);
@@ -198,7 +209,10 @@ impl DhcpServer {
                 ];
                 let p = bench.spawn(&ns, "env", &args, &log)?;
                 bench.wait_udp_bound(&ns, 67, &p, &log, BIND_TIMEOUT)?;
-                Ok(Running { nodes, process: Some(p) })
+                Ok(Running {
+                    nodes,
+                    process: Some(p),
+                })
             }
             DhcpServer::Dnsmasq => {
                 let lease_file = dir.join("dnsmasq.leases");
@@ -206,7 +220,10 @@ impl DhcpServer {
                 let log = dir.join("dnsmasq.log");
                 let p = bench.spawn(&ns, "dnsmasq", &dnsmasq_args(&lease_file), &log)?;
                 bench.wait_udp_bound(&ns, 67, &p, &log, BIND_TIMEOUT)?;
-                Ok(Running { nodes, process: Some(p) })
+                Ok(Running {
+                    nodes,
+                    process: Some(p),
+                })
             }
         }
     }
@@ -322,13 +339,18 @@ mod tests {
 
     #[test]
     fn kea_config_binds_the_vip_and_sets_persistence() {
-        let v: serde_json::Value = serde_json::from_str(&kea_config(true, Path::new("/x/l.csv"))).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&kea_config(true, Path::new("/x/l.csv"))).unwrap();
         let d = &v["Dhcp4"];
         assert_eq!(d["interfaces-config"]["interfaces"][0], "eth1/10.99.0.10");
         assert_eq!(d["lease-database"]["persist"], true);
         assert_eq!(d["lease-database"]["name"], "/x/l.csv");
-        assert_eq!(d["subnet4"][0]["pools"][0]["pool"], "10.99.16.0 - 10.99.255.254");
-        let v: serde_json::Value = serde_json::from_str(&kea_config(false, Path::new("/x/l.csv"))).unwrap();
+        assert_eq!(
+            d["subnet4"][0]["pools"][0]["pool"],
+            "10.99.16.0 - 10.99.255.254"
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&kea_config(false, Path::new("/x/l.csv"))).unwrap();
         assert_eq!(v["Dhcp4"]["lease-database"]["persist"], false);
         assert!(v["Dhcp4"]["lease-database"].get("name").is_none());
     }
@@ -338,6 +360,9 @@ mod tests {
         let t = tandem_dhcp_service();
         assert!(t.contains("pools = [\"10.99.16.0-10.99.255.254\"]"), "{t}");
         let d = dnsmasq_args(Path::new("/x/leases")).join(" ");
-        assert!(d.contains("--dhcp-range=10.99.16.0,10.99.255.254,255.255.0.0,600"), "{d}");
+        assert!(
+            d.contains("--dhcp-range=10.99.16.0,10.99.255.254,255.255.0.0,600"),
+            "{d}"
+        );
     }
 }

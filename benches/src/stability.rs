@@ -54,7 +54,10 @@ pub struct StabilityOptions {
 
 impl Default for StabilityOptions {
     fn default() -> Self {
-        StabilityOptions { duration: Duration::from_secs(600), workers_per_node: 2 }
+        StabilityOptions {
+            duration: Duration::from_secs(600),
+            workers_per_node: 2,
+        }
     }
 }
 
@@ -75,7 +78,8 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
 fn raft_counters(bench: &Bench, i: usize) -> Result<(f64, f64)> {
     let addr = SocketAddrV4::new(bench.lab.node_ip(i), API_PORT);
     let text = nsenter::http_get(&bench.lab.node_ns(i), addr, "/metrics", API_TIMEOUT)?;
-    let changes = metric(&text, "tandem_raft_leader_changes_total").context("no tandem_raft_leader_changes_total")?;
+    let changes = metric(&text, "tandem_raft_leader_changes_total")
+        .context("no tandem_raft_leader_changes_total")?;
     let term = metric(&text, "tandem_raft_term").context("no tandem_raft_term")?;
     Ok((changes, term))
 }
@@ -118,16 +122,31 @@ fn start_load(bench: &Bench, workers: usize, secs: u64) -> Result<Load> {
         let ns = bench.lab.node_ns(i);
         let log = bench.lab.node_dir(i).join("load.log");
         if stress {
-            let args = ["--cpu".to_owned(), workers.to_string(), "--timeout".into(), format!("{secs}s"), "--quiet".into()];
+            let args = [
+                "--cpu".to_owned(),
+                workers.to_string(),
+                "--timeout".into(),
+                format!("{secs}s"),
+                "--quiet".into(),
+            ];
             processes.push(bench.spawn(&ns, "stress-ng", &args, &log)?);
         } else {
             for _ in 0..workers {
-                let args = [secs.to_string(), "sh".into(), "-c".into(), "while :; do :; done".into()];
+                let args = [
+                    secs.to_string(),
+                    "sh".into(),
+                    "-c".into(),
+                    "while :; do :; done".into(),
+                ];
                 processes.push(bench.spawn(&ns, "timeout", &args, &log)?);
             }
         }
     }
-    let what = if stress { format!("stress-ng --cpu {workers} per node") } else { format!("{workers} sh busy loops per node") };
+    let what = if stress {
+        format!("stress-ng --cpu {workers} per node")
+    } else {
+        format!("{workers} sh busy loops per node")
+    };
     Ok(Load { processes, what })
 }
 
@@ -135,19 +154,38 @@ fn start_load(bench: &Bench, workers: usize, secs: u64) -> Result<Load> {
 pub fn run(opts: &StabilityOptions) -> Result<serde_json::Value> {
     require_tools(&["ip", "timeout", "sh"])?;
     let bench = Bench::new(NODES.len())?;
-    println!("=== lab {}: 3 tandem nodes, probe in c1 every {} ms", bench.lab.prefix(), PROBE_INTERVAL.as_millis());
+    println!(
+        "=== lab {}: 3 tandem nodes, probe in c1 every {} ms",
+        bench.lab.prefix(),
+        PROBE_INTERVAL.as_millis()
+    );
     let leader = cluster::form(&bench, &NODES, &tandem_dhcp_service())?;
     println!("    leader: node {leader}");
 
     let client: Ipv4Addr = CLIENT_ADDR.parse()?;
-    let probe = Probe::start(&bench.client_ns(), client, VIP, PROBE_INTERVAL, opts.duration + Duration::from_secs(120))?;
-    crate::wait_for(Duration::from_secs(30), "the probe to be answered", || Ok(probe.healthy(10, Duration::from_millis(200))))?;
+    let probe = Probe::start(
+        &bench.client_ns(),
+        client,
+        VIP,
+        PROBE_INTERVAL,
+        opts.duration + Duration::from_secs(120),
+    )?;
+    crate::wait_for(Duration::from_secs(30), "the probe to be answered", || {
+        Ok(probe.healthy(10, Duration::from_millis(200)))
+    })?;
 
-    let before: Vec<(f64, f64)> = NODES.iter().map(|&i| raft_counters(&bench, i)).collect::<Result<_>>()?;
+    let before: Vec<(f64, f64)> = NODES
+        .iter()
+        .map(|&i| raft_counters(&bench, i))
+        .collect::<Result<_>>()?;
     let secs = opts.duration.as_secs().max(1);
     // The load outlives the window by a little, so the window is loaded throughout.
     let load = start_load(&bench, opts.workers_per_node, secs + 15)?;
-    println!("=== load: {}; {:.1} minutes", load.what, opts.duration.as_secs_f64() / 60.0);
+    println!(
+        "=== load: {}; {:.1} minutes",
+        load.what,
+        opts.duration.as_secs_f64() / 60.0
+    );
     let first_seq = probe.snapshot().sent.len();
     let start = Instant::now();
     let mut leaders_seen: BTreeSet<u64> = BTreeSet::new();
@@ -167,7 +205,12 @@ pub fn run(opts: &StabilityOptions) -> Result<serde_json::Value> {
             last_report = Instant::now();
             let log = probe.snapshot();
             let window = log.sent.len() - first_seq;
-            println!("    {:>4.0} s: {} probes sent, leaders seen {:?}", start.elapsed().as_secs_f64(), window, leaders_seen);
+            println!(
+                "    {:>4.0} s: {} probes sent, leaders seen {:?}",
+                start.elapsed().as_secs_f64(),
+                window,
+                leaders_seen
+            );
         }
         std::thread::sleep(POLL.saturating_sub(Duration::from_millis(1)));
     }
@@ -175,13 +218,20 @@ pub fn run(opts: &StabilityOptions) -> Result<serde_json::Value> {
     // Evidence that the load did saturate the machine: the 1-minute load
     // average should be well above the core count.
     let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let after: Vec<(f64, f64)> = NODES.iter().map(|&i| raft_counters(&bench, i)).collect::<Result<_>>()?;
+    let after: Vec<(f64, f64)> = NODES
+        .iter()
+        .map(|&i| raft_counters(&bench, i))
+        .collect::<Result<_>>()?;
     let log = probe.finish(REPLY_GRACE);
     let load_what = load.what.clone();
     drop(load);
     drop(bench);
 
-    let leader_changes = before.iter().zip(&after).map(|(b, a)| (a.0 - b.0).max(0.0)).fold(0.0, f64::max);
+    let leader_changes = before
+        .iter()
+        .zip(&after)
+        .map(|(b, a)| (a.0 - b.0).max(0.0))
+        .fold(0.0, f64::max);
     let term_before = before.iter().map(|x| x.1).fold(0.0, f64::max);
     let term_after = after.iter().map(|x| x.1).fold(0.0, f64::max);
     let mut answered = vec![false; last_seq - first_seq];
@@ -195,13 +245,24 @@ pub fn run(opts: &StabilityOptions) -> Result<serde_json::Value> {
     let unanswered = answered.iter().filter(|a| !**a).count();
 
     println!();
-    println!("Stability under CPU saturation ({load_what}), {:.1} min, probe every {} ms", opts.duration.as_secs_f64() / 60.0, PROBE_INTERVAL.as_millis());
+    println!(
+        "Stability under CPU saturation ({load_what}), {:.1} min, probe every {} ms",
+        opts.duration.as_secs_f64() / 60.0,
+        PROBE_INTERVAL.as_millis()
+    );
     println!("    leader changes (max per-node delta of tandem_raft_leader_changes_total): {leader_changes}");
     println!("    term: {term_before} → {term_after}; leaders seen by polling: {leaders_seen:?} ({polls_failed} status polls failed)");
     println!("    probes: {probes}, unanswered: {unanswered}");
-    println!("    /proc/loadavg at the end of the window: {}", loadavg.trim());
+    println!(
+        "    /proc/loadavg at the end of the window: {}",
+        loadavg.trim()
+    );
     println!();
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "small non-negative counter deltas")]
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "small non-negative counter deltas"
+    )]
     Ok(serde_json::json!({
         "bench": "stability",
         "minutes": json_num(Some(opts.duration.as_secs_f64() / 60.0), 2),

@@ -44,7 +44,13 @@ pub struct TftpOptions {
 
 impl Default for TftpOptions {
     fn default() -> Self {
-        TftpOptions { clients: 50, size_mib: 32, blksize: 1468, rounds: 1, timeout: Duration::from_secs(600) }
+        TftpOptions {
+            clients: 50,
+            size_mib: 32,
+            blksize: 1468,
+            rounds: 1,
+            timeout: Duration::from_secs(600),
+        }
     }
 }
 
@@ -69,7 +75,10 @@ impl Drop for TempDir {
 
 /// Runs the bench, prints a table, and returns the closing JSON object.
 pub fn run(opts: &TftpOptions) -> Result<serde_json::Value> {
-    ensure!(opts.clients > 0 && opts.size_mib > 0 && opts.rounds > 0, "clients, size and rounds must be positive");
+    ensure!(
+        opts.clients > 0 && opts.size_mib > 0 && opts.rounds > 0,
+        "clients, size and rounds must be positive"
+    );
     require_tools(&["curl", "in.tftpd", "sha256sum", "ip", "ss"])?;
     warn_host_services(&["in.tftpd"]);
 
@@ -84,7 +93,8 @@ pub fn run(opts: &TftpOptions) -> Result<serde_json::Value> {
     // The same bytes in both servers' directories.
     let tandem_file = bench.lab.node_artifact_dir(TANDEM_NODE).join(FILE);
     let hpa_root = bench.lab.node_dir(TFTPD_NODE).join("tftpboot");
-    std::fs::create_dir_all(&hpa_root).with_context(|| format!("creating {}", hpa_root.display()))?;
+    std::fs::create_dir_all(&hpa_root)
+        .with_context(|| format!("creating {}", hpa_root.display()))?;
     let hpa_file = hpa_root.join(FILE);
     println!("=== a {} MiB file ({FILE})", opts.size_mib);
     let data = pseudo_random(opts.size_mib << 20);
@@ -94,10 +104,17 @@ pub fn run(opts: &TftpOptions) -> Result<serde_json::Value> {
     drop(data);
     make_world_readable(&hpa_file)?;
     let want = sha256_file(&tandem_file)?;
-    ensure!(sha256_file(&hpa_file)? == want, "the two copies of {FILE} differ");
+    ensure!(
+        sha256_file(&hpa_file)? == want,
+        "the two copies of {FILE} differ"
+    );
 
     let shm = Path::new("/dev/shm");
-    let base = if shm.is_dir() { shm.to_path_buf() } else { bench.lab.root().to_path_buf() };
+    let base = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        bench.lab.root().to_path_buf()
+    };
     let downloads = TempDir(base.join(format!("tandem-bench-{}", bench.lab.prefix())));
 
     println!("=== tandem");
@@ -125,9 +142,15 @@ pub fn run(opts: &TftpOptions) -> Result<serde_json::Value> {
         "TFTP: {} concurrent curl clients, {} MiB each, blksize {} ({} round(s) per server, fastest shown)",
         opts.clients, opts.size_mib, opts.blksize, opts.rounds
     );
-    println!("{:<12} {:>10} {:>12} {:>14} {:>14}", "server", "wall s", "MiB/s total", "first done s", "median done s");
+    println!(
+        "{:<12} {:>10} {:>12} {:>14} {:>14}",
+        "server", "wall s", "MiB/s total", "first done s", "median done s"
+    );
     for (name, rs) in [("tandem", &tandem), ("tftpd-hpa", &tftpd)] {
-        let r = rs.iter().min_by_key(|r| r.wall).expect("at least one round");
+        let r = rs
+            .iter()
+            .min_by_key(|r| r.wall)
+            .expect("at least one round");
         let mut f = r.finishes.clone();
         f.sort();
         println!(
@@ -138,7 +161,10 @@ pub fn run(opts: &TftpOptions) -> Result<serde_json::Value> {
             f[f.len() / 2].as_secs_f64()
         );
     }
-    println!("ratio (tftpd-hpa time / tandem time; > 1: tandem faster): {:.3}", h / t);
+    println!(
+        "ratio (tftpd-hpa time / tandem time; > 1: tandem faster): {:.3}",
+        h / t
+    );
     println!();
     Ok(serde_json::json!({
         "bench": "tftp",
@@ -157,7 +183,10 @@ fn rounds(bench: &Bench, opts: &TftpOptions, dir: &Path, want: &str) -> Result<V
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let warm = fetch_all(bench, 1, opts, dir, Duration::from_secs(120)).context("warm-up fetch")?;
     verify(dir, 1, want)?;
-    println!("    warm-up: one client alone took {:.2} s", warm.wall.as_secs_f64());
+    println!(
+        "    warm-up: one client alone took {:.2} s",
+        warm.wall.as_secs_f64()
+    );
     let mut out = Vec::new();
     for i in 1..=opts.rounds {
         let r = fetch_all(bench, opts.clients, opts, dir, opts.timeout)?;
@@ -179,11 +208,18 @@ fn download_path(dir: &Path, k: usize) -> PathBuf {
 
 /// Starts `n` curl clients at once and waits for all of them; any failure
 /// is an error carrying that client's output.
-fn fetch_all(bench: &Bench, n: usize, opts: &TftpOptions, dir: &Path, timeout: Duration) -> Result<Round> {
+fn fetch_all(
+    bench: &Bench,
+    n: usize,
+    opts: &TftpOptions,
+    dir: &Path,
+    timeout: Duration,
+) -> Result<Round> {
     for k in 1..=n {
         for path in [download_path(dir, k), dir.join(format!("c{k}.log"))] {
             if path.exists() {
-                std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("removing {}", path.display()))?;
             }
         }
     }
@@ -202,7 +238,11 @@ fn fetch_all(bench: &Bench, n: usize, opts: &TftpOptions, dir: &Path, timeout: D
             download_path(dir, k).display().to_string(),
             url.clone(),
         ];
-        clients.push((k, bench.spawn(&ns, "curl", &args, &dir.join(format!("c{k}.log")))?, None));
+        clients.push((
+            k,
+            bench.spawn(&ns, "curl", &args, &dir.join(format!("c{k}.log")))?,
+            None,
+        ));
     }
     let deadline = start + timeout;
     loop {
@@ -216,7 +256,10 @@ fn fetch_all(bench: &Bench, n: usize, opts: &TftpOptions, dir: &Path, timeout: D
                 Some(status) if status.success() => *done = Some(now - start),
                 Some(status) => {
                     let log = dir.join(format!("c{k}.log"));
-                    bail!("client {k}: curl {url} failed ({status}): {}", tail(&log, 5));
+                    bail!(
+                        "client {k}: curl {url} failed ({status}): {}",
+                        tail(&log, 5)
+                    );
                 }
                 None => pending += 1,
             }
@@ -230,7 +273,10 @@ fn fetch_all(bench: &Bench, n: usize, opts: &TftpOptions, dir: &Path, timeout: D
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    let finishes: Vec<Duration> = clients.iter().map(|(_, _, d)| d.expect("all done")).collect();
+    let finishes: Vec<Duration> = clients
+        .iter()
+        .map(|(_, _, d)| d.expect("all done"))
+        .collect();
     let wall = finishes.iter().copied().max().unwrap_or_default();
     Ok(Round { wall, finishes })
 }
@@ -239,13 +285,31 @@ fn fetch_all(bench: &Bench, n: usize, opts: &TftpOptions, dir: &Path, timeout: D
 /// for all), then deletes them.
 fn verify(dir: &Path, n: usize, want: &str) -> Result<()> {
     let paths: Vec<PathBuf> = (1..=n).map(|k| download_path(dir, k)).collect();
-    let out = Command::new("sha256sum").args(&paths).output().context("running sha256sum")?;
-    ensure!(out.status.success(), "sha256sum: {}", String::from_utf8_lossy(&out.stderr).trim());
+    let out = Command::new("sha256sum")
+        .args(&paths)
+        .output()
+        .context("running sha256sum")?;
+    ensure!(
+        out.status.success(),
+        "sha256sum: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
     let text = String::from_utf8_lossy(&out.stdout);
-    let sums: Vec<&str> = text.lines().filter_map(|l| l.split_whitespace().next()).collect();
-    ensure!(sums.len() == n, "sha256sum listed {} of {n} downloads", sums.len());
+    let sums: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    ensure!(
+        sums.len() == n,
+        "sha256sum listed {} of {n} downloads",
+        sums.len()
+    );
     for (path, sum) in paths.iter().zip(&sums) {
-        ensure!(*sum == want, "{} has sha256 {sum}, want {want}", path.display());
+        ensure!(
+            *sum == want,
+            "{} has sha256 {sum}, want {want}",
+            path.display()
+        );
     }
     for path in &paths {
         std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;

@@ -20,10 +20,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::server::{self as api_server, Api, ServiceStatus};
-use crate::config::NodeConfig;
 use crate::api::client::Client;
 use crate::api::dto::{MemberAddDto, OkDto};
+use crate::api::server::{self as api_server, Api, ServiceStatus};
+use crate::config::NodeConfig;
 use crate::consensus::{Cluster, Leadership, LEASE_CHECK_MS};
 use crate::metrics::{self, DirectionLabel};
 use crate::services::dhcp::server::{self as dhcp, DhcpConfig};
@@ -96,7 +96,11 @@ impl Transitions {
         // 1. Serve no stale view: wait until everything committed so far is applied here.
         // Bounded: without a quorum this would wait for ever and hold up shutdown;
         // the loop tries again on the next lease check.
-        let read = tokio::time::timeout(Duration::from_secs(1), cluster.raft.ensure_linearizable(ReadPolicy::ReadIndex)).await;
+        let read = tokio::time::timeout(
+            Duration::from_secs(1),
+            cluster.raft.ensure_linearizable(ReadPolicy::ReadIndex),
+        )
+        .await;
         let Ok(read) = read else {
             tracing::warn!(target: "tandem::transition", term, index, "step 1 timed out: no quorum confirmed leadership");
             return;
@@ -121,7 +125,11 @@ impl Transitions {
         tracing::info!(target: "tandem::transition", term, index, "step 2: XDP role = leader");
         // 3. VIP and gratuitous ARPs.
         let serve_cancel = CancellationToken::new();
-        if let Err(e) = self.vip.add().and_then(|()| self.vip.announce(serve_cancel.clone())) {
+        if let Err(e) = self
+            .vip
+            .add()
+            .and_then(|()| self.vip.announce(serve_cancel.clone()))
+        {
             tracing::error!(target: "tandem::transition", term, index, error = %e, "step 3 failed: VIP");
             self.warnings.push(format!("VIP: {e}"));
             self.step_down(cluster, "vip failure").await;
@@ -130,7 +138,11 @@ impl Transitions {
         tracing::info!(target: "tandem::transition", term, index, vip = %self.vip.addr(), "step 3: VIP added, gratuitous ARP sent");
         // 4. Responders.
         let mut tasks = Vec::new();
-        let dcfg = DhcpConfig { iface: self.cfg.service.interface.clone(), server_id: self.cfg.vip_addr(), port: self.cfg.service.dhcp_port };
+        let dcfg = DhcpConfig {
+            iface: self.cfg.service.interface.clone(),
+            server_id: self.cfg.vip_addr(),
+            port: self.cfg.service.dhcp_port,
+        };
         let (cl, c) = (cluster.clone(), serve_cancel.clone());
         tasks.push((
             "dhcp",
@@ -140,7 +152,11 @@ impl Transitions {
                 }
             }),
         ));
-        let tcfg = TftpConfig { root: self.cfg.artifact_dir.clone(), default_timeout: Duration::from_secs(1), max_retries: 5 };
+        let tcfg = TftpConfig {
+            root: self.cfg.artifact_dir.clone(),
+            default_timeout: Duration::from_secs(1),
+            max_retries: 5,
+        };
         let taddr = std::net::SocketAddr::from((self.cfg.vip_addr(), self.cfg.service.tftp_port));
         let c = serve_cancel.clone();
         tasks.push((
@@ -151,7 +167,11 @@ impl Transitions {
                 }
             }),
         ));
-        let (iface, vip_addr, c) = (self.cfg.service.interface.clone(), self.cfg.vip_addr(), serve_cancel.clone());
+        let (iface, vip_addr, c) = (
+            self.cfg.service.interface.clone(),
+            self.cfg.vip_addr(),
+            serve_cancel.clone(),
+        );
         tasks.push((
             "vip-arp",
             tokio::spawn(async move {
@@ -160,12 +180,20 @@ impl Transitions {
                 }
             }),
         ));
-        self.serving = Some(Serving { cancel: serve_cancel, tasks });
+        self.serving = Some(Serving {
+            cancel: serve_cancel,
+            tasks,
+        });
         tracing::info!(target: "tandem::transition", term, index, "step 4: responders started");
         // 5. Report.
         self.publish();
         let secs = t.elapsed().as_secs_f64();
-        metrics::get().transition_seconds.get_or_create(&DirectionLabel { direction: "up".into() }).observe(secs);
+        metrics::get()
+            .transition_seconds
+            .get_or_create(&DirectionLabel {
+                direction: "up".into(),
+            })
+            .observe(secs);
         tracing::info!(target: "tandem::transition", term, index, seconds = secs, "step 5: serving");
     }
 
@@ -193,18 +221,26 @@ impl Transitions {
         tracing::info!(target: "tandem::transition", term, index, "responders stopped");
         if let Some(s) = self.steering.as_mut() {
             match s.set_role(Role::Follower) {
-                Ok(()) => tracing::info!(target: "tandem::transition", term, index, "XDP role = drop"),
-                Err(e) => tracing::error!(target: "tandem::transition", term, index, error = %e, "XDP role flip failed"),
+                Ok(()) => {
+                    tracing::info!(target: "tandem::transition", term, index, "XDP role = drop")
+                }
+                Err(e) => {
+                    tracing::error!(target: "tandem::transition", term, index, error = %e, "XDP role flip failed")
+                }
             }
         }
         match self.vip.remove() {
             Ok(()) => tracing::info!(target: "tandem::transition", term, index, "VIP removed"),
-            Err(e) => tracing::error!(target: "tandem::transition", term, index, error = %e, "VIP removal failed"),
+            Err(e) => {
+                tracing::error!(target: "tandem::transition", term, index, error = %e, "VIP removal failed")
+            }
         }
         self.publish();
         metrics::get()
             .transition_seconds
-            .get_or_create(&DirectionLabel { direction: "down".into() })
+            .get_or_create(&DirectionLabel {
+                direction: "down".into(),
+            })
             .observe(t.elapsed().as_secs_f64());
     }
 }
@@ -230,7 +266,10 @@ fn join_marker(cfg: &NodeConfig) -> PathBuf {
 /// asks the other cluster's leader to add this node.
 pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), AppError> {
     for dir in [&cfg.data_dir, &cfg.artifact_dir] {
-        std::fs::create_dir_all(dir).map_err(|source| AppError::Dir { path: dir.clone(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| AppError::Dir {
+            path: dir.clone(),
+            source,
+        })?;
     }
     // A stale VIP must never survive a restart.
     let vip = Vip::new(&cfg.service.interface, cfg.service.vip);
@@ -249,15 +288,26 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), App
         None
     };
     let (status_tx, status_rx) = watch::channel(ServiceStatus::default());
-    let mut tr = Transitions { cfg: cfg.clone(), vip, steering, serving: None, status: status_tx, warnings };
+    let mut tr = Transitions {
+        cfg: cfg.clone(),
+        vip,
+        steering,
+        serving: None,
+        status: status_tx,
+        warnings,
+    };
     let mut notified = false;
     loop {
-        let joining = std::fs::read_to_string(join_marker(&cfg)).ok().map(|s| s.trim().to_owned());
+        let joining = std::fs::read_to_string(join_marker(&cfg))
+            .ok()
+            .map(|s| s.trim().to_owned());
         if joining.is_some() {
             // Give up the single-node state: the cluster's replaces it.
             let db = cfg.data_dir.join(crate::store::DB_FILE);
             match std::fs::remove_file(&db) {
-                Ok(()) => tracing::warn!(target: "tandem::raft", path = %db.display(), "discarded this node's own cluster state to join another"),
+                Ok(()) => {
+                    tracing::warn!(target: "tandem::raft", path = %db.display(), "discarded this node's own cluster state to join another")
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(source) => return Err(AppError::Dir { path: db, source }),
             }
@@ -267,7 +317,10 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), App
             EpochEnd::Shutdown => break,
             EpochEnd::Join(addr) => {
                 let marker = join_marker(&cfg);
-                std::fs::write(&marker, &addr).map_err(|source| AppError::Dir { path: marker, source })?;
+                std::fs::write(&marker, &addr).map_err(|source| AppError::Dir {
+                    path: marker,
+                    source,
+                })?;
             }
         }
     }
@@ -297,10 +350,20 @@ async fn epoch(
     };
     let api_cancel = CancellationToken::new();
     let api_addr = cfg.api_listen;
-    let api_listener = tokio::net::TcpListener::bind(api_addr).await.map_err(|source| AppError::Api { addr: api_addr, source })?;
+    let api_listener = tokio::net::TcpListener::bind(api_addr)
+        .await
+        .map_err(|source| AppError::Api {
+            addr: api_addr,
+            source,
+        })?;
     let api_task = tokio::spawn(api_server::serve(api_listener, api, api_cancel.clone()));
     if let Some(addr) = joining {
-        tokio::spawn(request_membership(cfg.clone(), cluster.clone(), addr, raft_cancel.clone()));
+        tokio::spawn(request_membership(
+            cfg.clone(),
+            cluster.clone(),
+            addr,
+            raft_cancel.clone(),
+        ));
     }
     tr.publish();
     if !*notified {
@@ -332,7 +395,8 @@ async fn epoch(
         } else if tr.serving.is_some() && !l.is_leader {
             tr.step_down(&cluster, "lost leadership").await;
         } else if tr.serving.is_some() && !lease {
-            tr.step_down(&cluster, "leader lease expired: no quorum contact").await;
+            tr.step_down(&cluster, "leader lease expired: no quorum contact")
+                .await;
         }
         tokio::select! {
             () = shutdown.cancelled() => break EpochEnd::Shutdown,
@@ -364,9 +428,18 @@ async fn epoch(
 
 /// Asks the cluster at `addr` (any member's API; followers redirect to the
 /// leader) to add this node, until this node sees itself in the membership.
-async fn request_membership(cfg: NodeConfig, cluster: Cluster, addr: String, cancel: CancellationToken) {
+async fn request_membership(
+    cfg: NodeConfig,
+    cluster: Cluster,
+    addr: String,
+    cancel: CancellationToken,
+) {
     let me = Cluster::me(&cfg);
-    let body = MemberAddDto { id: cfg.node_id, raft: me.raft, api: me.api };
+    let body = MemberAddDto {
+        id: cfg.node_id,
+        raft: me.raft,
+        api: me.api,
+    };
     let mut delay = Duration::from_millis(200);
     loop {
         if cluster.is_member() {
@@ -374,11 +447,18 @@ async fn request_membership(cfg: NodeConfig, cluster: Cluster, addr: String, can
         }
         tracing::info!(target: "tandem::raft", node = cfg.node_id, cluster = %addr, "asking the cluster to add this node");
         let (a, b) = (addr.clone(), body.clone());
-        let r = tokio::task::spawn_blocking(move || Client::new(&a).post::<_, OkDto>("/v1/cluster/members", &b)).await;
+        let r = tokio::task::spawn_blocking(move || {
+            Client::new(&a).post::<_, OkDto>("/v1/cluster/members", &b)
+        })
+        .await;
         match r {
             Ok(Ok(ok)) => tracing::info!(target: "tandem::raft", "{}", ok.message),
-            Ok(Err(e)) => tracing::warn!(target: "tandem::raft", error = %e, "join request failed; retrying"),
-            Err(e) => tracing::warn!(target: "tandem::raft", error = %e, "join task failed; retrying"),
+            Ok(Err(e)) => {
+                tracing::warn!(target: "tandem::raft", error = %e, "join request failed; retrying")
+            }
+            Err(e) => {
+                tracing::warn!(target: "tandem::raft", error = %e, "join task failed; retrying")
+            }
         }
         if cluster.is_member() {
             break;
@@ -391,13 +471,17 @@ async fn request_membership(cfg: NodeConfig, cluster: Cluster, addr: String, can
     }
     match std::fs::remove_file(join_marker(&cfg)) {
         Ok(()) => tracing::info!(target: "tandem::raft", node = cfg.node_id, "joined the cluster"),
-        Err(e) => tracing::error!(target: "tandem::raft", error = %e, "joined, but cannot remove the join marker"),
+        Err(e) => {
+            tracing::error!(target: "tandem::raft", error = %e, "joined, but cannot remove the join marker")
+        }
     }
 }
 
 /// systemd `Type=notify`: tell the service manager we are up.
 fn notify_ready() {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
     let sock = match std::os::unix::net::UnixDatagram::unbound() {
         Ok(s) => s,
         Err(e) => {
@@ -408,7 +492,8 @@ fn notify_ready() {
     let p = path.to_string_lossy();
     let res = if let Some(abstract_name) = p.strip_prefix('@') {
         use std::os::linux::net::SocketAddrExt;
-        std::os::unix::net::SocketAddr::from_abstract_name(abstract_name.as_bytes()).and_then(|a| sock.send_to_addr(b"READY=1", &a))
+        std::os::unix::net::SocketAddr::from_abstract_name(abstract_name.as_bytes())
+            .and_then(|a| sock.send_to_addr(b"READY=1", &a))
     } else {
         sock.send_to(b"READY=1", &*p)
     };

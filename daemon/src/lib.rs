@@ -14,13 +14,13 @@
 //! - [`ui`]: the CLI (and later the TUI), built on `api::client` only.
 //! - [`app`]: the composition root: wires everything and owns shutdown.
 
-pub mod model;
-pub mod metrics;
-pub mod services;
-pub mod consensus;
-pub mod config;
-pub mod store;
 pub mod api;
-pub mod steering;
 pub mod app;
+pub mod config;
+pub mod consensus;
+pub mod metrics;
+pub mod model;
+pub mod services;
+pub mod steering;
+pub mod store;
 pub mod ui;

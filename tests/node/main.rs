@@ -63,8 +63,12 @@ ipxe_script = "http://10.99.0.10/boot.ipxe"
         POOL.0, POOL.1
     );
     for r in reservations {
-        write!(s, "\n[[reservation]]\nmac = \"{}\"\nip = \"{}\"\nhostname = \"{}\"\n", r.mac, r.ip, r.hostname)
-            .expect("writing to a String");
+        write!(
+            s,
+            "\n[[reservation]]\nmac = \"{}\"\nip = \"{}\"\nhostname = \"{}\"\n",
+            r.mac, r.ip, r.hostname
+        )
+        .expect("writing to a String");
     }
     s
 }
@@ -87,9 +91,13 @@ fn in_pool(ip: Ipv4Addr) -> bool {
 
 /// `tandem lease list --json` of node 1.
 fn leases(lab: &Lab) -> Vec<Value> {
-    let out = lab.tandem(1, &["lease", "list", "--json"]).expect("running tandem lease list");
+    let out = lab
+        .tandem(1, &["lease", "list", "--json"])
+        .expect("running tandem lease list");
     let v = json(&out).unwrap_or_else(|e| panic!("tandem lease list --json: {e:#}"));
-    v.as_array().unwrap_or_else(|| panic!("lease list is not an array: {v}")).clone()
+    v.as_array()
+        .unwrap_or_else(|| panic!("lease list is not an array: {v}"))
+        .clone()
 }
 
 /// The lease of `ip` in `tandem lease list --json`; panics with the whole
@@ -103,25 +111,42 @@ fn lease_of(lab: &Lab, ip: Ipv4Addr) -> Value {
 }
 
 fn u64_field(v: &Value, k: &str) -> u64 {
-    v[k].as_u64().unwrap_or_else(|| panic!("lease field {k} is not a number: {v}"))
+    v[k].as_u64()
+        .unwrap_or_else(|| panic!("lease field {k} is not a number: {v}"))
 }
 
 /// Checks what the table says about a lease the client `mac` just got.
 fn assert_bound_to(lease: &Value, mac: &str) {
-    assert_eq!(lease["mac"].as_str().map(str::to_ascii_lowercase).as_deref(), Some(mac), "lease {lease}");
+    assert_eq!(
+        lease["mac"]
+            .as_str()
+            .map(str::to_ascii_lowercase)
+            .as_deref(),
+        Some(mac),
+        "lease {lease}"
+    );
     assert_eq!(lease["state"], "bound", "lease {lease}");
-    let (granted, expires) = (u64_field(lease, "granted_at"), u64_field(lease, "expires_at"));
+    let (granted, expires) = (
+        u64_field(lease, "granted_at"),
+        u64_field(lease, "expires_at"),
+    );
     assert_eq!(expires - granted, u64::from(LEASE_TIME), "lease {lease}");
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
 }
 
 /// Lease times have one-second resolution: before a renewal that must move
 /// `granted_at`, let the wall clock pass it.
 fn wait_clock_past(t: u64) {
-    assert!(wait_until(Duration::from_secs(3), || unix_now() > t), "clock did not pass {t}");
+    assert!(
+        wait_until(Duration::from_secs(3), || unix_now() > t),
+        "clock did not pass {t}"
+    );
 }
 
 /// Node 1's daemon log (every run appended).

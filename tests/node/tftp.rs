@@ -7,8 +7,8 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use tandem_tests::metrics::{counter, wait_counter_above};
 use tandem_tests::lab::sha256_file;
+use tandem_tests::metrics::{counter, wait_counter_above};
 use tandem_tests::{describe_output, lab, phase, Lab};
 
 use super::{node_lab, service_toml};
@@ -52,7 +52,11 @@ fn path_str(p: &Path) -> &str {
 /// `error received from server <MESSAGE>`. A timeout reads differently
 /// ("Transfer timed out", "timeout: retrying"), so it does not pass for a refusal.
 fn got_error_packet(out: &Output) -> bool {
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     text.contains("Error code ") || text.contains("error received from server")
 }
 
@@ -64,28 +68,78 @@ fn got_bytes(dest: &Path) -> bool {
 #[test]
 fn tftp_hpa_and_atftp_download_intact() {
     let lab = tftp_lab("boot.img");
-    let want = sha256_file(&lab.node_artifact_dir(1).join("boot.img")).expect("sha256 of the source");
+    let want =
+        sha256_file(&lab.node_artifact_dir(1).join("boot.img")).expect("sha256 of the source");
     let ok_before = counter(&lab, 1, "tandem_tftp_transfers_total", &[("result", "ok")]);
 
     phase("tftp-hpa: get boot.img (512-byte blocks, lock-step)");
     let dest = lab.root().join("hpa.img");
-    let out = run(&lab, "tftp", &["-m", "binary", &vip(), "-c", "get", "boot.img", path_str(&dest)]);
-    assert!(out.status.success() && !got_error_packet(&out), "tftp-hpa get failed: {}", describe_output(&out));
-    assert_eq!(sha256_file(&dest).expect("sha256"), want, "tftp-hpa got different bytes");
+    let out = run(
+        &lab,
+        "tftp",
+        &[
+            "-m",
+            "binary",
+            &vip(),
+            "-c",
+            "get",
+            "boot.img",
+            path_str(&dest),
+        ],
+    );
+    assert!(
+        out.status.success() && !got_error_packet(&out),
+        "tftp-hpa get failed: {}",
+        describe_output(&out)
+    );
+    assert_eq!(
+        sha256_file(&dest).expect("sha256"),
+        want,
+        "tftp-hpa got different bytes"
+    );
 
     phase("atftp: get boot.img (blksize 1468, windowsize 4)");
     let dest = lab.root().join("atftp.img");
     let out = run(
         &lab,
         "atftp",
-        &["--option", "blksize 1468", "--option", "windowsize 4", "-g", "-r", "boot.img", "-l", path_str(&dest), &vip()],
+        &[
+            "--option",
+            "blksize 1468",
+            "--option",
+            "windowsize 4",
+            "-g",
+            "-r",
+            "boot.img",
+            "-l",
+            path_str(&dest),
+            &vip(),
+        ],
     );
-    assert!(out.status.success(), "atftp get failed: {}", describe_output(&out));
-    assert_eq!(sha256_file(&dest).expect("sha256"), want, "atftp got different bytes");
+    assert!(
+        out.status.success(),
+        "atftp get failed: {}",
+        describe_output(&out)
+    );
+    assert_eq!(
+        sha256_file(&dest).expect("sha256"),
+        want,
+        "atftp got different bytes"
+    );
 
     phase("the server counted both transfers as ok");
-    let ok = wait_counter_above(&lab, 1, "tandem_tftp_transfers_total", &[("result", "ok")], ok_before + 1.0, Duration::from_secs(5));
-    assert!((ok - ok_before - 2.0).abs() < 0.5, "ok transfers went {ok_before} -> {ok}, not by 2");
+    let ok = wait_counter_above(
+        &lab,
+        1,
+        "tandem_tftp_transfers_total",
+        &[("result", "ok")],
+        ok_before + 1.0,
+        Duration::from_secs(5),
+    );
+    assert!(
+        (ok - ok_before - 2.0).abs() < 0.5,
+        "ok transfers went {ok_before} -> {ok}, not by 2"
+    );
 }
 
 #[test]
@@ -95,23 +149,73 @@ fn tftp_traversal_is_denied() {
 
     phase("tftp-hpa: get ../../etc/passwd");
     let dest = lab.root().join("hpa-passwd");
-    let out = run(&lab, "tftp", &["-m", "binary", &vip(), "-c", "get", "../../etc/passwd", path_str(&dest)]);
+    let out = run(
+        &lab,
+        "tftp",
+        &[
+            "-m",
+            "binary",
+            &vip(),
+            "-c",
+            "get",
+            "../../etc/passwd",
+            path_str(&dest),
+        ],
+    );
     println!("tftp-hpa said: {}", describe_output(&out));
-    assert!(got_error_packet(&out), "tftp-hpa got no error packet: {}", describe_output(&out));
-    assert!(!got_bytes(&dest), "tftp-hpa received data for ../../etc/passwd");
+    assert!(
+        got_error_packet(&out),
+        "tftp-hpa got no error packet: {}",
+        describe_output(&out)
+    );
+    assert!(
+        !got_bytes(&dest),
+        "tftp-hpa received data for ../../etc/passwd"
+    );
 
     phase("atftp: get ../../etc/passwd");
     let dest = lab.root().join("atftp-passwd");
-    let out = run(&lab, "atftp", &["-g", "-r", "../../etc/passwd", "-l", path_str(&dest), &vip()]);
+    let out = run(
+        &lab,
+        "atftp",
+        &[
+            "-g",
+            "-r",
+            "../../etc/passwd",
+            "-l",
+            path_str(&dest),
+            &vip(),
+        ],
+    );
     println!("atftp said: {}", describe_output(&out));
-    assert!(!out.status.success(), "atftp succeeded: {}", describe_output(&out));
-    assert!(got_error_packet(&out), "atftp got no error packet: {}", describe_output(&out));
-    assert!(!got_bytes(&dest), "atftp received data for ../../etc/passwd");
+    assert!(
+        !out.status.success(),
+        "atftp succeeded: {}",
+        describe_output(&out)
+    );
+    assert!(
+        got_error_packet(&out),
+        "atftp got no error packet: {}",
+        describe_output(&out)
+    );
+    assert!(
+        !got_bytes(&dest),
+        "atftp received data for ../../etc/passwd"
+    );
 
     phase("the server counted the refusals");
-    let denied =
-        wait_counter_above(&lab, 1, "tandem_tftp_denied_total", &[], denied_before + 1.0, Duration::from_secs(5));
-    assert!(denied >= denied_before + 2.0, "tandem_tftp_denied_total went {denied_before} -> {denied}");
+    let denied = wait_counter_above(
+        &lab,
+        1,
+        "tandem_tftp_denied_total",
+        &[],
+        denied_before + 1.0,
+        Duration::from_secs(5),
+    );
+    assert!(
+        denied >= denied_before + 2.0,
+        "tandem_tftp_denied_total went {denied_before} -> {denied}"
+    );
 }
 
 #[test]
@@ -121,15 +225,43 @@ fn tftp_write_request_is_refused() {
     std::fs::write(&upload, b"not a boot file\n").expect("writing the upload");
 
     phase("tftp-hpa: put upload.bin");
-    let out = run(&lab, "tftp", &["-m", "binary", &vip(), "-c", "put", path_str(&upload), "upload.bin"]);
+    let out = run(
+        &lab,
+        "tftp",
+        &[
+            "-m",
+            "binary",
+            &vip(),
+            "-c",
+            "put",
+            path_str(&upload),
+            "upload.bin",
+        ],
+    );
     println!("tftp-hpa said: {}", describe_output(&out));
-    assert!(got_error_packet(&out), "tftp-hpa put got no error packet: {}", describe_output(&out));
+    assert!(
+        got_error_packet(&out),
+        "tftp-hpa put got no error packet: {}",
+        describe_output(&out)
+    );
 
     phase("atftp: put upload.bin");
-    let out = run(&lab, "atftp", &["-p", "-l", path_str(&upload), "-r", "upload2.bin", &vip()]);
+    let out = run(
+        &lab,
+        "atftp",
+        &["-p", "-l", path_str(&upload), "-r", "upload2.bin", &vip()],
+    );
     println!("atftp said: {}", describe_output(&out));
-    assert!(!out.status.success(), "atftp put succeeded: {}", describe_output(&out));
-    assert!(got_error_packet(&out), "atftp put got no error packet: {}", describe_output(&out));
+    assert!(
+        !out.status.success(),
+        "atftp put succeeded: {}",
+        describe_output(&out)
+    );
+    assert!(
+        got_error_packet(&out),
+        "atftp put got no error packet: {}",
+        describe_output(&out)
+    );
 
     phase("the artifact dir did not get the files");
     for name in ["upload.bin", "upload2.bin"] {

@@ -55,17 +55,33 @@ fn role_map_id(lab: &Lab) -> u64 {
     for entry in net.as_array().into_iter().flatten() {
         ids(&entry["xdp"], &mut progs);
     }
-    assert_eq!(progs.len(), 1, "expected one XDP program on eth1, bpftool net show says {net}");
+    assert_eq!(
+        progs.len(),
+        1,
+        "expected one XDP program on eth1, bpftool net show says {net}"
+    );
     let prog = bpftool_json(lab, &["prog", "show", "id", &progs[0].to_string()]);
-    let map_ids: Vec<u64> = prog["map_ids"].as_array().into_iter().flatten().filter_map(Value::as_u64).collect();
+    let map_ids: Vec<u64> = prog["map_ids"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_u64)
+        .collect();
     // bpftool shows object names cut to 15 characters (BPF_OBJ_NAME_LEN - 1).
     let wanted = &MAP_ROLE[..MAP_ROLE.len().min(15)];
     let found: Vec<u64> = map_ids
         .iter()
         .copied()
-        .filter(|id| bpftool_json(lab, &["map", "show", "id", &id.to_string()])["name"].as_str() == Some(wanted))
+        .filter(|id| {
+            bpftool_json(lab, &["map", "show", "id", &id.to_string()])["name"].as_str()
+                == Some(wanted)
+        })
         .collect();
-    assert_eq!(found.len(), 1, "no single map named {wanted} among {map_ids:?} of program {prog}");
+    assert_eq!(
+        found.len(),
+        1,
+        "no single map named {wanted} among {map_ids:?} of program {prog}"
+    );
     found[0]
 }
 
@@ -76,12 +92,17 @@ fn le_bytes(v: u32) -> Vec<String> {
 /// Writes `role` into the role map (key 0) and reads it back.
 fn set_role(lab: &Lab, map: u64, role: u32) {
     let id = map.to_string();
-    let mut args = vec!["map", "update", "id", &id, "key", "0", "0", "0", "0", "value"];
+    let mut args = vec![
+        "map", "update", "id", &id, "key", "0", "0", "0", "0", "value",
+    ];
     let value = le_bytes(role);
     args.extend(value.iter().map(String::as_str));
     lab.exec_ok(&lab.node_ns(1), "bpftool", &args, Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("bpftool {args:?}: {e:#}"));
-    let got = bpftool_json(lab, &["map", "lookup", "id", &id, "key", "0", "0", "0", "0"]);
+    let got = bpftool_json(
+        lab,
+        &["map", "lookup", "id", &id, "key", "0", "0", "0", "0"],
+    );
     let bytes: Vec<String> = got["value"]
         .as_array()
         .unwrap_or_else(|| panic!("map lookup printed {got}"))
@@ -94,7 +115,10 @@ fn set_role(lab: &Lab, map: u64, role: u32) {
                 .to_string()
         })
         .collect();
-    assert_eq!(bytes, value, "role map {map} holds {got} after writing {role}");
+    assert_eq!(
+        bytes, value,
+        "role map {map} holds {got} after writing {role}"
+    );
 }
 
 #[test]
@@ -107,7 +131,14 @@ fn xdp_counters_move_on_real_dhcp() {
     assert!(in_pool(lease.lease.ip), "{:?}", lease.lease);
 
     phase("the pass counter counts at least DISCOVER and REQUEST");
-    let pass = wait_counter_above(&lab, 1, XDP_PACKETS, &dhcp("pass"), pass_before + 1.0, EXPORT_WAIT);
+    let pass = wait_counter_above(
+        &lab,
+        1,
+        XDP_PACKETS,
+        &dhcp("pass"),
+        pass_before + 1.0,
+        EXPORT_WAIT,
+    );
     println!("xdp dhcp pass {pass_before} -> {pass}");
 }
 
@@ -131,7 +162,14 @@ fn xdp_role_drop_silences_dhcp_until_leader_again() {
         "a client got an answer while the role map said drop: {}",
         describe_output(&out)
     );
-    let dropped = wait_counter_above(&lab, 1, XDP_PACKETS, &dhcp("drop"), drop_before + 2.0, EXPORT_WAIT);
+    let dropped = wait_counter_above(
+        &lab,
+        1,
+        XDP_PACKETS,
+        &dhcp("drop"),
+        drop_before + 2.0,
+        EXPORT_WAIT,
+    );
     println!("xdp dhcp drop {drop_before} -> {dropped}");
 
     phase("role map -> leader: leases come back");

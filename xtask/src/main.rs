@@ -102,6 +102,10 @@ fn bench(args: &[String]) -> anyhow::Result<()> {
         .args(args)
         .env("TANDEM_BIN", &bin)
         .status()?;
-    anyhow::ensure!(status.success(), "tandem-bench {} failed ({status})", args.join(" "));
+    anyhow::ensure!(
+        status.success(),
+        "tandem-bench {} failed ({status})",
+        args.join(" ")
+    );
     Ok(())
 }

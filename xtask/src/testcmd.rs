@@ -54,7 +54,10 @@ pub fn run(harness_args: &[String]) -> Result<()> {
     }
     let status = child.wait()?;
     // One plain closing line over every test binary.
-    println!("tests: {} passed, {} failed, {} skipped", totals.passed, totals.failed, totals.ignored);
+    println!(
+        "tests: {} passed, {} failed, {} skipped",
+        totals.passed, totals.failed, totals.ignored
+    );
     ensure!(
         status.success() && totals.failed == 0,
         "tests failed ({status}); see the `test result:` lines and failures above"
@@ -73,7 +76,9 @@ struct Totals {
 
 impl Totals {
     fn add(&mut self, line: &str) {
-        let Some(rest) = line.trim().strip_prefix("test result: ") else { return };
+        let Some(rest) = line.trim().strip_prefix("test result: ") else {
+            return;
+        };
         for part in rest.split(['.', ';']) {
             let mut w = part.split_whitespace();
             if let (Some(n), Some(what)) = (w.next(), w.next()) {

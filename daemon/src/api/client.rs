@@ -46,20 +46,33 @@ impl Client {
         format!("{}{}", self.base, path)
     }
 
-    fn finish<T: DeserializeOwned>(url: &str, r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<T, ClientError> {
-        let mut resp = r.map_err(|e| ClientError::Unreachable { url: url.to_owned(), message: e.to_string() })?;
+    fn finish<T: DeserializeOwned>(
+        url: &str,
+        r: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<T, ClientError> {
+        let mut resp = r.map_err(|e| ClientError::Unreachable {
+            url: url.to_owned(),
+            message: e.to_string(),
+        })?;
         let status = resp.status().as_u16();
         let body = resp
             .body_mut()
             .read_to_string()
-            .map_err(|e| ClientError::Protocol { url: url.to_owned(), message: e.to_string() })?;
+            .map_err(|e| ClientError::Protocol {
+                url: url.to_owned(),
+                message: e.to_string(),
+            })?;
         if (200..300).contains(&status) {
-            return serde_json::from_str(&body).map_err(|e| ClientError::Protocol { url: url.to_owned(), message: e.to_string() });
+            return serde_json::from_str(&body).map_err(|e| ClientError::Protocol {
+                url: url.to_owned(),
+                message: e.to_string(),
+            });
         }
-        let message = serde_json::from_str::<ErrorDto>(&body).map_or(body, |e| match e.leader_api {
-            Some(l) => format!("{} (leader API: {l})", e.error),
-            None => e.error,
-        });
+        let message =
+            serde_json::from_str::<ErrorDto>(&body).map_or(body, |e| match e.leader_api {
+                Some(l) => format!("{} (leader API: {l})", e.error),
+                None => e.error,
+            });
         if status == 503 || status == 421 {
             return Err(ClientError::NoLeader(message));
         }
@@ -74,15 +87,35 @@ impl Client {
 
     pub fn get_text(&self, path: &str) -> Result<String, ClientError> {
         let url = self.url(path);
-        let mut resp = self.agent.get(&url).call().map_err(|e| ClientError::Unreachable { url: url.clone(), message: e.to_string() })?;
-        resp.body_mut().read_to_string().map_err(|e| ClientError::Protocol { url, message: e.to_string() })
+        let mut resp = self
+            .agent
+            .get(&url)
+            .call()
+            .map_err(|e| ClientError::Unreachable {
+                url: url.clone(),
+                message: e.to_string(),
+            })?;
+        resp.body_mut()
+            .read_to_string()
+            .map_err(|e| ClientError::Protocol {
+                url,
+                message: e.to_string(),
+            })
     }
 
-    pub fn put<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
+    pub fn put<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
         self.write("PUT", path, Some(body))
     }
 
-    pub fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
+    pub fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
         self.write("POST", path, Some(body))
     }
 
@@ -92,7 +125,12 @@ impl Client {
 
     /// A write: sent to this node; a follower answers 421 with the leader's
     /// API address, and the write is sent there once.
-    fn write<B: Serialize, T: DeserializeOwned>(&self, method: &str, path: &str, body: Option<&B>) -> Result<T, ClientError> {
+    fn write<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
         let mut base = self.base.clone();
         for _ in 0..2 {
             let url = format!("{base}{path}");
@@ -106,18 +144,29 @@ impl Client {
                 Ok(resp) if resp.status().as_u16() == 421 => {
                     let mut resp = resp;
                     let text = resp.body_mut().read_to_string().unwrap_or_default();
-                    match serde_json::from_str::<ErrorDto>(&text).ok().and_then(|e| e.leader_api) {
+                    match serde_json::from_str::<ErrorDto>(&text)
+                        .ok()
+                        .and_then(|e| e.leader_api)
+                    {
                         // A node that names itself as leader but cannot commit has no quorum.
                         Some(leader) if format!("http://{leader}") == base => {
-                            return Err(ClientError::NoLeader(format!("{url}: the leader cannot reach a quorum")));
+                            return Err(ClientError::NoLeader(format!(
+                                "{url}: the leader cannot reach a quorum"
+                            )));
                         }
                         Some(leader) => base = format!("http://{leader}"),
-                        None => return Err(ClientError::NoLeader(format!("{url}: not the leader, and no leader known"))),
+                        None => {
+                            return Err(ClientError::NoLeader(format!(
+                                "{url}: not the leader, and no leader known"
+                            )))
+                        }
                     }
                 }
                 other => return Self::finish(&url, other),
             }
         }
-        Err(ClientError::NoLeader("leadership moved while redirecting; retry".into()))
+        Err(ClientError::NoLeader(
+            "leadership moved while redirecting; retry".into(),
+        ))
     }
 }

@@ -3,12 +3,14 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use openraft::ServerState;
 use openraft::type_config::async_runtime::WatchReceiver as _;
+use openraft::ServerState;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::dto::{ApplyDto, ErrorDto, HandoverDto, JoinDto, MemberAddDto, MemberDto, OkDto, StatusDto};
+use super::dto::{
+    ApplyDto, ErrorDto, HandoverDto, JoinDto, MemberAddDto, MemberDto, OkDto, StatusDto,
+};
 use crate::consensus::{Cluster, ClusterHandle, MembershipError, NodeInfo, ProposeError};
 use crate::metrics;
 use crate::model::{Command, CommandResponse, Lease, ServiceConfig};
@@ -34,7 +36,14 @@ pub struct Api {
 }
 
 fn err(code: StatusCode, msg: impl Into<String>) -> Response {
-    (code, Json(ErrorDto { error: msg.into(), leader_api: None })).into_response()
+    (
+        code,
+        Json(ErrorDto {
+            error: msg.into(),
+            leader_api: None,
+        }),
+    )
+        .into_response()
 }
 
 impl Api {
@@ -68,10 +77,14 @@ impl Api {
             .collect();
         let mut warnings = svc.warnings;
         if voters.len() == 2 {
-            warnings.push("a cluster of two cannot survive the loss of either node; add a third".into());
+            warnings.push(
+                "a cluster of two cannot survive the loss of either node; add a third".into(),
+            );
         }
         if m.state == ServerState::Leader && !self.cluster.holds_lease() {
-            warnings.push("leader without quorum contact: fenced (not serving) until a quorum answers".into());
+            warnings.push(
+                "leader without quorum contact: fenced (not serving) until a quorum answers".into(),
+            );
         }
         if m.current_leader.is_none() {
             warnings.push("no leader known: no quorum reachable from this node".into());
@@ -94,7 +107,10 @@ impl Api {
     fn leader_api(&self) -> Option<String> {
         let m = self.cluster.raft.metrics().borrow_watched().clone();
         let leader = m.current_leader?;
-        m.membership_config.membership().get_node(&leader).map(|n| n.api.clone())
+        m.membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|n| n.api.clone())
     }
 
     async fn propose(&self, cmd: Command) -> Result<u64, Response> {
@@ -103,10 +119,16 @@ impl Api {
             Ok(CommandResponse::Rejected { reason }) => Err(err(StatusCode::CONFLICT, reason)),
             Err(ProposeError::NotLeader { .. }) => Err((
                 StatusCode::MISDIRECTED_REQUEST,
-                Json(ErrorDto { error: "not the leader".into(), leader_api: self.leader_api() }),
+                Json(ErrorDto {
+                    error: "not the leader".into(),
+                    leader_api: self.leader_api(),
+                }),
             )
                 .into_response()),
-            Err(ProposeError::Failed(m)) => Err(err(StatusCode::SERVICE_UNAVAILABLE, format!("not committed (no quorum?): {m}"))),
+            Err(ProposeError::Failed(m)) => Err(err(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not committed (no quorum?): {m}"),
+            )),
         }
     }
 }
@@ -127,11 +149,20 @@ async fn put_config(AxState(api): AxState<Api>, Json(cfg): Json<ServiceConfig>) 
     if let Err(e) = crate::config::service::validate(&cfg) {
         return err(StatusCode::UNPROCESSABLE_ENTITY, e.to_string());
     }
-    let dto = ApplyDto { applied_index: 0, subnets: cfg.subnets.len(), reservations: cfg.reservations.len(), profiles: cfg.profiles.len() };
+    let dto = ApplyDto {
+        applied_index: 0,
+        subnets: cfg.subnets.len(),
+        reservations: cfg.reservations.len(),
+        profiles: cfg.profiles.len(),
+    };
     match api.propose(Command::SetConfig { config: cfg }).await {
         Ok(idx) => {
             tracing::info!(target: "tandem::raft", index = idx, "service config applied");
-            Json(ApplyDto { applied_index: idx, ..dto }).into_response()
+            Json(ApplyDto {
+                applied_index: idx,
+                ..dto
+            })
+            .into_response()
         }
         Err(r) => r,
     }
@@ -141,39 +172,58 @@ fn membership_err(api: &Api, e: MembershipError) -> Response {
     match e {
         MembershipError::NotLeader { .. } => (
             StatusCode::MISDIRECTED_REQUEST,
-            Json(ErrorDto { error: "not the leader".into(), leader_api: api.leader_api() }),
+            Json(ErrorDto {
+                error: "not the leader".into(),
+                leader_api: api.leader_api(),
+            }),
         )
             .into_response(),
-        MembershipError::UnknownNode(_) | MembershipError::NoTarget => err(StatusCode::NOT_FOUND, e.to_string()),
+        MembershipError::UnknownNode(_) | MembershipError::NoTarget => {
+            err(StatusCode::NOT_FOUND, e.to_string())
+        }
         MembershipError::Raft(m) => err(StatusCode::SERVICE_UNAVAILABLE, m),
     }
 }
 
 async fn add_member(AxState(api): AxState<Api>, Json(m): Json<MemberAddDto>) -> Response {
-    let info = NodeInfo { raft: m.raft, api: m.api };
+    let info = NodeInfo {
+        raft: m.raft,
+        api: m.api,
+    };
     match api.cluster.add_member(m.id, info).await {
-        Ok(()) => Json(OkDto { message: format!("node {} is a voter", m.id) }).into_response(),
+        Ok(()) => Json(OkDto {
+            message: format!("node {} is a voter", m.id),
+        })
+        .into_response(),
         Err(e) => membership_err(&api, e),
     }
 }
 
 async fn remove_member(AxState(api): AxState<Api>, Path(id): Path<u64>) -> Response {
     match api.cluster.remove_member(id).await {
-        Ok(()) => Json(OkDto { message: format!("node {id} removed") }).into_response(),
+        Ok(()) => Json(OkDto {
+            message: format!("node {id} removed"),
+        })
+        .into_response(),
         Err(e) => membership_err(&api, e),
     }
 }
 
 async fn handover(AxState(api): AxState<Api>, Json(h): Json<HandoverDto>) -> Response {
     match api.cluster.handover(h.to).await {
-        Ok(to) => Json(OkDto { message: format!("leadership handed to node {to}") }).into_response(),
+        Ok(to) => Json(OkDto {
+            message: format!("leadership handed to node {to}"),
+        })
+        .into_response(),
         Err(e) => membership_err(&api, e),
     }
 }
 
 /// Local: this node discards its own state and joins another cluster.
 async fn join(AxState(api): AxState<Api>, Json(j): Json<JoinDto>) -> Response {
-    let (leases, subnets) = api.cluster.read(|s| (s.leases.len(), s.config.subnets.len()));
+    let (leases, subnets) = api
+        .cluster
+        .read(|s| (s.leases.len(), s.config.subnets.len()));
     if (leases > 0 || subnets > 0) && !j.discard_local_state {
         return err(
             StatusCode::CONFLICT,
@@ -183,13 +233,19 @@ async fn join(AxState(api): AxState<Api>, Json(j): Json<JoinDto>) -> Response {
         );
     }
     if api.cluster.voters().len() > 1 {
-        return err(StatusCode::CONFLICT, "this node is already in a cluster of several nodes; `tandem cluster leave` first");
+        return err(
+            StatusCode::CONFLICT,
+            "this node is already in a cluster of several nodes; `tandem cluster leave` first",
+        );
     }
     if api.join.send(j.addr.clone()).await.is_err() {
         return err(StatusCode::SERVICE_UNAVAILABLE, "the node is shutting down");
     }
     Json(OkDto {
-        message: format!("node {} discards its single-node state and joins the cluster at {}", api.cluster.id, j.addr),
+        message: format!(
+            "node {} discards its single-node state and joins the cluster at {}",
+            api.cluster.id, j.addr
+        ),
     })
     .into_response()
 }
@@ -214,14 +270,21 @@ async fn leave(AxState(api): AxState<Api>) -> Response {
 async fn prometheus(AxState(api): AxState<Api>) -> Response {
     let _ = &api;
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         metrics::get().encode(),
     )
         .into_response()
 }
 
 /// Serves the API on `listener` until `cancel`.
-pub async fn serve(listener: tokio::net::TcpListener, api: Api, cancel: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    api: Api,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
     let app = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/leases", get(leases))
@@ -234,5 +297,7 @@ pub async fn serve(listener: tokio::net::TcpListener, api: Api, cancel: Cancella
         .route("/metrics", get(prometheus))
         .with_state(api);
     tracing::info!(target: "tandem::api", addr = ?listener.local_addr().ok(), "admin API listening");
-    axum::serve(listener, app).with_graceful_shutdown(async move { cancel.cancelled().await }).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { cancel.cancelled().await })
+        .await
 }

@@ -31,6 +31,14 @@ pub enum ConfigError {
     },
 }
 
-pub(crate) fn field_err(field: impl Into<String>, problem: impl Into<String>, fix: impl Into<String>) -> ConfigError {
-    ConfigError::Field { field: field.into(), problem: problem.into(), fix: fix.into() }
+pub(crate) fn field_err(
+    field: impl Into<String>,
+    problem: impl Into<String>,
+    fix: impl Into<String>,
+) -> ConfigError {
+    ConfigError::Field {
+        field: field.into(),
+        problem: problem.into(),
+        fix: fix.into(),
+    }
 }

@@ -63,28 +63,43 @@ pub struct NodeConfig {
 
 impl NodeConfig {
     pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::parse(&text).map_err(|e| match e {
-            ConfigError::Syntax { message, .. } => ConfigError::Syntax { path: path.display().to_string(), message },
+            ConfigError::Syntax { message, .. } => ConfigError::Syntax {
+                path: path.display().to_string(),
+                message,
+            },
             other => other,
         })
     }
 
     pub fn parse(text: &str) -> Result<NodeConfig, ConfigError> {
-        let w: Wire = toml::from_str(text)
-            .map_err(|e| ConfigError::Syntax { path: "node.toml".into(), message: e.to_string() })?;
+        let w: Wire = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: "node.toml".into(),
+            message: e.to_string(),
+        })?;
         w.validate()
     }
 }
 
 fn listen(field: &str, v: Option<WireListen>) -> Result<SocketAddr, ConfigError> {
-    let s = v
-        .and_then(|l| l.listen)
-        .ok_or_else(|| field_err(field, "missing", format!("set `{field} = \"10.0.0.11:PORT\"`")))?;
-    let a: SocketAddr = s
-        .parse()
-        .map_err(|_| field_err(field, format!("{s:?} is not an address:port"), "write it as \"10.0.0.11:7480\""))?;
+    let s = v.and_then(|l| l.listen).ok_or_else(|| {
+        field_err(
+            field,
+            "missing",
+            format!("set `{field} = \"10.0.0.11:PORT\"`"),
+        )
+    })?;
+    let a: SocketAddr = s.parse().map_err(|_| {
+        field_err(
+            field,
+            format!("{s:?} is not an address:port"),
+            "write it as \"10.0.0.11:7480\"",
+        )
+    })?;
     if a.ip().is_unspecified() {
         return Err(field_err(
             field,
@@ -97,28 +112,56 @@ fn listen(field: &str, v: Option<WireListen>) -> Result<SocketAddr, ConfigError>
 
 impl Wire {
     fn validate(self) -> Result<NodeConfig, ConfigError> {
-        let node_id = self
-            .node_id
-            .ok_or_else(|| field_err("node_id", "missing", "set `node_id = 1` (unique per node, >= 1)"))?;
+        let node_id = self.node_id.ok_or_else(|| {
+            field_err(
+                "node_id",
+                "missing",
+                "set `node_id = 1` (unique per node, >= 1)",
+            )
+        })?;
         if node_id == 0 {
-            return Err(field_err("node_id", "0 is reserved", "use a number >= 1, unique in the cluster"));
+            return Err(field_err(
+                "node_id",
+                "0 is reserved",
+                "use a number >= 1, unique in the cluster",
+            ));
         }
-        let data_dir = self.data_dir.unwrap_or_else(|| PathBuf::from("/var/lib/tandem"));
+        let data_dir = self
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from("/var/lib/tandem"));
         if !data_dir.is_absolute() {
-            return Err(field_err("data_dir", "must be an absolute path", "e.g. data_dir = \"/var/lib/tandem\""));
+            return Err(field_err(
+                "data_dir",
+                "must be an absolute path",
+                "e.g. data_dir = \"/var/lib/tandem\"",
+            ));
         }
-        let artifact_dir = self.artifact_dir.unwrap_or_else(|| data_dir.join("artifacts"));
+        let artifact_dir = self
+            .artifact_dir
+            .unwrap_or_else(|| data_dir.join("artifacts"));
         let raft_listen = listen("cluster.listen", self.cluster)?;
         let api_listen = listen("api.listen", self.api)?;
         if raft_listen == api_listen {
-            return Err(field_err("api.listen", "same as cluster.listen", "use another port, e.g. 7481"));
+            return Err(field_err(
+                "api.listen",
+                "same as cluster.listen",
+                "use another port, e.g. 7481",
+            ));
         }
-        let s = self
-            .service
-            .ok_or_else(|| field_err("service", "missing section", "add [service] with interface and vip"))?;
-        let interface = s
-            .interface
-            .ok_or_else(|| field_err("service.interface", "missing", "name the LAN interface, e.g. \"eth1\""))?;
+        let s = self.service.ok_or_else(|| {
+            field_err(
+                "service",
+                "missing section",
+                "add [service] with interface and vip",
+            )
+        })?;
+        let interface = s.interface.ok_or_else(|| {
+            field_err(
+                "service.interface",
+                "missing",
+                "name the LAN interface, e.g. \"eth1\"",
+            )
+        })?;
         if interface.is_empty() || interface.len() > 15 || interface.contains('/') {
             return Err(field_err(
                 "service.interface",
@@ -126,9 +169,13 @@ impl Wire {
                 "use the name `ip link` shows, at most 15 characters",
             ));
         }
-        let vip_s = s
-            .vip
-            .ok_or_else(|| field_err("service.vip", "missing", "set the floating address with prefix, e.g. \"10.0.0.10/24\""))?;
+        let vip_s = s.vip.ok_or_else(|| {
+            field_err(
+                "service.vip",
+                "missing",
+                "set the floating address with prefix, e.g. \"10.0.0.10/24\"",
+            )
+        })?;
         let vip: Ipv4Net = vip_s.parse().map_err(|_| {
             field_err(
                 "service.vip",
@@ -137,7 +184,12 @@ impl Wire {
             )
         })?;
         let a = vip.addr();
-        if a.is_unspecified() || a.is_broadcast() || a.is_multicast() || a == vip.network() || a == vip.broadcast() {
+        if a.is_unspecified()
+            || a.is_broadcast()
+            || a.is_multicast()
+            || a == vip.network()
+            || a == vip.broadcast()
+        {
             return Err(field_err(
                 "service.vip",
                 format!("{a} cannot be a host address in {}", vip.trunc()),

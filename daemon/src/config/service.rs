@@ -8,8 +8,10 @@ use crate::model::ServiceConfig;
 
 /// Parses a service config file's text and validates it.
 pub fn parse(text: &str) -> Result<ServiceConfig, ConfigError> {
-    let c: ServiceConfig =
-        toml::from_str(text).map_err(|e| ConfigError::Syntax { path: "service config".into(), message: e.to_string() })?;
+    let c: ServiceConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        path: "service config".into(),
+        message: e.to_string(),
+    })?;
     validate(&c)?;
     Ok(c)
 }
@@ -25,12 +27,20 @@ pub fn to_toml(c: &ServiceConfig) -> String {
 pub fn validate(c: &ServiceConfig) -> Result<(), ConfigError> {
     let profiles: HashSet<&str> = c.profiles.iter().map(|p| p.name.as_str()).collect();
     if profiles.len() != c.profiles.len() {
-        return Err(field_err("profile.name", "duplicate profile name", "give every [[profile]] its own name"));
+        return Err(field_err(
+            "profile.name",
+            "duplicate profile name",
+            "give every [[profile]] its own name",
+        ));
     }
     for (i, s) in c.subnets.iter().enumerate() {
         let f = |x: &str| format!("subnet[{i}].{x}");
         if s.cidr.prefix_len() > 30 {
-            return Err(field_err(f("cidr"), format!("{} has no room for clients", s.cidr), "use a prefix of /30 or shorter"));
+            return Err(field_err(
+                f("cidr"),
+                format!("{} has no room for clients", s.cidr),
+                "use a prefix of /30 or shorter",
+            ));
         }
         if s.cidr != s.cidr.trunc() {
             return Err(field_err(
@@ -41,7 +51,11 @@ pub fn validate(c: &ServiceConfig) -> Result<(), ConfigError> {
         }
         for (j, p) in s.pools.iter().enumerate() {
             if p.is_empty() {
-                return Err(field_err(format!("subnet[{i}].pools[{j}]"), format!("{p} is reversed"), "write START-END with START <= END"));
+                return Err(field_err(
+                    format!("subnet[{i}].pools[{j}]"),
+                    format!("{p} is reversed"),
+                    "write START-END with START <= END",
+                ));
             }
             if !s.cidr.contains(&p.start) || !s.cidr.contains(&p.end) {
                 return Err(field_err(
@@ -59,28 +73,48 @@ pub fn validate(c: &ServiceConfig) -> Result<(), ConfigError> {
             }
             for (k, q) in s.pools.iter().enumerate().skip(j + 1) {
                 if p.start <= q.end && q.start <= p.end {
-                    return Err(field_err(format!("subnet[{i}].pools[{k}]"), format!("{q} overlaps {p}"), "make pools disjoint"));
+                    return Err(field_err(
+                        format!("subnet[{i}].pools[{k}]"),
+                        format!("{q} overlaps {p}"),
+                        "make pools disjoint",
+                    ));
                 }
             }
         }
         if s.lease_time < 60 {
-            return Err(field_err(f("lease_time"), format!("{} s is too short", s.lease_time), "use at least 60 (default 600)"));
+            return Err(field_err(
+                f("lease_time"),
+                format!("{} s is too short", s.lease_time),
+                "use at least 60 (default 600)",
+            ));
         }
         if let Some(r) = s.router {
             if !s.cidr.contains(&r) {
-                return Err(field_err(f("router"), format!("{r} is not in {}", s.cidr), "give a router on the subnet"));
+                return Err(field_err(
+                    f("router"),
+                    format!("{r} is not in {}", s.cidr),
+                    "give a router on the subnet",
+                ));
             }
         }
         if let Some(p) = &s.profile {
             if !profiles.contains(p.as_str()) {
-                return Err(field_err(f("profile"), format!("no profile named {p:?}"), "add a [[profile]] with that name"));
+                return Err(field_err(
+                    f("profile"),
+                    format!("no profile named {p:?}"),
+                    "add a [[profile]] with that name",
+                ));
             }
         }
     }
     for (i, s) in c.subnets.iter().enumerate() {
         for t in c.subnets.iter().skip(i + 1) {
             if s.cidr.contains(&t.cidr.network()) || t.cidr.contains(&s.cidr.network()) {
-                return Err(field_err(format!("subnet[{i}].cidr"), format!("{} overlaps {}", s.cidr, t.cidr), "make subnets disjoint"));
+                return Err(field_err(
+                    format!("subnet[{i}].cidr"),
+                    format!("{} overlaps {}", s.cidr, t.cidr),
+                    "make subnets disjoint",
+                ));
             }
         }
     }
@@ -89,17 +123,33 @@ pub fn validate(c: &ServiceConfig) -> Result<(), ConfigError> {
     for (i, r) in c.reservations.iter().enumerate() {
         let f = |x: &str| format!("reservation[{i}].{x}");
         if !macs.insert(r.mac) {
-            return Err(field_err(f("mac"), format!("{} is reserved twice", r.mac), "keep one reservation per MAC"));
+            return Err(field_err(
+                f("mac"),
+                format!("{} is reserved twice", r.mac),
+                "keep one reservation per MAC",
+            ));
         }
         if let Some(other) = ips.insert(r.ip, r.mac) {
-            return Err(field_err(f("ip"), format!("{} is also reserved for {other}", r.ip), "give each reservation its own address"));
+            return Err(field_err(
+                f("ip"),
+                format!("{} is also reserved for {other}", r.ip),
+                "give each reservation its own address",
+            ));
         }
         if c.subnet_for(r.ip).is_none() {
-            return Err(field_err(f("ip"), format!("{} is in no subnet", r.ip), "add a [[subnet]] that contains it"));
+            return Err(field_err(
+                f("ip"),
+                format!("{} is in no subnet", r.ip),
+                "add a [[subnet]] that contains it",
+            ));
         }
         if let Some(p) = &r.profile {
             if !profiles.contains(p.as_str()) {
-                return Err(field_err(f("profile"), format!("no profile named {p:?}"), "add a [[profile]] with that name"));
+                return Err(field_err(
+                    f("profile"),
+                    format!("no profile named {p:?}"),
+                    "add a [[profile]] with that name",
+                ));
             }
         }
     }
@@ -143,10 +193,26 @@ ipxe_script = "http://10.99.0.10/boot.ipxe"
     #[test]
     fn errors_name_the_field() {
         for (from, to, field) in [
-            ("10.99.1.1-10.99.1.200", "10.98.1.1-10.98.1.200", "subnet[0].pools[0]"),
-            ("ip = \"10.99.2.1\"", "ip = \"192.168.0.1\"", "reservation[0].ip"),
-            ("profile = \"default\"\n\n", "profile = \"nope\"\n\n", "subnet[0].profile"),
-            ("router = \"10.99.0.1\"", "router = \"10.1.0.1\"", "subnet[0].router"),
+            (
+                "10.99.1.1-10.99.1.200",
+                "10.98.1.1-10.98.1.200",
+                "subnet[0].pools[0]",
+            ),
+            (
+                "ip = \"10.99.2.1\"",
+                "ip = \"192.168.0.1\"",
+                "reservation[0].ip",
+            ),
+            (
+                "profile = \"default\"\n\n",
+                "profile = \"nope\"\n\n",
+                "subnet[0].profile",
+            ),
+            (
+                "router = \"10.99.0.1\"",
+                "router = \"10.1.0.1\"",
+                "subnet[0].router",
+            ),
             ("domain =", "domian =", "domian"),
         ] {
             let bad = GOOD.replace(from, to);

@@ -20,7 +20,10 @@ pub enum ProposeError {
 pub trait ClusterHandle: Clone + Send + Sync + 'static {
     /// cancel-safety: dropping the future does not withdraw the proposal; it
     /// may still commit.
-    fn propose(&self, cmd: Command) -> impl Future<Output = Result<CommandResponse, ProposeError>> + Send;
+    fn propose(
+        &self,
+        cmd: Command,
+    ) -> impl Future<Output = Result<CommandResponse, ProposeError>> + Send;
 
     /// Runs `f` against the applied state. `f` must not block.
     fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R;

@@ -13,8 +13,8 @@ mod types;
 
 pub use handle::{ClusterHandle, ProposeError};
 pub use node::{
-    Cluster, ConsensusError, Leadership, MembershipError, ELECTION_MAX_MS, ELECTION_MIN_MS, HEARTBEAT_MS,
-    LEADER_LEASE_MS, LEASE_CHECK_MS,
+    Cluster, ConsensusError, Leadership, MembershipError, ELECTION_MAX_MS, ELECTION_MIN_MS,
+    HEARTBEAT_MS, LEADER_LEASE_MS, LEASE_CHECK_MS,
 };
 pub use types::{NodeId, NodeInfo, TypeConfig};
 

@@ -15,7 +15,8 @@ use std::time::Duration;
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    VoteRequest, VoteResponse,
 };
 use openraft::storage::Snapshot;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -39,7 +40,11 @@ enum Request {
     Append(AppendEntriesRequest<C>),
     Vote(VoteRequest<C>),
     PreVote(VoteRequest<C>),
-    Snapshot { vote: Vote, meta: Meta, data: Vec<u8> },
+    Snapshot {
+        vote: Vote,
+        meta: Meta,
+        data: Vec<u8>,
+    },
     TransferLeader(TransferLeaderRequest<C>),
 }
 
@@ -66,11 +71,15 @@ async fn write_frame<T: Serialize>(s: &mut TcpStream, v: &T) -> std::io::Result<
 async fn read_frame<T: DeserializeOwned>(s: &mut TcpStream) -> std::io::Result<T> {
     let len = s.read_u32().await?;
     if len > MAX_FRAME {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("frame of {len} bytes")));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes"),
+        ));
     }
     let mut body = vec![0u8; len as usize];
     s.read_exact(&mut body).await?;
-    serde_json::from_slice(&body).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    serde_json::from_slice(&body)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
 /// Creates a [`Peer`] per target.
@@ -81,7 +90,11 @@ impl RaftNetworkFactory<C> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> Peer {
-        Peer { target, addr: node.raft.clone(), conn: None }
+        Peer {
+            target,
+            addr: node.raft.clone(),
+            conn: None,
+        }
     }
 }
 
@@ -103,7 +116,9 @@ impl Peer {
     async fn call(&mut self, req: &Request, ttl: Duration) -> Result<Reply, CallError> {
         let fut = async {
             if self.conn.is_none() {
-                let s = TcpStream::connect(&self.addr).await.map_err(CallError::Unreachable)?;
+                let s = TcpStream::connect(&self.addr)
+                    .await
+                    .map_err(CallError::Unreachable)?;
                 s.set_nodelay(true).map_err(CallError::Io)?;
                 self.conn = Some(s);
             }
@@ -125,13 +140,24 @@ impl Peer {
     fn rpc_err(&self, e: CallError) -> RPCError<C> {
         match e {
             CallError::Unreachable(e) => RPCError::Unreachable(Unreachable::new(&e)),
-            CallError::Io(e) if matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::BrokenPipe) => {
+            CallError::Io(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::ConnectionRefused
+                        | std::io::ErrorKind::UnexpectedEof
+                        | std::io::ErrorKind::BrokenPipe
+                ) =>
+            {
                 RPCError::Unreachable(Unreachable::new(&e))
             }
             CallError::Io(e) => RPCError::Network(NetworkError::new(&e)),
             CallError::Timeout => RPCError::Network(NetworkError::new(&std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
-                format!("peer {} ({}) did not answer in time", self.target, self.addr),
+                format!(
+                    "peer {} ({}) did not answer in time",
+                    self.target, self.addr
+                ),
             ))),
         }
     }
@@ -148,22 +174,46 @@ fn unexpected() -> RPCError<C> {
 impl RaftNetworkV2<C> for Peer {
     type SnapshotData = SnapshotData;
 
-    async fn append_entries(&mut self, rpc: AppendEntriesRequest<C>, option: RPCOption) -> Result<AppendEntriesResponse<C>, RPCError<C>> {
-        match self.call(&Request::Append(rpc), option.soft_ttl()).await.map_err(|e| self.rpc_err(e))? {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<C>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<C>, RPCError<C>> {
+        match self
+            .call(&Request::Append(rpc), option.soft_ttl())
+            .await
+            .map_err(|e| self.rpc_err(e))?
+        {
             Reply::Append(r) => r.map_err(remote),
             _ => Err(unexpected()),
         }
     }
 
-    async fn vote(&mut self, rpc: VoteRequest<C>, option: RPCOption) -> Result<VoteResponse<C>, RPCError<C>> {
-        match self.call(&Request::Vote(rpc), option.soft_ttl()).await.map_err(|e| self.rpc_err(e))? {
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<C>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<C>, RPCError<C>> {
+        match self
+            .call(&Request::Vote(rpc), option.soft_ttl())
+            .await
+            .map_err(|e| self.rpc_err(e))?
+        {
             Reply::Vote(r) => r.map_err(remote),
             _ => Err(unexpected()),
         }
     }
 
-    async fn pre_vote(&mut self, rpc: VoteRequest<C>, option: RPCOption) -> Result<VoteResponse<C>, RPCError<C>> {
-        match self.call(&Request::PreVote(rpc), option.soft_ttl()).await.map_err(|e| self.rpc_err(e))? {
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<C>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<C>, RPCError<C>> {
+        match self
+            .call(&Request::PreVote(rpc), option.soft_ttl())
+            .await
+            .map_err(|e| self.rpc_err(e))?
+        {
             Reply::Vote(r) => r.map_err(remote),
             _ => Err(unexpected()),
         }
@@ -176,7 +226,11 @@ impl RaftNetworkV2<C> for Peer {
         cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<C>, StreamingError<C>> {
-        let req = Request::Snapshot { vote, meta: snapshot.meta, data: crate::store::snapshot_bytes(&snapshot.snapshot) };
+        let req = Request::Snapshot {
+            vote,
+            meta: snapshot.meta,
+            data: crate::store::snapshot_bytes(&snapshot.snapshot),
+        };
         let ttl = option.hard_ttl();
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
@@ -191,8 +245,16 @@ impl RaftNetworkV2<C> for Peer {
         }
     }
 
-    async fn transfer_leader(&mut self, req: TransferLeaderRequest<C>, option: RPCOption) -> Result<openraft::raft::TransferLeaderResponse<C>, RPCError<C>> {
-        match self.call(&Request::TransferLeader(req), option.soft_ttl()).await.map_err(|e| self.rpc_err(e))? {
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<C>,
+        option: RPCOption,
+    ) -> Result<openraft::raft::TransferLeaderResponse<C>, RPCError<C>> {
+        match self
+            .call(&Request::TransferLeader(req), option.soft_ttl())
+            .await
+            .map_err(|e| self.rpc_err(e))?
+        {
             Reply::TransferLeader(r) => r.map_err(remote).map(Ok),
             _ => Err(unexpected()),
         }
@@ -234,18 +296,29 @@ async fn connection(mut s: TcpStream, peer: SocketAddr, raft: Raft) {
             }
         };
         let reply = match req {
-            Request::Append(r) => Reply::Append(raft.append_entries(r).await.map_err(|e| e.to_string())),
+            Request::Append(r) => {
+                Reply::Append(raft.append_entries(r).await.map_err(|e| e.to_string()))
+            }
             Request::Vote(r) => Reply::Vote(raft.vote(r).await.map_err(|e| e.to_string())),
             Request::PreVote(r) => Reply::Vote(raft.pre_vote(r).await.map_err(|e| e.to_string())),
             Request::Snapshot { vote, meta, data } => {
-                let snapshot = Snapshot { meta, snapshot: crate::store::snapshot_from_bytes(data) };
-                Reply::Snapshot(raft.install_full_snapshot(vote, snapshot).await.map_err(|e| e.to_string()))
+                let snapshot = Snapshot {
+                    meta,
+                    snapshot: crate::store::snapshot_from_bytes(data),
+                };
+                Reply::Snapshot(
+                    raft.install_full_snapshot(vote, snapshot)
+                        .await
+                        .map_err(|e| e.to_string()),
+                )
             }
-            Request::TransferLeader(r) => Reply::TransferLeader(match raft.handle_transfer_leader(r).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(e) => Err(e.to_string()),
-            }),
+            Request::TransferLeader(r) => {
+                Reply::TransferLeader(match raft.handle_transfer_leader(r).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                })
+            }
         };
         if let Err(e) = write_frame(&mut s, &reply).await {
             tracing::debug!(target: "tandem::raft", %peer, error = %e, "reply not sent");

@@ -2,8 +2,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use openraft::errors::{ClientWriteError, RaftError};
-use openraft::{ChangeMembers, ServerState};
 use openraft::type_config::async_runtime::WatchReceiver as _;
+use openraft::{ChangeMembers, ServerState};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -106,7 +106,12 @@ impl Cluster {
     /// grows by `join`).
     /// `init = false` starts an empty node that waits to be added to an
     /// existing cluster (`tandem cluster join`).
-    pub async fn start(cfg: &NodeConfig, store: &Store, init: bool, cancel: CancellationToken) -> Result<Cluster, ConsensusError> {
+    pub async fn start(
+        cfg: &NodeConfig,
+        store: &Store,
+        init: bool,
+        cancel: CancellationToken,
+    ) -> Result<Cluster, ConsensusError> {
         let rc = openraft::Config {
             cluster_name: "tandem".into(),
             heartbeat_interval: HEARTBEAT_MS,
@@ -129,7 +134,9 @@ impl Cluster {
         let (log_store, state_machine) = (store.log_store(), store.state_machine());
         let raft = rt
             .spawn(async move {
-                let listener = TcpListener::bind(addr).await.map_err(|source| ConsensusError::Listen { addr, source })?;
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ConsensusError::Listen { addr, source })?;
                 let raft = Raft::new(id, Arc::new(rc), Network, log_store, state_machine)
                     .await
                     .map_err(|e| ConsensusError::Start(e.to_string()))?;
@@ -138,14 +145,29 @@ impl Cluster {
             })
             .await
             .map_err(|e| ConsensusError::Start(e.to_string()))??;
-        let me = NodeInfo { raft: cfg.raft_listen.to_string(), api: cfg.api_listen.to_string() };
-        if init && !raft.is_initialized().await.map_err(|e| ConsensusError::Start(e.to_string()))? {
+        let me = NodeInfo {
+            raft: cfg.raft_listen.to_string(),
+            api: cfg.api_listen.to_string(),
+        };
+        if init
+            && !raft
+                .is_initialized()
+                .await
+                .map_err(|e| ConsensusError::Start(e.to_string()))?
+        {
             let members: BTreeMap<NodeId, NodeInfo> = [(cfg.node_id, me)].into();
-            raft.initialize(members).await.map_err(|e| ConsensusError::Init(e.to_string()))?;
+            raft.initialize(members)
+                .await
+                .map_err(|e| ConsensusError::Init(e.to_string()))?;
             tracing::info!(target: "tandem::raft", node = cfg.node_id, "initialised a new cluster of one");
         }
         let leadership = spawn_leadership_watch(&raft, cancel);
-        Ok(Cluster { id: cfg.node_id, raft, view: store.view(), leadership })
+        Ok(Cluster {
+            id: cfg.node_id,
+            raft,
+            view: store.view(),
+            leadership,
+        })
     }
 
     /// Follows leadership changes (for the transition driver, status and metrics).
@@ -162,19 +184,34 @@ impl Cluster {
     /// This node's info as the cluster should record it.
     #[must_use]
     pub fn me(cfg: &NodeConfig) -> NodeInfo {
-        NodeInfo { raft: cfg.raft_listen.to_string(), api: cfg.api_listen.to_string() }
+        NodeInfo {
+            raft: cfg.raft_listen.to_string(),
+            api: cfg.api_listen.to_string(),
+        }
     }
 
     /// Voter ids of the effective membership.
     #[must_use]
     pub fn voters(&self) -> Vec<NodeId> {
-        self.raft.metrics().borrow_watched().membership_config.membership().voter_ids().collect()
+        self.raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect()
     }
 
     /// Whether this node is a voter or learner of the cluster it knows.
     #[must_use]
     pub fn is_member(&self) -> bool {
-        self.raft.metrics().borrow_watched().membership_config.membership().get_node(&self.id).is_some()
+        self.raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .get_node(&self.id)
+            .is_some()
     }
 
     /// Whether this node may serve now: it leads, and either it is the only
@@ -186,25 +223,39 @@ impl Cluster {
         if m.state != ServerState::Leader {
             return false;
         }
-        if m.membership_config.membership().voter_ids().nth(1).is_none() {
+        if m.membership_config
+            .membership()
+            .voter_ids()
+            .nth(1)
+            .is_none()
+        {
             return true;
         }
-        m.last_quorum_acked
-            .as_ref()
-            .is_some_and(|sent| openraft::Instant::elapsed(&**sent) < std::time::Duration::from_millis(LEADER_LEASE_MS))
+        m.last_quorum_acked.as_ref().is_some_and(|sent| {
+            openraft::Instant::elapsed(&**sent) < std::time::Duration::from_millis(LEADER_LEASE_MS)
+        })
     }
 
     /// The last log index, for log lines that must carry `index=`.
     #[must_use]
     pub fn last_log_index(&self) -> u64 {
-        self.raft.metrics().borrow_watched().last_log_index.unwrap_or(0)
+        self.raft
+            .metrics()
+            .borrow_watched()
+            .last_log_index
+            .unwrap_or(0)
     }
 
     fn not_leader(&self) -> MembershipError {
-        MembershipError::NotLeader { leader: self.raft.metrics().borrow_watched().current_leader }
+        MembershipError::NotLeader {
+            leader: self.raft.metrics().borrow_watched().current_leader,
+        }
     }
 
-    fn map_write_err(&self, e: &RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> MembershipError {
+    fn map_write_err(
+        &self,
+        e: &RaftError<TypeConfig, ClientWriteError<TypeConfig>>,
+    ) -> MembershipError {
         match e {
             RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => self.not_leader(),
             other => MembershipError::Raft(other.to_string()),
@@ -250,7 +301,8 @@ impl Cluster {
         if m.membership_config.membership().get_node(&id).is_none() {
             return Err(MembershipError::UnknownNode(id));
         }
-        let voters: std::collections::BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
+        let voters: std::collections::BTreeSet<NodeId> =
+            m.membership_config.membership().voter_ids().collect();
         if voters.contains(&id) {
             self.raft
                 .change_membership(ChangeMembers::RemoveVoters([id].into()), false)
@@ -272,19 +324,34 @@ impl Cluster {
         if m.state != ServerState::Leader {
             return Err(self.not_leader());
         }
-        let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().filter(|v| *v != self.id).collect();
+        let voters: Vec<NodeId> = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .filter(|v| *v != self.id)
+            .collect();
         let target = match to {
             Some(t) if voters.contains(&t) => t,
             Some(t) => return Err(MembershipError::UnknownNode(t)),
             None => {
                 let matched = |id: &NodeId| {
-                    m.replication.as_ref().and_then(|r| r.get(id).copied().flatten()).map_or(0, |l| l.index)
+                    m.replication
+                        .as_ref()
+                        .and_then(|r| r.get(id).copied().flatten())
+                        .map_or(0, |l| l.index)
                 };
-                *voters.iter().max_by_key(|id| matched(id)).ok_or(MembershipError::NoTarget)?
+                *voters
+                    .iter()
+                    .max_by_key(|id| matched(id))
+                    .ok_or(MembershipError::NoTarget)?
             }
         };
         tracing::info!(target: "tandem::raft", term = m.current_term, index = m.last_log_index.unwrap_or(0), to = target, "handing over leadership");
-        self.raft.trigger().transfer_leader(target).await.map_err(|e| MembershipError::Raft(e.to_string()))?;
+        self.raft
+            .trigger()
+            .transfer_leader(target)
+            .await
+            .map_err(|e| MembershipError::Raft(e.to_string()))?;
         Ok(target)
     }
 }
@@ -334,7 +401,8 @@ fn spawn_leadership_watch(raft: &Raft, cancel: CancellationToken) -> watch::Rece
             let g = metrics::get();
             g.raft_term.set(i64::try_from(l.term).unwrap_or(i64::MAX));
             g.raft_is_leader.set(i64::from(l.is_leader));
-            g.raft_last_log_index.set(i64::try_from(index).unwrap_or(i64::MAX));
+            g.raft_last_log_index
+                .set(i64::try_from(index).unwrap_or(i64::MAX));
             if l.leader != last_leader {
                 if l.leader.is_some() {
                     g.raft_leader_changes.inc();
@@ -363,7 +431,11 @@ impl ClusterHandle for Cluster {
     async fn propose(&self, cmd: Command) -> Result<CommandResponse, ProposeError> {
         match self.raft.client_write(cmd).await {
             Ok(resp) => Ok(resp.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(ProposeError::NotLeader { leader: f.leader_id }),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(ProposeError::NotLeader {
+                    leader: f.leader_id,
+                })
+            }
             Err(e) => Err(ProposeError::Failed(e.to_string())),
         }
     }

@@ -162,9 +162,15 @@ pub fn dhcp_packet(kind: &'static str, direction: &'static str) {
     let counter = hit.unwrap_or_else(|| {
         let c = get()
             .dhcp_packets
-            .get_or_create(&TypeDir { r#type: kind.to_owned(), direction: direction.to_owned() })
+            .get_or_create(&TypeDir {
+                r#type: kind.to_owned(),
+                direction: direction.to_owned(),
+            })
             .clone();
-        cache.write().unwrap_or_else(std::sync::PoisonError::into_inner).push((kind, direction, c.clone()));
+        cache
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((kind, direction, c.clone()));
         c
     });
     counter.inc();
@@ -178,7 +184,8 @@ mod tests {
         super::dhcp_packet("inform", "in");
         let text = super::get().encode();
         assert!(
-            text.lines().any(|l| l == r#"tandem_dhcp_packets_total{type="inform",direction="in"} 2"#),
+            text.lines()
+                .any(|l| l == r#"tandem_dhcp_packets_total{type="inform",direction="in"} 2"#),
             "{text}"
         );
     }

@@ -106,11 +106,17 @@ impl FromStr for PoolRange {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (a, b) = s
-            .split_once('-')
-            .ok_or_else(|| format!("pool range {s:?} must be written START-END, e.g. 10.99.1.1-10.99.1.200"))?;
-        let start = a.trim().parse().map_err(|e| format!("pool range {s:?}: start: {e}"))?;
-        let end = b.trim().parse().map_err(|e| format!("pool range {s:?}: end: {e}"))?;
+        let (a, b) = s.split_once('-').ok_or_else(|| {
+            format!("pool range {s:?} must be written START-END, e.g. 10.99.1.1-10.99.1.200")
+        })?;
+        let start = a
+            .trim()
+            .parse()
+            .map_err(|e| format!("pool range {s:?}: start: {e}"))?;
+        let end = b
+            .trim()
+            .parse()
+            .map_err(|e| format!("pool range {s:?}: end: {e}"))?;
         Ok(PoolRange { start, end })
     }
 }
@@ -123,7 +129,9 @@ impl Serialize for PoolRange {
 
 impl<'de> Deserialize<'de> for PoolRange {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 

@@ -20,7 +20,12 @@ pub enum Command {
     /// The record stays, expired, so the client gets the same address back.
     Release { ip: Ipv4Addr, at: u64 },
     /// The client found the address in use (DHCPDECLINE): quarantine it.
-    Decline { ip: Ipv4Addr, mac: Mac, at: u64, until: u64 },
+    Decline {
+        ip: Ipv4Addr,
+        mac: Mac,
+        at: u64,
+        until: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,7 +34,9 @@ pub enum CommandResponse {
     Ok,
     /// The command was valid Raft-wise but does not apply (e.g. the address is
     /// held by another client); the state did not change.
-    Rejected { reason: String },
+    Rejected {
+        reason: String,
+    },
 }
 
 /// The replicated data. `apply` is pure, so replicas that apply the same log
@@ -54,7 +61,11 @@ impl State {
     pub fn reindex(&mut self) {
         self.by_mac.clear();
         let mut newest: HashMap<Mac, (u64, Ipv4Addr)> = HashMap::new();
-        for l in self.leases.values().filter(|l| l.state == LeaseState::Bound) {
+        for l in self
+            .leases
+            .values()
+            .filter(|l| l.state == LeaseState::Bound)
+        {
             let e = newest.entry(l.mac).or_insert((l.granted_at, l.ip));
             if l.granted_at >= e.0 {
                 *e = (l.granted_at, l.ip);
@@ -112,7 +123,9 @@ impl State {
                     l.expires_at = l.expires_at.min(*at);
                     CommandResponse::Ok
                 }
-                _ => CommandResponse::Rejected { reason: format!("{ip} is not leased") },
+                _ => CommandResponse::Rejected {
+                    reason: format!("{ip} is not leased"),
+                },
             },
             Command::Decline { ip, mac, at, until } => {
                 if let Some(prev) = self.leases.get(ip) {
@@ -148,10 +161,16 @@ impl std::fmt::Display for Command {
                 config.profiles.len()
             ),
             Command::Grant { lease } => {
-                write!(f, "grant({} -> {} until {})", lease.ip, lease.mac, lease.expires_at)
+                write!(
+                    f,
+                    "grant({} -> {} until {})",
+                    lease.ip, lease.mac, lease.expires_at
+                )
             }
             Command::Release { ip, at } => write!(f, "release({ip} at {at})"),
-            Command::Decline { ip, mac, until, .. } => write!(f, "decline({ip} by {mac} until {until})"),
+            Command::Decline { ip, mac, until, .. } => {
+                write!(f, "decline({ip} by {mac} until {until})")
+            }
         }
     }
 }
@@ -174,18 +193,38 @@ mod tests {
     #[test]
     fn grant_moves_a_mac_and_refuses_a_held_address() {
         let mut s = State::default();
-        assert_eq!(s.apply(&Command::Grant { lease: lease([10, 0, 0, 5], 1, 100) }), CommandResponse::Ok);
+        assert_eq!(
+            s.apply(&Command::Grant {
+                lease: lease([10, 0, 0, 5], 1, 100)
+            }),
+            CommandResponse::Ok
+        );
         // Another client cannot take a live lease.
         assert!(matches!(
-            s.apply(&Command::Grant { lease: lease([10, 0, 0, 5], 2, 101) }),
+            s.apply(&Command::Grant {
+                lease: lease([10, 0, 0, 5], 2, 101)
+            }),
             CommandResponse::Rejected { .. }
         ));
         // The same client moving to a new address gives up the old one.
-        assert_eq!(s.apply(&Command::Grant { lease: lease([10, 0, 0, 6], 1, 102) }), CommandResponse::Ok);
+        assert_eq!(
+            s.apply(&Command::Grant {
+                lease: lease([10, 0, 0, 6], 1, 102)
+            }),
+            CommandResponse::Ok
+        );
         assert!(s.lease_of_ip([10, 0, 0, 5].into()).is_none());
-        assert_eq!(s.lease_of_mac(Mac([2, 0, 0, 0, 0, 1])).unwrap().ip, Ipv4Addr::new(10, 0, 0, 6));
+        assert_eq!(
+            s.lease_of_mac(Mac([2, 0, 0, 0, 0, 1])).unwrap().ip,
+            Ipv4Addr::new(10, 0, 0, 6)
+        );
         // Once expired, another client may take it.
-        assert_eq!(s.apply(&Command::Grant { lease: lease([10, 0, 0, 6], 2, 800) }), CommandResponse::Ok);
+        assert_eq!(
+            s.apply(&Command::Grant {
+                lease: lease([10, 0, 0, 6], 2, 800)
+            }),
+            CommandResponse::Ok
+        );
         assert!(s.lease_of_mac(Mac([2, 0, 0, 0, 0, 1])).is_none());
     }
 
@@ -194,28 +233,54 @@ mod tests {
         // A client that declined an address keeps its own lease in the index
         // when another client is later granted the declined address.
         let mut s = State::default();
-        s.apply(&Command::Grant { lease: lease([10, 0, 0, 1], 1, 100) });
-        s.apply(&Command::Decline { ip: [10, 0, 0, 2].into(), mac: Mac([2, 0, 0, 0, 0, 1]), at: 100, until: 110 });
-        s.apply(&Command::Grant { lease: lease([10, 0, 0, 2], 2, 200) });
+        s.apply(&Command::Grant {
+            lease: lease([10, 0, 0, 1], 1, 100),
+        });
+        s.apply(&Command::Decline {
+            ip: [10, 0, 0, 2].into(),
+            mac: Mac([2, 0, 0, 0, 0, 1]),
+            at: 100,
+            until: 110,
+        });
+        s.apply(&Command::Grant {
+            lease: lease([10, 0, 0, 2], 2, 200),
+        });
         let mut t = s.clone();
         t.reindex();
         for m in 1..=2 {
             let mac = Mac([2, 0, 0, 0, 0, m]);
-            assert_eq!(s.lease_of_mac(mac).map(|l| l.ip), t.lease_of_mac(mac).map(|l| l.ip), "mac {m}");
+            assert_eq!(
+                s.lease_of_mac(mac).map(|l| l.ip),
+                t.lease_of_mac(mac).map(|l| l.ip),
+                "mac {m}"
+            );
         }
-        assert_eq!(s.lease_of_mac(Mac([2, 0, 0, 0, 0, 1])).unwrap().ip, Ipv4Addr::new(10, 0, 0, 1));
+        assert_eq!(
+            s.lease_of_mac(Mac([2, 0, 0, 0, 0, 1])).unwrap().ip,
+            Ipv4Addr::new(10, 0, 0, 1)
+        );
     }
 
     #[test]
     fn reindex_matches_incremental_index() {
         let mut s = State::default();
-        s.apply(&Command::Grant { lease: lease([10, 0, 0, 5], 1, 100) });
-        s.apply(&Command::Grant { lease: lease([10, 0, 0, 7], 3, 100) });
-        s.apply(&Command::Release { ip: [10, 0, 0, 7].into(), at: 150 });
+        s.apply(&Command::Grant {
+            lease: lease([10, 0, 0, 5], 1, 100),
+        });
+        s.apply(&Command::Grant {
+            lease: lease([10, 0, 0, 7], 3, 100),
+        });
+        s.apply(&Command::Release {
+            ip: [10, 0, 0, 7].into(),
+            at: 150,
+        });
         let json = serde_json::to_string(&s).unwrap();
         let mut t: State = serde_json::from_str(&json).unwrap();
         t.reindex();
         assert_eq!(t, s);
-        assert_eq!(t.lease_of_mac(Mac([2, 0, 0, 0, 0, 3])).unwrap().expires_at, 150);
+        assert_eq!(
+            t.lease_of_mac(Mac([2, 0, 0, 0, 0, 3])).unwrap().expires_at,
+            150
+        );
     }
 }

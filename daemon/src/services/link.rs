@@ -12,6 +12,51 @@ use crate::model::Mac;
 
 pub const BROADCAST: Mac = Mac([0xff; 6]);
 
+/// Receive queue asked for on the DHCP and TFTP listeners: a rack powering on
+/// sends hundreds of DISCOVERs or RRQs in the same millisecond, and the
+/// kernel default (`net.core.rmem_default`, about 208 KiB) holds only a few
+/// hundred small datagrams before it drops them.
+pub const LISTENER_RCVBUF: usize = 4 << 20;
+
+/// Enlarges a listener's receive queue to `bytes`. As root `SO_RCVBUFFORCE`
+/// passes the `net.core.rmem_max` cap; otherwise the kernel clamps
+/// `SO_RCVBUF` to that cap. Returns the size the kernel granted.
+pub fn grow_receive_queue(sock: &impl AsRawFd, bytes: usize) -> io::Result<usize> {
+    let fd = sock.as_raw_fd();
+    let want = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    let set = |opt| {
+        // SAFETY: valid fd and a pointer to a c_int of the given length.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                std::ptr::from_ref(&want).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        }
+    };
+    if set(libc::SO_RCVBUFFORCE) != 0 && set(libc::SO_RCVBUF) != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut got: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: valid fd, out pointers to a c_int and its length.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            std::ptr::from_mut(&mut got).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(got).unwrap_or(0))
+}
+
 /// An `AF_PACKET` socket bound to one interface, used for sending only.
 pub struct RawLink {
     fd: OwnedFd,
@@ -23,15 +68,23 @@ pub struct RawLink {
 /// A non-blocking `AF_PACKET` raw socket for `proto` (network byte order;
 /// 0 = send only) and the interface's index.
 fn packet_socket(iface: &str, proto: u16) -> io::Result<(OwnedFd, i32)> {
-    let name = CString::new(iface).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name"))?;
+    let name = CString::new(iface)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name"))?;
     // SAFETY: plain libc call with a valid C string; result checked.
     let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
     if ifindex == 0 {
         return Err(io::Error::last_os_error());
     }
-    let ifindex = i32::try_from(ifindex).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "ifindex out of range"))?;
+    let ifindex = i32::try_from(ifindex)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "ifindex out of range"))?;
     // SAFETY: socket(2) with constant arguments.
-    let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, i32::from(proto)) };
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            i32::from(proto),
+        )
+    };
     if raw < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -108,7 +161,11 @@ impl ArpReceiver {
         sll.sll_ifindex = ifindex;
         // SAFETY: valid fd and address of the right length.
         let r = unsafe {
-            libc::bind(fd.as_raw_fd(), std::ptr::addr_of!(sll).cast(), std::mem::size_of::<libc::sockaddr_ll>() as u32)
+            libc::bind(
+                fd.as_raw_fd(),
+                std::ptr::addr_of!(sll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
         };
         if r < 0 {
             return Err(io::Error::last_os_error());
@@ -125,7 +182,8 @@ impl ArpReceiver {
             let mut guard = self.fd.readable().await?;
             let res = guard.try_io(|fd| {
                 // SAFETY: buf is valid for its length.
-                let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+                let n =
+                    unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
                 if n < 0 {
                     Err(io::Error::last_os_error())
                 } else {
@@ -181,7 +239,11 @@ pub fn arp_reply_frame(mac: Mac, ip: Ipv4Addr, to_mac: Mac, to_ip: Ipv4Addr) -> 
 fn checksum(words: &[u8], initial: u32) -> u16 {
     let mut sum = initial;
     for c in words.chunks(2) {
-        let w = if c.len() == 2 { u16::from_be_bytes([c[0], c[1]]) } else { u16::from_be_bytes([c[0], 0]) };
+        let w = if c.len() == 2 {
+            u16::from_be_bytes([c[0], c[1]])
+        } else {
+            u16::from_be_bytes([c[0], 0])
+        };
         sum += u32::from(w);
     }
     while sum >> 16 != 0 {
@@ -192,7 +254,13 @@ fn checksum(words: &[u8], initial: u32) -> u16 {
 
 /// Ethernet + IPv4 + UDP around `payload`.
 #[must_use]
-pub fn udp_frame(src_mac: Mac, dst_mac: Mac, src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), payload: &[u8]) -> Vec<u8> {
+pub fn udp_frame(
+    src_mac: Mac,
+    dst_mac: Mac,
+    src: (Ipv4Addr, u16),
+    dst: (Ipv4Addr, u16),
+    payload: &[u8],
+) -> Vec<u8> {
     let udp_len = 8 + payload.len();
     let ip_len = 20 + udp_len;
     let mut f = Vec::with_capacity(14 + ip_len);
@@ -248,8 +316,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn receive_queue_grows_past_the_default() {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let before = grow_receive_queue(&sock, 1).unwrap();
+        let after = grow_receive_queue(&sock, LISTENER_RCVBUF).unwrap();
+        assert!(after > before, "{before} -> {after}");
+        // Tests run as root, so SO_RCVBUFFORCE passes rmem_max; the kernel
+        // doubles the value for bookkeeping.
+        assert!(after >= LISTENER_RCVBUF, "granted only {after}");
+    }
+
+    #[test]
     fn ip_header_checksum_verifies() {
-        let f = udp_frame(Mac([2; 6]), BROADCAST, ([10, 0, 0, 1].into(), 67), ([255; 4].into(), 68), b"hello");
+        let f = udp_frame(
+            Mac([2; 6]),
+            BROADCAST,
+            ([10, 0, 0, 1].into(), 67),
+            ([255; 4].into(), 68),
+            b"hello",
+        );
         // Summing a header that carries its checksum gives 0 after complement.
         assert_eq!(checksum(&f[14..34], 0), 0);
         assert_eq!(f.len(), 14 + 20 + 8 + 5);
@@ -260,10 +345,26 @@ mod tests {
         let m = Mac([2, 0, 0, 0, 0, 9]);
         let vip = Ipv4Addr::new(10, 0, 0, 10);
         let g = parse_arp(&garp_frame(m, vip)).unwrap();
-        assert_eq!(g, Arp { is_request: true, sender_mac: m, sender_ip: vip, target_ip: vip });
+        assert_eq!(
+            g,
+            Arp {
+                is_request: true,
+                sender_mac: m,
+                sender_ip: vip,
+                target_ip: vip
+            }
+        );
         let asker = Mac([2, 0, 0, 0, 0, 7]);
         let r = parse_arp(&arp_reply_frame(m, vip, asker, [10, 0, 0, 7].into())).unwrap();
-        assert_eq!(r, Arp { is_request: false, sender_mac: m, sender_ip: vip, target_ip: [10, 0, 0, 7].into() });
+        assert_eq!(
+            r,
+            Arp {
+                is_request: false,
+                sender_mac: m,
+                sender_ip: vip,
+                target_ip: [10, 0, 0, 7].into()
+            }
+        );
         assert_eq!(parse_arp(&garp_frame(m, vip)[..30]), None);
     }
 

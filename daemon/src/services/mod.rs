@@ -6,6 +6,6 @@
 //! - `vip`: adding/removing the VIP and gratuitous ARP.
 
 pub mod dhcp;
-pub mod tftp;
 pub mod link;
+pub mod tftp;
 pub mod vip;

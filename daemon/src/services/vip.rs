@@ -69,7 +69,10 @@ pub struct Vip {
 impl Vip {
     #[must_use]
     pub fn new(iface: &str, net: Ipv4Net) -> Vip {
-        Vip { iface: iface.to_owned(), net }
+        Vip {
+            iface: iface.to_owned(),
+            net,
+        }
     }
 
     #[must_use]
@@ -78,7 +81,13 @@ impl Vip {
     }
 
     fn ip(args: &[&str]) -> Result<std::process::Output, VipError> {
-        Command::new("ip").args(args).output().map_err(|source| VipError::Spawn { args: args.join(" "), source })
+        Command::new("ip")
+            .args(args)
+            .output()
+            .map_err(|source| VipError::Spawn {
+                args: args.join(" "),
+                source,
+            })
     }
 
     /// The device that carries the VIP (see the module docs).
@@ -89,7 +98,10 @@ impl Vip {
     pub fn prepare_interface(&self) -> Result<(), VipError> {
         for (key, value) in [("arp_ignore", "1"), ("arp_announce", "2")] {
             let path = format!("/proc/sys/net/ipv4/conf/{}/{key}", self.iface);
-            std::fs::write(&path, value).map_err(|source| VipError::Sysctl { path: path.clone(), source })?;
+            std::fs::write(&path, value).map_err(|source| VipError::Sysctl {
+                path: path.clone(),
+                source,
+            })?;
         }
         Ok(())
     }
@@ -99,7 +111,10 @@ impl Vip {
     fn devices_holding(&self) -> Result<Vec<String>, VipError> {
         let out = Self::ip(&["-4", "-o", "addr", "show"])?;
         if !out.status.success() {
-            return Err(VipError::Ip { args: "-4 -o addr show".into(), stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned() });
+            return Err(VipError::Ip {
+                args: "-4 -o addr show".into(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            });
         }
         let needle = format!(" {}/", self.net.addr());
         Ok(String::from_utf8_lossy(&out.stdout)
@@ -124,7 +139,10 @@ impl Vip {
         let args = ["addr", "add", cidr.as_str(), "dev", Self::DEV];
         let out = Self::ip(&args)?;
         if !out.status.success() {
-            return Err(VipError::Ip { args: args.join(" "), stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned() });
+            return Err(VipError::Ip {
+                args: args.join(" "),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            });
         }
         metrics::get().vip_held.set(1);
         Ok(())
@@ -137,11 +155,17 @@ impl Vip {
             let out = Self::ip(&["-4", "-o", "addr", "show", "dev", &dev])?;
             let needle = format!(" {}/", self.net.addr());
             let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            for cidr in text.split_whitespace().filter(|w| w.starts_with(needle.trim_start())) {
+            for cidr in text
+                .split_whitespace()
+                .filter(|w| w.starts_with(needle.trim_start()))
+            {
                 let args = ["addr", "del", cidr, "dev", dev.as_str()];
                 let out = Self::ip(&args)?;
                 if !out.status.success() {
-                    return Err(VipError::Ip { args: args.join(" "), stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned() });
+                    return Err(VipError::Ip {
+                        args: args.join(" "),
+                        stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+                    });
                 }
             }
         }
@@ -152,7 +176,10 @@ impl Vip {
     /// Sends one gratuitous ARP now and spawns the repeats; the repeats stop
     /// when `cancel` fires (we stepped down meanwhile).
     pub fn announce(&self, cancel: CancellationToken) -> Result<(), VipError> {
-        let link = RawLink::open(&self.iface).map_err(|source| VipError::Link { iface: self.iface.clone(), source })?;
+        let link = RawLink::open(&self.iface).map_err(|source| VipError::Link {
+            iface: self.iface.clone(),
+            source,
+        })?;
         let frame = garp_frame(link.mac, self.net.addr());
         send_garp(&link, &frame);
         tokio::spawn(async move {
@@ -184,8 +211,15 @@ fn send_garp(link: &RawLink, frame: &[u8]) {
 /// that claim the VIP as sender — a second host holding it (a misconfigured
 /// box, or an old leader that did not fence). Conflicts go to
 /// `tandem_vip_conflicts_total`; their log line is limited to one a second.
-pub async fn arp_duty(iface: String, vip: Ipv4Addr, cancel: CancellationToken) -> Result<(), VipError> {
-    let link_err = |source| VipError::Link { iface: iface.clone(), source };
+pub async fn arp_duty(
+    iface: String,
+    vip: Ipv4Addr,
+    cancel: CancellationToken,
+) -> Result<(), VipError> {
+    let link_err = |source| VipError::Link {
+        iface: iface.clone(),
+        source,
+    };
     let rx = super::link::ArpReceiver::open(&iface).map_err(link_err)?;
     let link = RawLink::open(&iface).map_err(link_err)?;
     let ours = link.mac;
@@ -203,7 +237,9 @@ pub async fn arp_duty(iface: String, vip: Ipv4Addr, cancel: CancellationToken) -
                 }
             },
         };
-        let Some(arp) = super::link::parse_arp(&buf[..n]) else { continue };
+        let Some(arp) = super::link::parse_arp(&buf[..n]) else {
+            continue;
+        };
         if arp.sender_mac == ours {
             continue;
         }

@@ -13,7 +13,11 @@ use crate::model::{Lease, LeaseState, ServiceConfig};
 pub const DEFAULT_CONFIG: &str = "/etc/tandem/node.toml";
 
 #[derive(Parser, Debug)]
-#[command(name = "tandem", version, about = "Highly available DHCP + TFTP + HTTP boot")]
+#[command(
+    name = "tandem",
+    version,
+    about = "Highly available DHCP + TFTP + HTTP boot"
+)]
 pub struct Cli {
     /// Admin API of the node to talk to (default: this node's `api.listen` from
     /// its config, else 127.0.0.1:7481).
@@ -97,7 +101,10 @@ fn fail(e: &ClientError) -> ExitCode {
 }
 
 fn print_json<T: serde::Serialize>(v: &T) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    );
 }
 
 /// Runs an admin subcommand (everything but `daemon`).
@@ -117,7 +124,9 @@ pub fn run_admin(cli: &Cli) -> ExitCode {
             }
             Err(e) => fail(&e),
         },
-        Cmd::Lease { cmd: LeaseCmd::List { json } } => match client.get::<Vec<Lease>>("/v1/leases") {
+        Cmd::Lease {
+            cmd: LeaseCmd::List { json },
+        } => match client.get::<Vec<Lease>>("/v1/leases") {
             Ok(l) if *json => {
                 print_json(&l);
                 ExitCode::SUCCESS
@@ -167,17 +176,35 @@ pub fn run_admin(cli: &Cli) -> ExitCode {
 
 fn cluster(client: &Client, cmd: &ClusterCmd) -> ExitCode {
     let r = match cmd {
-        ClusterCmd::Join { addr, discard_local_state } => {
+        ClusterCmd::Join {
+            addr,
+            discard_local_state,
+        } => {
             eprintln!("tandem: this node gives up its own cluster state (leases, service config) and takes the cluster's");
-            let r = client.post::<_, OkDto>("/v1/cluster/join", &JoinDto { addr: addr.clone(), discard_local_state: *discard_local_state });
+            let r = client.post::<_, OkDto>(
+                "/v1/cluster/join",
+                &JoinDto {
+                    addr: addr.clone(),
+                    discard_local_state: *discard_local_state,
+                },
+            );
             if r.is_ok() {
                 // Wait until the node reports itself a voter of the new cluster.
                 let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
                 while std::time::Instant::now() < deadline {
                     std::thread::sleep(std::time::Duration::from_millis(300));
                     if let Ok(s) = client.get::<StatusDto>("/v1/status") {
-                        if s.members.len() > 1 && s.members.iter().any(|m| m.id == s.node_id && m.role != "learner") {
-                            println!("node {} joined: {} members, leader {}", s.node_id, s.members.len(), s.leader.map_or("none".into(), |l| l.to_string()));
+                        if s.members.len() > 1
+                            && s.members
+                                .iter()
+                                .any(|m| m.id == s.node_id && m.role != "learner")
+                        {
+                            println!(
+                                "node {} joined: {} members, leader {}",
+                                s.node_id,
+                                s.members.len(),
+                                s.leader.map_or("none".into(), |l| l.to_string())
+                            );
                             return ExitCode::SUCCESS;
                         }
                     }
@@ -188,8 +215,12 @@ fn cluster(client: &Client, cmd: &ClusterCmd) -> ExitCode {
             r
         }
         ClusterCmd::Leave => client.post::<_, OkDto>("/v1/cluster/leave", &serde_json::json!({})),
-        ClusterCmd::Remove { node } => client.delete::<OkDto>(&format!("/v1/cluster/members/{node}")),
-        ClusterCmd::Handover { node } => client.post::<_, OkDto>("/v1/cluster/handover", &HandoverDto { to: *node }),
+        ClusterCmd::Remove { node } => {
+            client.delete::<OkDto>(&format!("/v1/cluster/members/{node}"))
+        }
+        ClusterCmd::Handover { node } => {
+            client.post::<_, OkDto>("/v1/cluster/handover", &HandoverDto { to: *node })
+        }
     };
     match r {
         Ok(ok) => {
@@ -201,13 +232,23 @@ fn cluster(client: &Client, cmd: &ClusterCmd) -> ExitCode {
 }
 
 fn print_status(s: &StatusDto) {
-    println!("node {}  role {}  term {}  leader {}", s.node_id, s.role, s.term, s.leader.map_or("none".into(), |l| l.to_string()));
+    println!(
+        "node {}  role {}  term {}  leader {}",
+        s.node_id,
+        s.role,
+        s.term,
+        s.leader.map_or("none".into(), |l| l.to_string())
+    );
     println!(
         "log {}  applied {}  vip {} {}  serving {}",
         s.last_log_index.map_or("-".into(), |i| i.to_string()),
         s.applied_index.map_or("-".into(), |i| i.to_string()),
         s.vip,
-        if s.vip_held { "(held here)" } else { "(not here)" },
+        if s.vip_held {
+            "(held here)"
+        } else {
+            "(not here)"
+        },
         if s.serving { "yes" } else { "no" }
     );
     println!("{:<4} {:<22} {:<22} ROLE", "ID", "RAFT", "API");
@@ -220,8 +261,13 @@ fn print_status(s: &StatusDto) {
 }
 
 fn print_leases(ls: &[Lease]) {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    println!("{:<16} {:<18} {:<9} {:>8}  HOSTNAME", "IP", "MAC", "STATE", "EXPIRES");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    println!(
+        "{:<16} {:<18} {:<9} {:>8}  HOSTNAME",
+        "IP", "MAC", "STATE", "EXPIRES"
+    );
     for l in ls {
         let state = match l.state {
             LeaseState::Bound if l.is_active(now) => "bound",
@@ -229,6 +275,13 @@ fn print_leases(ls: &[Lease]) {
             LeaseState::Declined => "declined",
         };
         let left = l.expires_at.saturating_sub(now);
-        println!("{:<16} {:<18} {:<9} {:>7}s  {}", l.ip, l.mac, state, left, l.hostname.as_deref().unwrap_or(""));
+        println!(
+            "{:<16} {:<18} {:<9} {:>7}s  {}",
+            l.ip,
+            l.mac,
+            state,
+            left,
+            l.hostname.as_deref().unwrap_or("")
+        );
     }
 }

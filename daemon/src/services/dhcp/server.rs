@@ -27,8 +27,8 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 use super::allocator::{Allocator, Offers};
-use super::options;
 use super::handler::{self, Action, Context, Destination};
+use super::options;
 use crate::consensus::ClusterHandle;
 use crate::metrics;
 use crate::model::CommandResponse;
@@ -80,14 +80,36 @@ impl Sender {
         }
         let kind = msg.opts().msg_type().map_or("bootreply", msg_name);
         let res = match *to {
-            Destination::Relay(giaddr) => send_from(&self.udp, &bytes, self.server_id, SocketAddrV4::new(giaddr, self.port)),
-            Destination::Unicast(ip) => send_from(&self.udp, &bytes, self.server_id, SocketAddrV4::new(ip, CLIENT_PORT)),
+            Destination::Relay(giaddr) => send_from(
+                &self.udp,
+                &bytes,
+                self.server_id,
+                SocketAddrV4::new(giaddr, self.port),
+            ),
+            Destination::Unicast(ip) => send_from(
+                &self.udp,
+                &bytes,
+                self.server_id,
+                SocketAddrV4::new(ip, CLIENT_PORT),
+            ),
             Destination::L2Unicast { mac, ip } => {
-                let f = udp_frame(self.link.mac, mac, (self.server_id, self.port), (ip, CLIENT_PORT), &bytes);
+                let f = udp_frame(
+                    self.link.mac,
+                    mac,
+                    (self.server_id, self.port),
+                    (ip, CLIENT_PORT),
+                    &bytes,
+                );
                 self.link.send(mac, &f)
             }
             Destination::Broadcast => {
-                let f = udp_frame(self.link.mac, BROADCAST, (self.server_id, self.port), (Ipv4Addr::BROADCAST, CLIENT_PORT), &bytes);
+                let f = udp_frame(
+                    self.link.mac,
+                    BROADCAST,
+                    (self.server_id, self.port),
+                    (Ipv4Addr::BROADCAST, CLIENT_PORT),
+                    &bytes,
+                );
                 self.link.send(BROADCAST, &f)
             }
         };
@@ -100,21 +122,33 @@ impl Sender {
 
 /// Sends a UDP datagram whose source address is `src` (the VIP) even though
 /// the socket is bound to 0.0.0.0, using `IP_PKTINFO`.
-fn send_from(sock: &UdpSocket, buf: &[u8], src: Ipv4Addr, dst: SocketAddrV4) -> std::io::Result<()> {
+fn send_from(
+    sock: &UdpSocket,
+    buf: &[u8],
+    src: Ipv4Addr,
+    dst: SocketAddrV4,
+) -> std::io::Result<()> {
     let dst_sa = libc::sockaddr_in {
         sin_family: libc::AF_INET as u16,
         sin_port: dst.port().to_be(),
-        sin_addr: libc::in_addr { s_addr: u32::from(*dst.ip()).to_be() },
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*dst.ip()).to_be(),
+        },
         sin_zero: [0; 8],
     };
     let pktinfo = libc::in_pktinfo {
         ipi_ifindex: 0,
-        ipi_spec_dst: libc::in_addr { s_addr: u32::from(src).to_be() },
+        ipi_spec_dst: libc::in_addr {
+            s_addr: u32::from(src).to_be(),
+        },
         ipi_addr: libc::in_addr { s_addr: 0 },
     };
     // u64-aligned buffer large enough for one in_pktinfo control message.
     let mut cbuf = [0u64; 8];
-    let mut iov = libc::iovec { iov_base: buf.as_ptr().cast_mut().cast(), iov_len: buf.len() };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_ptr().cast_mut().cast(),
+        iov_len: buf.len(),
+    };
     // SAFETY: msghdr is plain old data; every pointer below outlives the call.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_name = std::ptr::addr_of!(dst_sa).cast_mut().cast();
@@ -123,7 +157,8 @@ fn send_from(sock: &UdpSocket, buf: &[u8], src: Ipv4Addr, dst: SocketAddrV4) -> 
     msg.msg_iovlen = 1;
     msg.msg_control = cbuf.as_mut_ptr().cast();
     // SAFETY: CMSG_SPACE is a pure size computation.
-    msg.msg_controllen = unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::in_pktinfo>() as u32) } as usize;
+    msg.msg_controllen =
+        unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::in_pktinfo>() as u32) } as usize;
     // SAFETY: msg_control points at a buffer of msg_controllen bytes.
     unsafe {
         let c = libc::CMSG_FIRSTHDR(std::ptr::addr_of!(msg));
@@ -133,7 +168,13 @@ fn send_from(sock: &UdpSocket, buf: &[u8], src: Ipv4Addr, dst: SocketAddrV4) -> 
         std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<libc::in_pktinfo>(), pktinfo);
     }
     // SAFETY: valid fd and msghdr.
-    let n = unsafe { libc::sendmsg(sock.as_raw_fd(), std::ptr::addr_of!(msg), libc::MSG_DONTWAIT) };
+    let n = unsafe {
+        libc::sendmsg(
+            sock.as_raw_fd(),
+            std::ptr::addr_of!(msg),
+            libc::MSG_DONTWAIT,
+        )
+    };
     if n < 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -155,19 +196,31 @@ fn msg_name(t: MessageType) -> &'static str {
 }
 
 fn bind(cfg: &DhcpConfig) -> Result<UdpSocket, DhcpError> {
-    let err = |source| DhcpError::Bind { iface: cfg.iface.clone(), port: cfg.port, source };
+    let err = |source| DhcpError::Bind {
+        iface: cfg.iface.clone(),
+        port: cfg.port,
+        source,
+    };
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
     s.set_reuse_address(true).map_err(err)?;
     s.set_broadcast(true).map_err(err)?;
     // Only the service interface: Raft and the API live on the same host.
     s.bind_device(Some(cfg.iface.as_bytes())).map_err(err)?;
     s.set_nonblocking(true).map_err(err)?;
-    s.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, cfg.port)).into()).map_err(err)?;
+    if let Err(e) =
+        crate::services::link::grow_receive_queue(&s, crate::services::link::LISTENER_RCVBUF)
+    {
+        tracing::warn!(target: "tandem::dhcp", error = %e, "could not enlarge the DHCP receive queue; bursts of DISCOVERs may be dropped");
+    }
+    s.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, cfg.port)).into())
+        .map_err(err)?;
     UdpSocket::from_std(s.into()).map_err(err)
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Rate limit for malformed-packet warnings: at most one line per second;
@@ -188,10 +241,22 @@ impl Throttle {
 }
 
 /// Serves DHCP until `cancel` fires.
-pub async fn serve<C: ClusterHandle>(cfg: DhcpConfig, cluster: C, cancel: CancellationToken) -> Result<(), DhcpError> {
+pub async fn serve<C: ClusterHandle>(
+    cfg: DhcpConfig,
+    cluster: C,
+    cancel: CancellationToken,
+) -> Result<(), DhcpError> {
     let udp = Arc::new(bind(&cfg)?);
-    let link = RawLink::open(&cfg.iface).map_err(|source| DhcpError::Link { iface: cfg.iface.clone(), source })?;
-    let sender = Arc::new(Sender { udp: udp.clone(), link, server_id: cfg.server_id, port: cfg.port });
+    let link = RawLink::open(&cfg.iface).map_err(|source| DhcpError::Link {
+        iface: cfg.iface.clone(),
+        source,
+    })?;
+    let sender = Arc::new(Sender {
+        udp: udp.clone(),
+        link,
+        server_id: cfg.server_id,
+        port: cfg.port,
+    });
     let mut offers = Offers::new();
     let mut alloc = Allocator::new();
     let mut buf = vec![0u8; 4096];
@@ -228,19 +293,35 @@ pub async fn serve<C: ClusterHandle>(cfg: DhcpConfig, cluster: C, cancel: Cancel
             offers.expire(now);
             last_expire = now;
         }
-        let ctx = Context { server_id: cfg.server_id, now };
+        let ctx = Context {
+            server_id: cfg.server_id,
+            now,
+        };
         let action = cluster.read(|state| handler::handle(&req, state, &offers, &mut alloc, &ctx));
-        metrics::get().dhcp_decision_seconds.observe(started.elapsed().as_secs_f64());
+        metrics::get()
+            .dhcp_decision_seconds
+            .observe(started.elapsed().as_secs_f64());
         match action {
             Action::Drop { reason } => {
                 tracing::debug!(target: "tandem::dhcp::packet", xid = req.xid(), chaddr = ?req.chaddr(), reason, "no reply");
             }
             Action::Reply { reply, to } => sender.send(&reply, &to),
-            Action::Offer { reply, to, ip, mac, until } => {
+            Action::Offer {
+                reply,
+                to,
+                ip,
+                mac,
+                until,
+            } => {
                 offers.record(ip, mac, until);
                 sender.send(&reply, &to);
             }
-            Action::CommitThenReply { cmd, reply, nak, to } => {
+            Action::CommitThenReply {
+                cmd,
+                reply,
+                nak,
+                to,
+            } => {
                 let (cluster, sender, cancel) = (cluster.clone(), sender.clone(), cancel.clone());
                 tasks.spawn(async move {
                     let t = Instant::now();
@@ -282,4 +363,3 @@ pub async fn serve<C: ClusterHandle>(cfg: DhcpConfig, cluster: C, cancel: Cancel
     tracing::info!(target: "tandem::dhcp", in_flight = tasks.len(), "DHCP responder stopped");
     Ok(())
 }
-

@@ -83,6 +83,11 @@ pub(super) async fn serve_socket(
         return Err(TftpError::RootNotDir(cfg.root));
     }
     let local = sock.local_addr().map_err(TftpError::LocalAddr)?;
+    if let Err(e) =
+        crate::services::link::grow_receive_queue(&sock, crate::services::link::LISTENER_RCVBUF)
+    {
+        warn!(target: LOG_TARGET, error = %e, "could not enlarge the listener's receive queue; request bursts may be dropped");
+    }
     let ctx = Arc::new(Ctx {
         root,
         root_configured: cfg.root,
