@@ -4,8 +4,11 @@
 //! - `types`: [`TypeConfig`] (log payload = [`crate::model::Command`]) and [`NodeInfo`].
 //! - `handle`: [`ClusterHandle`], the small interface services use (propose, read).
 //! - `network`: Raft RPCs between peers over TCP (length-prefixed JSON frames).
+//! - `detect`: a follower whose peer connection ends probes the leader's port
+//!   and, if no process listens there, starts the election at once.
 //! - `node`: starting Raft on the store ([`Cluster::start`]), leadership watch.
 
+mod detect;
 mod handle;
 mod network;
 mod node;

@@ -10,6 +10,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
@@ -24,6 +25,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+use super::detect::Detector;
 use super::types::{NodeId, NodeInfo, TypeConfig};
 use super::Raft;
 use crate::store::SnapshotData;
@@ -163,6 +165,25 @@ impl Peer {
     }
 }
 
+/// Sends one transfer-leader request to the peer at `addr` on a fresh
+/// connection (the fast-election path in `detect`, which has no [`Peer`]).
+pub(super) async fn send_transfer_leader(
+    addr: &str,
+    req: TransferLeaderRequest<C>,
+    ttl: Duration,
+) -> Result<(), String> {
+    let mut peer = Peer {
+        target: 0,
+        addr: addr.to_owned(),
+        conn: None,
+    };
+    match peer.call(&Request::TransferLeader(req), ttl).await {
+        Ok(Reply::TransferLeader(r)) => r,
+        Ok(_) => Err("peer sent a reply of the wrong kind".into()),
+        Err(e) => Err(format!("{e:?}")),
+    }
+}
+
 fn remote(msg: String) -> RPCError<C> {
     RPCError::Network(NetworkError::new(&Remote(msg)))
 }
@@ -262,7 +283,9 @@ impl RaftNetworkV2<C> for Peer {
 }
 
 /// Accepts peer connections on `addr` and feeds their RPCs to `raft` until `cancel`.
+/// When a connection ends, [`Detector`] checks whether the leader's process died.
 pub async fn serve(listener: TcpListener, raft: Raft, cancel: CancellationToken) {
+    let detector = Detector::new(raft.clone());
     loop {
         // cancel-safety: accept is cancel-safe.
         let (stream, peer) = tokio::select! {
@@ -274,11 +297,12 @@ pub async fn serve(listener: TcpListener, raft: Raft, cancel: CancellationToken)
         };
         let raft = raft.clone();
         let cancel = cancel.clone();
+        let detector = Arc::clone(&detector);
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
             tokio::select! {
                 () = cancel.cancelled() => {}
-                () = connection(stream, peer, raft) => {}
+                () = connection(stream, peer, raft) => detector.peer_closed(),
             }
         });
     }

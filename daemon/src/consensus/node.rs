@@ -46,39 +46,47 @@ pub enum MembershipError {
     Raft(String),
 }
 
-/// Raft timing, tuned for a LAN (DESIGN.md section 2): heartbeats every 25 ms,
-/// elections after 100–150 ms of silence. openraft makes followers refuse
-/// votes for `ELECTION_MAX_MS` after the last heartbeat, so failover takes
-/// roughly that plus one election round. Measured with
-/// `cargo xtask bench failover` (SIGKILL p50 0.29 s, from 0.52 s at 150–300 ms)
-/// and `cargo xtask bench stability` (0 leader changes under stress-ng); the
-/// Raft threads' raised priority is what keeps the short timers stable.
-pub const HEARTBEAT_MS: u64 = 25;
-pub const ELECTION_MIN_MS: u64 = 100;
-pub const ELECTION_MAX_MS: u64 = 150;
+/// Raft timing, tuned for a LAN (DESIGN.md section 2).
+///
+/// openraft 0.10 keeps, on each follower, a lease of `ELECTION_MAX_MS` since
+/// the last heartbeat during which it refuses (pre-)votes, and a follower's
+/// election timer runs *after* that lease: it campaigns at last heartbeat +
+/// `ELECTION_MAX_MS` + a random `ELECTION_MIN_MS..ELECTION_MAX_MS`, here
+/// 170–220 ms. That is the failover time of a silent failure (cut link,
+/// frozen host). A dead process is detected by its refused port and elects at
+/// once (`detect`). Ten heartbeats fit in the shortest silence, and the Raft
+/// threads' raised priority keeps them timely under CPU load. Measured with
+/// `cargo xtask bench failover` and `cargo xtask bench stability`.
+pub const HEARTBEAT_MS: u64 = 15;
+pub const ELECTION_MIN_MS: u64 = 60;
+pub const ELECTION_MAX_MS: u64 = 110;
 
 /// The leader lease (fencing). A leader serves only while a quorum acked a
 /// heartbeat that it *sent* less than `LEADER_LEASE_MS` ago.
 ///
 /// Timing argument (numbers from the constants above):
-/// - `last_quorum_acked` is the *send* time of the newest heartbeat or
+/// - `last_quorum_acked` is the *send* time `S` of the newest heartbeat or
 ///   append that a quorum acknowledged; every follower that acked it received
-///   it at or after that instant.
-/// - A follower's election timer restarts on each heartbeat it receives and
-///   fires no earlier than `ELECTION_MIN_MS` (100 ms) later. openraft also
-///   keeps, on each follower, a lease of `ELECTION_MAX_MS` (150 ms) since the
-///   last heartbeat during which it refuses (pre-)votes for anyone else.
-/// - So no follower becomes a candidate before send + 100 ms, and none can
-///   collect a quorum of votes before send + 150 ms. Our lease ends at
-///   send + 70 ms; the app checks it every `LEASE_CHECK_MS` (10 ms) and steps
-///   down at once (responders cancelled and given at most 30 ms, then XDP
-///   drop, then VIP removal: a few ms). So the old leader is silent by about
-///   send + 115 ms in the worst case, 35 ms before a new leader can exist.
-/// - With heartbeats every 25 ms, a healthy leader renews the lease about
-///   twice per lease period, so one late heartbeat does not interrupt service.
-pub const LEADER_LEASE_MS: u64 = 70;
+///   it at or after `S`.
+/// - A new leader needs the vote of at least one of those followers (quorums
+///   intersect), and each refuses every (pre-)vote until its lease of
+///   `ELECTION_MAX_MS` (110 ms) since its last heartbeat has run out. So no
+///   new leader exists before `S` + 110 ms, even if the candidate is a node
+///   that was cut off long ago and campaigns all the time.
+/// - Our lease ends at `S` + 50 ms; the app checks it every `LEASE_CHECK_MS`
+///   (5 ms) and steps down at once: cancelling the responders stops replies
+///   (a reply already decided checks the token before it is sent), then XDP
+///   drop, then VIP removal. So the old leader sends nothing after about
+///   `S` + 56 ms: 54 ms of margin for a late timer on a loaded box.
+/// - With heartbeats every 15 ms, a healthy leader renews the lease about
+///   three times per lease period, so a late heartbeat or two does not
+///   interrupt service.
+/// - The one exception, `detect`: followers drop their lease and elect at once
+///   only after the leader's Raft port refused a connection, that is when no
+///   leader process exists to answer clients at all.
+pub const LEADER_LEASE_MS: u64 = 50;
 /// How often the app checks the leader lease.
-pub const LEASE_CHECK_MS: u64 = 10;
+pub const LEASE_CHECK_MS: u64 = 5;
 
 /// This node's view of leadership, derived from openraft's metrics. It holds
 /// only what changes on an election, so watchers wake on elections, not on
