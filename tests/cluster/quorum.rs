@@ -9,11 +9,12 @@ use tandem_tests::cluster::{
     describe_statuses, reports_serving, vip_count, vip_holders, wait_agreed_leader, wait_leases_on,
     AGREE_TIMEOUT,
 };
+use tandem_tests::metrics::{scrape, sum};
 use tandem_tests::{describe_output, lab, phase, status, wait_until, SERVICE_TOML};
 
 use super::{in_pool, others, serving_cluster, DHCP_TIMEOUT, REPLICATION_TIMEOUT};
 
-/// How long a leader that lost its quorum may keep serving (lease 100 ms).
+/// How long a leader that lost its quorum may keep serving (lease 50 ms).
 const FENCE_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[test]
@@ -35,6 +36,31 @@ fn survivors_and_quorum_loss() {
         reports_serving(&lab, leader, true),
         "{}",
         describe_statuses(&lab, &pair)
+    );
+
+    phase(&format!(
+        "the leader reports node {f1} as dead in status and metrics"
+    ));
+    let dead = f1.to_string();
+    let reported = wait_until(Duration::from_secs(5), || {
+        let warned = status(&lab, leader).is_ok_and(|v| {
+            v["warnings"].as_array().is_some_and(|ws| {
+                ws.iter().any(|w| {
+                    w.as_str()
+                        .is_some_and(|w| w.starts_with(&format!("node {f1} has not answered")))
+                })
+            })
+        });
+        let silence = scrape(&lab, leader)
+            .ok()
+            .and_then(|t| sum(&t, "tandem_raft_peer_silence_seconds", &[("peer", &dead)]));
+        warned && silence.is_some_and(|s| s >= 1.0)
+    });
+    assert!(
+        reported,
+        "node {f1} is down but the leader does not say so:\n{}\n{}",
+        describe_statuses(&lab, &[leader]),
+        scrape(&lab, leader).unwrap_or_default()
     );
 
     phase("the two survivors serve a new client, and both record the lease");

@@ -8,6 +8,13 @@ pub struct MemberDto {
     pub api: String,
     /// "leader", "follower", "learner" or "unknown".
     pub role: String,
+    /// Only on the leader's status: entries this member lags behind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_entries: Option<u64>,
+    /// Only on the leader's status: milliseconds since this member last acked
+    /// a heartbeat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silence_ms: Option<u64>,
 }
 
 /// `tandem status --json`.

@@ -59,23 +59,45 @@ impl Api {
         };
         let mem = m.membership_config.membership();
         let voters: std::collections::BTreeSet<u64> = mem.voter_ids().collect();
+        let health = crate::consensus::peer_health(&m);
         let members = mem
             .nodes()
-            .map(|(id, n)| MemberDto {
-                id: *id,
-                raft: n.raft.clone(),
-                api: n.api.clone(),
-                role: if Some(*id) == m.current_leader {
-                    "leader"
-                } else if voters.contains(id) {
-                    "follower"
-                } else {
-                    "learner"
+            .map(|(id, n)| {
+                let h = health.iter().find(|h| h.id == *id);
+                MemberDto {
+                    id: *id,
+                    raft: n.raft.clone(),
+                    api: n.api.clone(),
+                    role: if Some(*id) == m.current_leader {
+                        "leader"
+                    } else if voters.contains(id) {
+                        "follower"
+                    } else {
+                        "learner"
+                    }
+                    .into(),
+                    lag_entries: h.map(|h| h.lag_entries),
+                    silence_ms: h
+                        .and_then(|h| h.silence)
+                        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
                 }
-                .into(),
             })
             .collect();
         let mut warnings = svc.warnings;
+        for h in health.iter().filter(|h| h.is_silent()) {
+            warnings.push(match h.silence {
+                Some(d) => format!(
+                    "node {} has not answered heartbeats for {:.1} s ({} entries behind)",
+                    h.id,
+                    d.as_secs_f64(),
+                    h.lag_entries
+                ),
+                None => format!(
+                    "node {} has never answered a heartbeat from this leader",
+                    h.id
+                ),
+            });
+        }
         if voters.len() == 2 {
             warnings.push(
                 "a cluster of two cannot survive the loss of either node; add a third".into(),

@@ -126,7 +126,9 @@ impl Detector {
         }
         match self.raft.handle_transfer_leader(req).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::info!(target: LOG_TARGET, error = %e, "fast election not started"),
+            Ok(Err(e)) => {
+                tracing::info!(target: LOG_TARGET, error = %e, "fast election not started")
+            }
             Err(e) => tracing::warn!(target: LOG_TARGET, error = %e, "fast election failed"),
         }
     }

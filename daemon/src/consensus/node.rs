@@ -169,6 +169,7 @@ impl Cluster {
                 .map_err(|e| ConsensusError::Init(e.to_string()))?;
             tracing::info!(target: "tandem::raft", node = cfg.node_id, "initialised a new cluster of one");
         }
+        super::health::spawn(raft.clone(), cancel.clone());
         let leadership = spawn_leadership_watch(&raft, cancel);
         Ok(Cluster {
             id: cfg.node_id,

@@ -67,6 +67,7 @@ pub struct Metrics {
     pub raft_leader_changes: Counter,
     pub raft_commit_seconds: Histogram,
     pub raft_peer_lag: Family<PeerLabel, Gauge>,
+    pub raft_peer_silence: Family<PeerLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     // DHCP
     pub dhcp_packets: Family<TypeDir, Counter>,
     pub dhcp_leases: Family<SubnetState, Gauge>,
@@ -105,7 +106,8 @@ impl Metrics {
             raft_applied_index: reg!("raft_applied_index", "Last applied index", Gauge::default()),
             raft_leader_changes: reg!("raft_leader_changes", "Leader changes seen", Counter::default()),
             raft_commit_seconds: reg!("raft_commit_seconds", "Propose-to-applied latency", hist_fast()),
-            raft_peer_lag: reg!("raft_peer_lag_entries", "Entries a peer lags behind", Family::default()),
+            raft_peer_lag: reg!("raft_peer_lag_entries", "Entries a peer lags behind (on the leader)", Family::default()),
+            raft_peer_silence: reg!("raft_peer_silence_seconds", "Time since a peer last acked a heartbeat (on the leader)", Family::default()),
             dhcp_packets: reg!("dhcp_packets", "DHCP packets by message type and direction", Family::default()),
             dhcp_leases: reg!("dhcp_leases", "Leases by subnet and state", Family::default()),
             dhcp_decision_seconds: reg!("dhcp_decision_seconds", "Time to decide a DHCP reply", hist_fast()),

@@ -251,9 +251,17 @@ fn print_status(s: &StatusDto) {
         },
         if s.serving { "yes" } else { "no" }
     );
-    println!("{:<4} {:<22} {:<22} ROLE", "ID", "RAFT", "API");
+    println!(
+        "{:<4} {:<22} {:<22} {:<9} {:>6} {:>9}",
+        "ID", "RAFT", "API", "ROLE", "LAG", "LAST ACK"
+    );
     for m in &s.members {
-        println!("{:<4} {:<22} {:<22} {}", m.id, m.raft, m.api, m.role);
+        let lag = m.lag_entries.map_or("-".into(), |l| l.to_string());
+        let ack = m.silence_ms.map_or("-".into(), |ms| format!("{ms} ms"));
+        println!(
+            "{:<4} {:<22} {:<22} {:<9} {:>6} {:>9}",
+            m.id, m.raft, m.api, m.role, lag, ack
+        );
     }
     for w in &s.warnings {
         println!("warning: {w}");
