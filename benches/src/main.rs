@@ -42,6 +42,9 @@ enum BenchCmd {
         /// tandem's cluster size (Kea and dnsmasq always run alone).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=50))]
         nodes: u16,
+        /// Skip the search: one trial per server at this many exchanges/s.
+        #[arg(long)]
+        rate: Option<u32>,
     },
     /// Wall time for N concurrent TFTP clients to fetch one file: tandem vs tftpd-hpa.
     Tftp {
@@ -98,6 +101,7 @@ fn run(cli: Cli) -> Result<Vec<serde_json::Value>> {
             max_trials,
             servers,
             nodes,
+            rate,
         } => {
             let servers = servers
                 .iter()
@@ -110,6 +114,7 @@ fn run(cli: Cli) -> Result<Vec<serde_json::Value>> {
                 placement: Placement {
                     tandem_nodes: usize::from(nodes),
                 },
+                rate,
                 ..DhcpOptions::default()
             };
             tandem_bench::dhcp::run(&opts).map(|j| vec![j])

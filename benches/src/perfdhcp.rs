@@ -149,7 +149,13 @@ pub fn run(bench: &Bench, rate: u32, period: Duration, server: &str, log: &Path)
         std::fs::remove_file(log).with_context(|| format!("removing {}", log.display()))?;
     }
     let args = args(rate, period, server);
-    let p = bench.spawn(&bench.client_ns(), "perfdhcp", &args, log)?;
+    let mut niced = vec!["-n".to_string(), "-10".to_string(), "perfdhcp".to_string()];
+    niced.extend(args.iter().cloned());
+    let p = if std::env::var_os("NICE_PERFDHCP").is_some() {
+        bench.spawn(&bench.client_ns(), "nice", &niced, log)?
+    } else {
+        bench.spawn(&bench.client_ns(), "perfdhcp", &args, log)?
+    };
     // perfdhcp stops sending after the period and waits out its drop time (1 s).
     wait_exit(&p, period + Duration::from_secs(30), "perfdhcp")?;
     let text =

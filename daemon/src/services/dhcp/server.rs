@@ -8,12 +8,12 @@
 //!        ▼
 //!   handler::handle(req, state, offers, now) ──▶ Action
 //!        │ Reply/Offer ────────────────────────▶ send now
-//!        │ CommitThenReply ─▶ task: propose ─▶ applied Ok ─▶ send ACK
-//!        │                                   └▶ rejected  ─▶ send NAK
-//!        │ Commit ──────────▶ task: propose (RELEASE/DECLINE)
+//!        │ CommitThenReply ─▶ propose (in flight) ─▶ applied Ok ─▶ send ACK
+//!        │                                       └▶ rejected  ─▶ send NAK
+//!        │ Commit ──────────▶ propose (RELEASE/DECLINE)
 //! ```
-//! Proposals run in their own tasks so that many are in flight at once and
-//! Raft batches them into one fsync (group commit).
+//! One task runs the loop and polls every proposal in flight; Raft batches
+//! the proposals into one fsync (group commit).
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::AsRawFd;
@@ -240,34 +240,66 @@ impl Throttle {
     }
 }
 
+/// A proposal in flight and what to send when it is decided.
+type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = Committed> + Send>>;
+
+/// What a finished proposal leaves for the loop to do.
+enum Committed {
+    /// A lease commit: reply with `reply` if applied, `nak` if rejected.
+    Lease {
+        result: Result<CommandResponse, crate::consensus::ProposeError>,
+        started: Instant,
+        reply: Box<Message>,
+        nak: Box<Message>,
+        to: Destination,
+    },
+    /// A RELEASE or DECLINE: nothing to send.
+    Quiet(Result<CommandResponse, crate::consensus::ProposeError>),
+}
+
 /// Serves DHCP until `cancel` fires.
+///
+/// One task does everything, as Kea's one thread does: it reads requests,
+/// decides, starts proposals, and sends each ACK as soon as its proposal is
+/// applied. Many proposals are in flight at once, so Raft batches them into
+/// one fsync (group commit); finished ones are sent before more requests are
+/// read, so replies leave in the order and at the pace their commits finish
+/// instead of waiting for a scheduler to run a task per request.
 pub async fn serve<C: ClusterHandle>(
     cfg: DhcpConfig,
     cluster: C,
     cancel: CancellationToken,
 ) -> Result<(), DhcpError> {
+    use futures::stream::{FuturesUnordered, StreamExt as _};
+
     let udp = Arc::new(bind(&cfg)?);
     let link = RawLink::open(&cfg.iface).map_err(|source| DhcpError::Link {
         iface: cfg.iface.clone(),
         source,
     })?;
-    let sender = Arc::new(Sender {
+    let sender = Sender {
         udp: udp.clone(),
         link,
         server_id: cfg.server_id,
         port: cfg.port,
-    });
+    };
     let mut offers = Offers::new();
     let mut alloc = Allocator::new();
     let mut buf = vec![0u8; 4096];
     let mut throttle = Throttle(None);
     let mut last_expire = 0;
-    let tasks = tokio_util::task::TaskTracker::new();
+    let mut pending: FuturesUnordered<Pending> = FuturesUnordered::new();
     tracing::info!(target: "tandem::dhcp", iface = %cfg.iface, server_id = %cfg.server_id, port = cfg.port, "DHCP responder started");
     loop {
-        // cancel-safety: recv_from is cancel-safe; a datagram is either returned or left queued.
+        // cancel-safety: recv_from is cancel-safe (a datagram is either
+        // returned or left queued); dropping `pending.next()` loses nothing.
         let (n, peer) = tokio::select! {
+            biased;
             () = cancel.cancelled() => break,
+            Some(done) = pending.next(), if !pending.is_empty() => {
+                finish(done, &sender);
+                continue;
+            }
             r = udp.recv_from(&mut buf) => match r {
                 Ok(x) => x,
                 Err(e) => { tracing::warn!(target: "tandem::dhcp", error = %e, "recv failed"); continue; }
@@ -322,44 +354,62 @@ pub async fn serve<C: ClusterHandle>(
                 nak,
                 to,
             } => {
-                let (cluster, sender, cancel) = (cluster.clone(), sender.clone(), cancel.clone());
-                tasks.spawn(async move {
-                    let t = Instant::now();
+                let cluster = cluster.clone();
+                pending.push(Box::pin(async move {
+                    let started = Instant::now();
                     let result = cluster.propose(cmd).await;
-                    // A node that stepped down meanwhile must stay silent: the
-                    // new leader answers the client's retransmission.
-                    if cancel.is_cancelled() {
-                        return;
+                    Committed::Lease {
+                        result,
+                        started,
+                        reply: Box::new(reply),
+                        nak: Box::new(nak),
+                        to,
                     }
-                    match result {
-                        Ok(CommandResponse::Ok) => {
-                            metrics::get().raft_commit_seconds.observe(t.elapsed().as_secs_f64());
-                            sender.send(&reply, &to);
-                        }
-                        Ok(CommandResponse::Rejected { reason }) => {
-                            tracing::info!(target: "tandem::dhcp", xid = reply.xid(), reason, "grant rejected at apply; NAK");
-                            sender.send(&nak, &to.for_nak());
-                        }
-                        Err(e) => {
-                            // No ACK without a commit; the client retries.
-                            tracing::warn!(target: "tandem::dhcp", xid = reply.xid(), error = %e, "lease not committed; no reply");
-                        }
-                    }
-                });
+                }));
             }
             Action::Commit { cmd } => {
                 let cluster = cluster.clone();
-                tasks.spawn(async move {
-                    if let Err(e) = cluster.propose(cmd).await {
-                        tracing::warn!(target: "tandem::dhcp", error = %e, "release/decline not committed");
-                    }
-                });
+                pending.push(Box::pin(async move {
+                    Committed::Quiet(cluster.propose(cmd).await)
+                }));
             }
         }
     }
-    // In-flight proposals are not waited for: they check `cancel` before
-    // replying, and Raft may hold them until a new leader exists.
-    tasks.close();
-    tracing::info!(target: "tandem::dhcp", in_flight = tasks.len(), "DHCP responder stopped");
+    // In-flight proposals are dropped unanswered: a node that stepped down
+    // must stay silent, and the new leader answers the client's retransmission.
+    // (Raft may still commit them; the lease is then known to the new leader.)
+    tracing::info!(target: "tandem::dhcp", in_flight = pending.len(), "DHCP responder stopped");
     Ok(())
+}
+
+/// Sends what a finished proposal calls for.
+fn finish(done: Committed, sender: &Sender) {
+    match done {
+        Committed::Lease {
+            result,
+            started,
+            reply,
+            nak,
+            to,
+        } => match result {
+            Ok(CommandResponse::Ok) => {
+                metrics::get()
+                    .raft_commit_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                sender.send(&reply, &to);
+            }
+            Ok(CommandResponse::Rejected { reason }) => {
+                tracing::info!(target: "tandem::dhcp", xid = reply.xid(), reason, "grant rejected at apply; NAK");
+                sender.send(&nak, &to.for_nak());
+            }
+            Err(e) => {
+                // No ACK without a commit; the client retries.
+                tracing::warn!(target: "tandem::dhcp", xid = reply.xid(), error = %e, "lease not committed; no reply");
+            }
+        },
+        Committed::Quiet(Err(e)) => {
+            tracing::warn!(target: "tandem::dhcp", error = %e, "release/decline not committed");
+        }
+        Committed::Quiet(Ok(_)) => {}
+    }
 }
