@@ -144,9 +144,10 @@ impl Transitions {
             port: self.cfg.service.dhcp_port,
         };
         let (cl, c) = (cluster.clone(), serve_cancel.clone());
+        // On the Raft runtime: see `Cluster::runtime`.
         tasks.push((
             "dhcp",
-            tokio::spawn(async move {
+            cluster.runtime().spawn(async move {
                 if let Err(e) = dhcp::serve(dcfg, cl, c).await {
                     tracing::error!(target: "tandem::transition", error = %e, "DHCP responder failed");
                 }
