@@ -15,6 +15,7 @@
 //! - [`durability`]: SIGKILL of all three and restart keeps every lease.
 //! - [`handover`]: planned handover under a client loop loses no request.
 
+mod clients_survive;
 mod dual_answer;
 mod durability;
 mod failover;

@@ -85,6 +85,8 @@ pub const ELECTION_MAX_MS: u64 = 110;
 ///   only after the leader's Raft port refused a connection, that is when no
 ///   leader process exists to answer clients at all.
 pub const LEADER_LEASE_MS: u64 = 50;
+/// How long Raft waits for more client writes to batch into one append.
+const LINGER_MS: u64 = 1;
 /// How often the app checks the leader lease.
 pub const LEASE_CHECK_MS: u64 = 5;
 
@@ -130,6 +132,13 @@ impl Cluster {
             // the log stays short enough for a fast restart.
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(100_000),
             max_in_snapshot_log_to_keep: 1_000,
+            // Wait up to 1 ms for more client writes before appending: under
+            // load the DHCP loop adds several leases in that time, and they
+            // share one fsync (most of a lease's CPU cost is its share of a
+            // redb commit). A DHCP client does not notice a millisecond.
+            // Measured at 4,000 leases/s (perf stat, 6 s): 395 fsyncs/s and
+            // 0.58 CPU with it, 1,185 fsyncs/s and 0.78 CPU without.
+            api_batch_linger_ms: LINGER_MS,
             ..Default::default()
         }
         .validate()
