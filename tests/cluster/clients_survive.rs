@@ -26,11 +26,12 @@ use tandem_tests::lab::sha256_file;
 use tandem_tests::metrics::{counter, scrape, sum, wait_counter_above};
 use tandem_tests::{apply, describe_output, lab, phase, wait_until, Lab, LabProcess};
 
-use super::{others, serving_cluster, unix_now, FAILOVER_TIMEOUT};
+use super::{others, serving_cluster, unix_now, FAILOVER_TIMEOUT, RELAY, RELAY_SERVICE};
+use tandem_tests::wire::start_perfdhcp;
 
 /// The client's static address: TFTP needs one, and perfdhcp relays from it
 /// (giaddr). In the served subnet 10.99.0.0/16, outside every pool.
-const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 99, 3, 1);
+const CLIENT_ADDR: Ipv4Addr = RELAY;
 
 fn client_cidr() -> String {
     format!("{CLIENT_ADDR}/{}", lab::PREFIX_LEN)
@@ -292,18 +293,9 @@ fn tftp_download_cut_by_failover_times_out_then_retry_succeeds() {
 
 // ----- relayed DHCP -----
 
-/// A pool of 4,096 addresses, more than perfdhcp's [`PERF_CLIENTS`]; the
-/// subnet holds the relay address [`CLIENT_ADDR`].
-const RELAY_SERVICE: &str = r#"# clients_survive: relayed DHCP from 10.99.3.1, a pool for every perfdhcp client.
-[[subnet]]
-cidr = "10.99.0.0/16"
-pools = ["10.99.16.0-10.99.31.255"]
-router = "10.99.0.1"
-lease_time = 600
-"#;
 /// perfdhcp's rate (four-way exchanges per second), how many client MACs
 /// it picks from, and how long it runs (`-p`, whole seconds).
-const PERF_RATE: u64 = 50;
+const PERF_RATE: u32 = 50;
 const PERF_CLIENTS: u32 = 1000;
 const PERF_SECS: u64 = 12;
 /// How long into the run the leader dies.
@@ -314,7 +306,7 @@ const PERF_EXIT_SLACK: Duration = Duration::from_secs(20);
 /// Exchanges that must complete beyond what the old leader could have
 /// answered before it died: 2 s of load at [`PERF_RATE`], out of the ~8 s
 /// that follow the kill.
-const MIN_AFTER_KILL: u64 = 2 * PERF_RATE;
+const MIN_AFTER_KILL: u64 = 2 * PERF_RATE as u64;
 
 /// perfdhcp's final report, the parts these tests read.
 #[derive(Debug, Default)]
@@ -367,30 +359,24 @@ fn parse_perfdhcp(text: &str) -> Result<PerfReport> {
     Ok(r)
 }
 
-/// Starts `perfdhcp -4 -l CLIENT_ADDR -r RATE -R CLIENTS -p SECS VIP` in
-/// client 1. perfdhcp is a relay: it sends from port 67 of [`CLIENT_ADDR`]
-/// with giaddr [`CLIENT_ADDR`], and the server answers there by unicast. Returns it and its log.
+/// Starts perfdhcp in client 1 as a relay from [`CLIENT_ADDR`] for
+/// [`PERF_SECS`] seconds. Returns it and its log.
 fn start_relay_perfdhcp(lab: &Lab) -> (LabProcess, PathBuf) {
     phase(&format!(
         "perfdhcp in client 1 relays from {CLIENT_ADDR} to {}: {PERF_RATE}/s for {PERF_SECS} s",
         lab::VIP
     ));
     let log = lab.root().join("perfdhcp.log");
-    let args = [
-        "-4".to_owned(),
-        "-l".to_owned(),
-        CLIENT_ADDR.to_string(),
-        "-r".to_owned(),
-        PERF_RATE.to_string(),
-        "-R".to_owned(),
-        PERF_CLIENTS.to_string(),
-        "-p".to_owned(),
-        PERF_SECS.to_string(),
-        lab::VIP.to_string(),
-    ];
-    let perf = lab
-        .spawn_in(&lab.client_ns(1), "perfdhcp", &args, &log)
-        .expect("starting perfdhcp");
+    let perf = start_perfdhcp(
+        lab,
+        1,
+        CLIENT_ADDR,
+        PERF_RATE,
+        PERF_CLIENTS,
+        Some(PERF_SECS),
+        &log,
+    )
+    .expect("starting perfdhcp");
     (perf, log)
 }
 
@@ -487,7 +473,7 @@ fn relayed_dhcp_keeps_flowing_after_the_vip_moves() {
     // Before it died, the old leader could at most answer every exchange
     // started by then (perfdhcp starts PERF_RATE a second), plus one
     // second of slack; and it had sent `acks_before_kill` ACKs.
-    let by_old_at_most = (PERF_RATE * (run_at_kill.as_secs() + 1)).max(acks_before_kill);
+    let by_old_at_most = (u64::from(PERF_RATE) * (run_at_kill.as_secs() + 1)).max(acks_before_kill);
     assert!(
         report.completed() >= by_old_at_most + MIN_AFTER_KILL,
         "perfdhcp completed {} exchanges; the old leader could have answered up to {by_old_at_most} \

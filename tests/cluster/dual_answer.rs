@@ -11,7 +11,6 @@
 //! packets sent must not move after it reported `serving: false`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use tandem_tests::cluster::{
@@ -23,10 +22,8 @@ use tandem_tests::wire::{
 };
 use tandem_tests::{lab, phase, status, wait_until, Lab};
 
-use super::{others, serving_cluster, FAILOVER_TIMEOUT};
+use super::{others, serving_cluster, FAILOVER_TIMEOUT, RELAY};
 
-/// perfdhcp's relay address in client 1: in the subnet, outside the pool.
-const RELAY: Ipv4Addr = Ipv4Addr::new(10, 99, 3, 1);
 /// One probe every 50 ms from each prober.
 const PROBE_RATE: u32 = 20;
 const PROBE_INTERVAL: Duration = Duration::from_millis(50);
@@ -74,7 +71,7 @@ fn partition_no_two_servers_answer() {
     )
     .expect("starting tcpdump on the bridge");
     let perf_log = lab.root().join("perfdhcp-probe.log");
-    let perf = start_perfdhcp(&lab, 1, RELAY, PROBE_RATE, PROBE_CLIENTS, &perf_log)
+    let perf = start_perfdhcp(&lab, 1, RELAY, PROBE_RATE, PROBE_CLIENTS, None, &perf_log)
         .expect("starting perfdhcp");
     let probe_log = lab.root().join("broadcast-probe.log");
     // Enough DISCOVERs for the whole test; killed when the test is done.

@@ -39,6 +39,17 @@ const FAILOVER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long follower lease tables may lag behind the leader's.
 const REPLICATION_TIMEOUT: Duration = Duration::from_secs(5);
 /// The dynamic pool of [`SERVICE_TOML`].
+/// perfdhcp's relay address in client 1: in the subnet, outside every pool.
+const RELAY: Ipv4Addr = Ipv4Addr::new(10, 99, 3, 1);
+/// A pool of 4,096 addresses, more than any perfdhcp run here picks client
+/// MACs from; the subnet holds [`RELAY`].
+const RELAY_SERVICE: &str = r#"# tests/cluster: relayed DHCP from 10.99.3.1, a pool for every perfdhcp client.
+[[subnet]]
+cidr = "10.99.0.0/16"
+pools = ["10.99.16.0-10.99.31.255"]
+router = "10.99.0.1"
+lease_time = 600
+"#;
 const POOL: (Ipv4Addr, Ipv4Addr) = (Ipv4Addr::new(10, 99, 1, 1), Ipv4Addr::new(10, 99, 1, 200));
 
 /// A formed three-node cluster with the lab's service config applied

@@ -21,18 +21,8 @@ use tandem_tests::metrics::wait_counter_above;
 use tandem_tests::wire::{start_perfdhcp, stop_perfdhcp, Capture, DhcpReply, DHCPACK};
 use tandem_tests::{apply, json, lab, phase, status, wait_until, Lab};
 
-use super::{others, unix_now, FAILOVER_TIMEOUT};
+use super::{others, unix_now, FAILOVER_TIMEOUT, RELAY, RELAY_SERVICE};
 
-/// perfdhcp's relay address in client 1: in the subnet, outside the pool.
-const RELAY: Ipv4Addr = Ipv4Addr::new(10, 99, 3, 1);
-/// The pool holds 4,096 addresses, more than perfdhcp's [`CLIENTS`].
-const SERVICE: &str = r#"# no_lost_leases: a pool big enough for every perfdhcp client.
-[[subnet]]
-cidr = "10.99.0.0/16"
-pools = ["10.99.16.0-10.99.31.255"]
-router = "10.99.0.1"
-lease_time = 600
-"#;
 /// perfdhcp's rate (four-way exchanges per second) and how many different
 /// MACs it picks from: about 1,000 distinct MACs after 14 s of service.
 const RATE: u32 = 100;
@@ -108,7 +98,7 @@ fn no_lost_leases_across_leader_kills() {
     phase(&format!(
         "apply a service config with a 4,096-address pool (through node {leader})"
     ));
-    apply(&lab, leader, SERVICE);
+    apply(&lab, leader, RELAY_SERVICE);
     lab.add_client_ip(1, &format!("{RELAY}/{}", lab::PREFIX_LEN))
         .expect("giving client 1 the relay address");
 
@@ -122,7 +112,8 @@ fn no_lost_leases_across_leader_kills() {
     )
     .expect("starting tcpdump");
     let perf_log = lab.root().join("perfdhcp.log");
-    let perf = start_perfdhcp(&lab, 1, RELAY, RATE, CLIENTS, &perf_log).expect("starting perfdhcp");
+    let perf =
+        start_perfdhcp(&lab, 1, RELAY, RATE, CLIENTS, None, &perf_log).expect("starting perfdhcp");
     let first_acks = wait_counter_above(
         &lab,
         leader,

@@ -162,19 +162,21 @@ pub fn parse_replies(text: &str) -> Result<Vec<DhcpReply>> {
         .collect()
 }
 
-/// Starts `perfdhcp -4 -l ADDR -r RATE -R CLIENTS VIP` in client `j`, which
-/// must hold the static address `addr` (perfdhcp is a relay: it sends from
-/// `addr`:67 with giaddr = `addr`, and the server answers there). With no
-/// `-p` it runs until [`stop_perfdhcp`].
+/// Starts `perfdhcp -4 -l ADDR -r RATE -R CLIENTS [-p SECS] VIP` in client
+/// `j`, which must hold the static address `addr` (perfdhcp is a relay: it
+/// sends from `addr`:67 with giaddr = `addr`, and the server answers there).
+/// With `period` it exits after that many seconds and its drop time; with
+/// `None` it runs until [`stop_perfdhcp`].
 pub fn start_perfdhcp(
     lab: &Lab,
     j: usize,
     addr: Ipv4Addr,
     rate: u32,
     clients: u32,
+    period: Option<u64>,
     log: &Path,
 ) -> Result<LabProcess> {
-    let args = [
+    let mut args = vec![
         "-4".to_owned(),
         "-l".to_owned(),
         addr.to_string(),
@@ -182,8 +184,11 @@ pub fn start_perfdhcp(
         rate.to_string(),
         "-R".to_owned(),
         clients.to_string(),
-        lab::VIP.to_string(),
     ];
+    if let Some(secs) = period {
+        args.extend(["-p".to_owned(), secs.to_string()]);
+    }
+    args.push(lab::VIP.to_string());
     lab.spawn_in(&lab.client_ns(j), "perfdhcp", &args, log)
 }
 
