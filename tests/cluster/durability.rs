@@ -35,10 +35,19 @@ fn cold_restart_keeps_leases() {
         .map(|i| wait_leases_on(&lab, i, &want, REPLICATION_TIMEOUT))
         .collect();
 
-    phase("SIGKILL all three nodes");
+    phase("SIGKILL all three nodes at once");
+    // Signal all before waiting for any: a survivor notices a dead leader
+    // within milliseconds and would take over the VIP before its own kill.
     for i in 1..=3 {
-        lab.kill_node(i, libc::SIGKILL)
+        lab.signal_node(i, libc::SIGKILL)
             .unwrap_or_else(|e| panic!("killing node {i}: {e:#}"));
+    }
+    for i in 1..=3 {
+        let p = lab.node_process(i).expect("node started");
+        assert!(
+            p.wait_timeout(std::time::Duration::from_secs(10)).is_some(),
+            "node {i} did not die of SIGKILL"
+        );
     }
     assert_eq!(
         vip_holders(&lab),
