@@ -39,28 +39,7 @@ pub fn agreed_leader(bench: &Bench, nodes: &[usize]) -> Option<usize> {
         .iter()
         .map(|&i| status(bench, i).ok())
         .collect::<Option<_>>()?;
-    let leader = usize::try_from(views.first()?["leader"].as_u64()?).ok()?;
-    if !nodes.contains(&leader) {
-        return None;
-    }
-    for (v, &i) in views.iter().zip(nodes) {
-        if v["leader"].as_u64() != Some(leader as u64) {
-            return None;
-        }
-        if v["role"] != if i == leader { "leader" } else { "follower" } {
-            return None;
-        }
-        let members = v["members"].as_array()?;
-        for &m in nodes {
-            let member = members
-                .iter()
-                .find(|x| x["id"].as_u64() == Some(m as u64))?;
-            if member["role"] == "learner" {
-                return None;
-            }
-        }
-    }
-    Some(leader)
+    lab::node::agreed_leader(&views, nodes)
 }
 
 /// Waits until `nodes` agree on a leader (see [`agreed_leader`]) and it

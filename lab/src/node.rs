@@ -229,3 +229,77 @@ impl Lab {
         self.exec_in(&self.node_ns(i), &bin, &full, CLI_TIMEOUT)
     }
 }
+
+/// The leader that the `tandem status --json` outputs `views` of `nodes`
+/// (in the same order) agree on: every one names the same leader, which is
+/// one of `nodes` and says "leader" while the others say "follower", and
+/// each lists all of `nodes` as voting members. `None` while they do not.
+#[must_use]
+pub fn agreed_leader(views: &[serde_json::Value], nodes: &[usize]) -> Option<usize> {
+    let leader = usize::try_from(views.first()?["leader"].as_u64()?).ok()?;
+    if views.len() != nodes.len() || !nodes.contains(&leader) {
+        return None;
+    }
+    for (v, &i) in views.iter().zip(nodes) {
+        if v["leader"].as_u64() != Some(leader as u64) {
+            return None;
+        }
+        if v["role"] != if i == leader { "leader" } else { "follower" } {
+            return None;
+        }
+        let members = v["members"].as_array()?;
+        for &m in nodes {
+            let member = members
+                .iter()
+                .find(|x| x["id"].as_u64() == Some(m as u64))?;
+            if member["role"] == "learner" {
+                return None;
+            }
+        }
+    }
+    Some(leader)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    fn view(leader: u64, role: &str, learner: Option<u64>) -> serde_json::Value {
+        let members: Vec<_> = (1..=3)
+            .map(|id| json!({"id": id, "role": if Some(id) == learner { "learner" } else { "follower" }}))
+            .collect();
+        json!({"leader": leader, "role": role, "members": members})
+    }
+
+    #[test]
+    fn agreement_needs_one_leader_its_followers_and_no_learners() {
+        let nodes = [1, 2, 3];
+        let good = [
+            view(2, "follower", None),
+            view(2, "leader", None),
+            view(2, "follower", None),
+        ];
+        assert_eq!(super::agreed_leader(&good, &nodes), Some(2));
+
+        let split = [
+            view(2, "follower", None),
+            view(2, "leader", None),
+            view(3, "leader", None),
+        ];
+        assert_eq!(super::agreed_leader(&split, &nodes), None);
+
+        let learner = [
+            view(2, "follower", Some(3)),
+            view(2, "leader", None),
+            view(2, "follower", None),
+        ];
+        assert_eq!(super::agreed_leader(&learner, &nodes), None);
+
+        let outsider = [
+            view(4, "follower", None),
+            view(4, "follower", None),
+            view(4, "follower", None),
+        ];
+        assert_eq!(super::agreed_leader(&outsider, &nodes), None);
+    }
+}

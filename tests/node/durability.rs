@@ -4,36 +4,14 @@
 
 use std::net::Ipv4Addr;
 
-use serde_json::Value;
 use tandem_tests::clients::udhcpc_lease;
-use tandem_tests::{lab, phase, wait_single_server, Lab};
+use tandem_tests::cluster::vip_count;
+use tandem_tests::{lab, phase, wait_single_server};
 
 use super::{
     assert_bound_to, daemon_log, lease_of, node_lab, service_toml, u64_field, wait_clock_past,
     DHCP_TIMEOUT, SERVING_TIMEOUT,
 };
-
-/// How many times the VIP is configured in node 1's namespace, on any device
-/// (`ip -j addr show`; the daemon puts it on `lo`).
-fn vip_count(lab: &Lab) -> usize {
-    let out = lab
-        .exec_ok(
-            &lab.node_ns(1),
-            "ip",
-            &["-j", "-4", "addr", "show"],
-            std::time::Duration::from_secs(5),
-        )
-        .expect("ip addr show");
-    let v: Value =
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("ip -j output {out:?}: {e}"));
-    let vip = lab::VIP.to_string();
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|link| link["addr_info"].as_array().cloned().unwrap_or_default())
-        .filter(|a| a["local"].as_str() == Some(&vip))
-        .count()
-}
 
 #[test]
 fn lease_survives_sigkill_and_renews_same_address() {
@@ -45,13 +23,13 @@ fn lease_survives_sigkill_and_renews_same_address() {
     let ip: Ipv4Addr = first.lease.ip;
     let before = lease_of(&lab, ip);
     assert_bound_to(&before, &mac);
-    assert_eq!(vip_count(&lab), 1, "the serving node holds the VIP once");
+    assert_eq!(vip_count(&lab, 1), 1, "the serving node holds the VIP once");
 
     phase("SIGKILL the daemon: nothing gets to clean up");
     let status = lab.kill_node(1, libc::SIGKILL).expect("killing node 1");
     println!("daemon exited: {status:?}");
     assert_eq!(
-        vip_count(&lab),
+        vip_count(&lab, 1),
         1,
         "precondition: the dead daemon left its VIP behind"
     );
@@ -88,7 +66,7 @@ fn lease_survives_sigkill_and_renews_same_address() {
         "the restarted daemon did not report removing the stale VIP:\n{restart_log}"
     );
     assert_eq!(
-        vip_count(&lab),
+        vip_count(&lab, 1),
         1,
         "serving again: the VIP is on eth1 exactly once"
     );
@@ -119,7 +97,7 @@ fn sigterm_releases_the_vip_and_restart_keeps_the_lease() {
 
     phase("a client gets a lease from the serving node");
     let first = udhcpc_lease(&lab, 1, &[], DHCP_TIMEOUT).expect("udhcpc lease");
-    assert_eq!(vip_count(&lab), 1, "the serving node holds the VIP once");
+    assert_eq!(vip_count(&lab, 1), 1, "the serving node holds the VIP once");
 
     phase("SIGTERM: an orderly shutdown steps down first");
     let status = lab.kill_node(1, libc::SIGTERM).expect("SIGTERM the daemon");
@@ -127,7 +105,7 @@ fn sigterm_releases_the_vip_and_restart_keeps_the_lease() {
         status.success(),
         "the daemon exits 0 on SIGTERM, got {status}"
     );
-    assert_eq!(vip_count(&lab), 0, "shutdown removed the VIP");
+    assert_eq!(vip_count(&lab, 1), 0, "shutdown removed the VIP");
     let log = daemon_log(&lab);
     assert!(
         log.contains("VIP removed"),

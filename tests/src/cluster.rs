@@ -110,30 +110,7 @@ pub fn agreed_leader(lab: &Lab, nodes: &[usize]) -> Option<usize> {
         .iter()
         .map(|&i| status(lab, i).ok())
         .collect::<Option<_>>()?;
-    let leader = views[0]["leader"].as_u64()?;
-    let leader = usize::try_from(leader).ok()?;
-    if !nodes.contains(&leader) {
-        return None;
-    }
-    for (v, &i) in views.iter().zip(nodes) {
-        if v["leader"].as_u64() != Some(leader as u64) {
-            return None;
-        }
-        let role = if i == leader { "leader" } else { "follower" };
-        if v["role"] != role {
-            return None;
-        }
-        let members = v["members"].as_array()?;
-        for &m in nodes {
-            let member = members
-                .iter()
-                .find(|x| x["id"].as_u64() == Some(m as u64))?;
-            if member["role"] == "learner" {
-                return None;
-            }
-        }
-    }
-    Some(leader)
+    lab::node::agreed_leader(&views, nodes)
 }
 
 /// Whether node `i` answers its status and reports `serving` = `want`.

@@ -281,6 +281,11 @@ impl View<'_> {
                 return Some(ip);
             }
         }
+        self.pick_fresh(alloc)
+    }
+
+    /// A free address from the subnet's pools, from the allocator's cursor.
+    fn pick_fresh(&self, alloc: &mut Allocator) -> Option<Ipv4Addr> {
         alloc.pick(
             self.state,
             self.offers,
@@ -545,17 +550,7 @@ impl View<'_> {
             .lease_of_mac(self.mac)
             .map(|l| l.ip)
             .filter(|&ip| in_pool(self.subnet, ip) && self.free(ip));
-        let picked = || {
-            alloc.pick(
-                self.state,
-                self.offers,
-                self.subnet,
-                self.mac,
-                self.ctx.server_id,
-                self.now(),
-            )
-        };
-        let Some(ip) = own.or_else(picked) else {
+        let Some(ip) = own.or_else(|| self.pick_fresh(alloc)) else {
             return Action::Drop {
                 reason: "pool exhausted",
             };
