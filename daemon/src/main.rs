@@ -6,11 +6,6 @@ use clap::Parser;
 use tandem::ui::cli::{self, Cli, Cmd};
 use tokio_util::sync::CancellationToken;
 
-/// openraft warns on every failed heartbeat and replication RPC: dozens of
-/// lines a second while a peer is down. `consensus::health` says it once.
-const DEFAULT_LOG: &str = "info,openraft=warn,openraft::core::heartbeat=error,\
-    openraft::replication=error,openraft::engine::handler::replication_handler=error";
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if !matches!(cli.cmd, Cmd::Daemon) {
@@ -21,8 +16,12 @@ fn main() -> ExitCode {
         // journald and log files get plain text; colours only on a terminal.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
+            tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(format!(
+                    "info,{}",
+                    tandem::consensus::QUIET_OPENRAFT_LOG
+                ))
+            }),
         )
         .init();
     let cfg = match tandem::config::NodeConfig::load(&cli.config) {

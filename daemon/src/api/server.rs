@@ -3,8 +3,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use openraft::type_config::async_runtime::WatchReceiver as _;
-use openraft::ServerState;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -48,76 +46,32 @@ fn err(code: StatusCode, msg: impl Into<String>) -> Response {
 
 impl Api {
     fn status(&self) -> StatusDto {
-        let m = self.cluster.raft.metrics().borrow_watched().clone();
+        let c = self.cluster.status();
         let svc = self.service.borrow().clone();
-        let role = match m.state {
-            ServerState::Leader => "leader",
-            ServerState::Follower => "follower",
-            ServerState::Candidate => "candidate",
-            ServerState::Learner => "learner",
-            ServerState::Shutdown => "shutdown",
-        };
-        let mem = m.membership_config.membership();
-        let voters: std::collections::BTreeSet<u64> = mem.voter_ids().collect();
-        let health = crate::consensus::peer_health(&m);
-        let members = mem
-            .nodes()
-            .map(|(id, n)| {
-                let h = health.iter().find(|h| h.id == *id);
-                MemberDto {
-                    id: *id,
-                    raft: n.raft.clone(),
-                    api: n.api.clone(),
-                    role: if Some(*id) == m.current_leader {
-                        "leader"
-                    } else if voters.contains(id) {
-                        "follower"
-                    } else {
-                        "learner"
-                    }
-                    .into(),
-                    lag_entries: h.map(|h| h.lag_entries),
-                    silence_ms: h
-                        .and_then(|h| h.silence)
-                        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-                }
+        let members = c
+            .members
+            .into_iter()
+            .map(|m| MemberDto {
+                id: m.id,
+                raft: m.info.raft,
+                api: m.info.api,
+                role: m.role.as_str().into(),
+                lag_entries: m.lag_entries,
+                silence_ms: m
+                    .silence
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             })
             .collect();
+        // The service side's warnings first, then the cluster's.
         let mut warnings = svc.warnings;
-        for h in health.iter().filter(|h| h.is_silent()) {
-            warnings.push(match h.silence {
-                Some(d) => format!(
-                    "node {} has not answered heartbeats for {:.1} s ({} entries behind)",
-                    h.id,
-                    d.as_secs_f64(),
-                    h.lag_entries
-                ),
-                None => format!(
-                    "node {} has never answered a heartbeat from this leader",
-                    h.id
-                ),
-            });
-        }
-        if voters.len() == 2 {
-            warnings.push(
-                "a cluster of two cannot survive the loss of either node; add a third".into(),
-            );
-        }
-        if m.state == ServerState::Leader && !self.cluster.holds_lease() {
-            warnings.push(
-                "leader without quorum contact: fenced (not serving) until a quorum answers".into(),
-            );
-        }
-        if m.current_leader.is_none() {
-            warnings.push("no leader known: no quorum reachable from this node".into());
-        }
+        warnings.extend(c.warnings);
         StatusDto {
-            node_id: m.id,
-            role: role.into(),
-            term: m.current_term,
-            leader: m.current_leader,
-            last_log_index: m.last_log_index,
-            applied_index: m.last_applied.as_ref().map(|l| l.index),
+            node_id: c.id,
+            role: c.role.as_str().into(),
+            term: c.term,
+            leader: c.leader,
+            last_log_index: c.last_log_index,
+            applied_index: c.applied_index,
             members,
             vip_held: svc.vip_held,
             vip: self.vip.clone(),
@@ -127,12 +81,7 @@ impl Api {
     }
 
     fn leader_api(&self) -> Option<String> {
-        let m = self.cluster.raft.metrics().borrow_watched().clone();
-        let leader = m.current_leader?;
-        m.membership_config
-            .membership()
-            .get_node(&leader)
-            .map(|n| n.api.clone())
+        self.cluster.leader_api()
     }
 
     async fn propose(&self, cmd: Command) -> Result<u64, Response> {

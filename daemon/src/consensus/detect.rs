@@ -38,8 +38,8 @@ use openraft::ServerState;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-use super::types::NodeId;
-use super::{network, Raft};
+use super::network::client::send_transfer_leader;
+use super::types::{NodeId, Raft};
 
 const LOG_TARGET: &str = "tandem::raft";
 /// A live leader on the LAN accepts within a millisecond; a dead host never
@@ -110,7 +110,7 @@ impl Detector {
             successor,
             "leader process is gone; electing at once instead of waiting for the election timeout"
         );
-        let req = TransferLeaderRequest::new(m.vote.clone(), successor, None);
+        let req = TransferLeaderRequest::new(m.vote, successor, None);
         // Tell the successor too: it may not have noticed yet, and if its own
         // election timer and ours fired together they would split the vote.
         let forward = (successor != m.id)
@@ -119,7 +119,7 @@ impl Detector {
         if let Some(addr) = forward {
             let req = req.clone();
             tokio::spawn(async move {
-                if let Err(e) = network::send_transfer_leader(&addr, req, FORWARD_TIMEOUT).await {
+                if let Err(e) = send_transfer_leader(&addr, req, FORWARD_TIMEOUT).await {
                     tracing::info!(target: LOG_TARGET, successor, error = %e, "successor not told; it will notice itself or by timeout");
                 }
             });
@@ -127,7 +127,7 @@ impl Detector {
         match self.raft.handle_transfer_leader(req).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                tracing::info!(target: LOG_TARGET, error = %e, "fast election not started")
+                tracing::info!(target: LOG_TARGET, error = %e, "fast election not started");
             }
             Err(e) => tracing::warn!(target: LOG_TARGET, error = %e, "fast election failed"),
         }

@@ -13,8 +13,8 @@ use openraft::type_config::async_runtime::WatchReceiver as _;
 use openraft::{RaftMetrics, ServerState};
 use tokio_util::sync::CancellationToken;
 
+use super::types::Raft;
 use super::types::{NodeId, TypeConfig};
-use super::Raft;
 use crate::metrics::{self, PeerLabel};
 
 const LOG_TARGET: &str = "tandem::raft";
@@ -57,10 +57,10 @@ pub fn peers(m: &RaftMetrics<TypeConfig>) -> Vec<PeerHealth> {
         .map(|id| PeerHealth {
             id,
             lag_entries: last
-                .saturating_sub(matched.get(&id).cloned().flatten().map_or(0, |l| l.index)),
+                .saturating_sub(matched.get(&id).copied().flatten().map_or(0, |l| l.index)),
             silence: acked
                 .get(&id)
-                .cloned()
+                .copied()
                 .flatten()
                 .map(|t| openraft::Instant::elapsed(&*t)),
         })

@@ -1,21 +1,30 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::errors::{ClientWriteError, RaftError};
 use openraft::type_config::async_runtime::WatchReceiver as _;
-use openraft::{ChangeMembers, ServerState};
+use openraft::{ReadPolicy, ServerState};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::handle::{ClusterHandle, ProposeError};
 use super::network::{self, Network};
-use super::types::{NodeId, NodeInfo, TypeConfig};
-use super::Raft;
+use super::types::{NodeId, NodeInfo, NodeStore, Raft};
 use crate::config::NodeConfig;
 use crate::metrics;
 use crate::model::{Command, CommandResponse, State};
-use crate::store::{StateView, Store};
+use crate::store::StateView;
+
+/// Why [`Cluster::ensure_applied`] could not confirm an up-to-date view.
+#[derive(Debug, thiserror::Error)]
+pub enum EnsureError {
+    #[error("no quorum confirmed leadership within {0:?}")]
+    Timeout(Duration),
+    #[error("not leader after all: {0}")]
+    NotLeader(String),
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConsensusError {
@@ -31,19 +40,6 @@ pub enum ConsensusError {
     Start(String),
     #[error("cannot initialise the single-node cluster: {0}")]
     Init(String),
-}
-
-/// Why a membership change or handover did not happen.
-#[derive(Debug, thiserror::Error)]
-pub enum MembershipError {
-    #[error("not the leader (leader: {leader:?})")]
-    NotLeader { leader: Option<NodeId> },
-    #[error("node {0} is not a member")]
-    UnknownNode(NodeId),
-    #[error("no other voter to hand leadership to")]
-    NoTarget,
-    #[error("{0}")]
-    Raft(String),
 }
 
 /// Raft timing, tuned for a LAN (DESIGN.md section 2).
@@ -105,7 +101,8 @@ pub struct Leadership {
 #[derive(Clone)]
 pub struct Cluster {
     pub id: NodeId,
-    pub raft: Raft,
+    /// Private to consensus: the daemon asks for the verbs below instead.
+    pub(super) raft: Raft,
     view: StateView,
     leadership: watch::Receiver<Leadership>,
 }
@@ -118,7 +115,7 @@ impl Cluster {
     /// existing cluster (`tandem cluster join`).
     pub async fn start(
         cfg: &NodeConfig,
-        store: &Store,
+        store: &NodeStore,
         init: bool,
         cancel: CancellationToken,
     ) -> Result<Cluster, ConsensusError> {
@@ -280,113 +277,28 @@ impl Cluster {
             .unwrap_or(0)
     }
 
-    fn not_leader(&self) -> MembershipError {
-        MembershipError::NotLeader {
-            leader: self.raft.metrics().borrow_watched().current_leader,
-        }
-    }
-
-    fn map_write_err(
-        &self,
-        e: &RaftError<TypeConfig, ClientWriteError<TypeConfig>>,
-    ) -> MembershipError {
-        match e {
-            RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => self.not_leader(),
-            other => MembershipError::Raft(other.to_string()),
-        }
-    }
-
-    /// Adds a node: first as a learner (it catches up by snapshot and log),
-    /// then as a voter. Runs on the leader.
-    pub async fn add_member(&self, id: NodeId, info: NodeInfo) -> Result<(), MembershipError> {
-        let m = self.raft.metrics().borrow_watched().clone();
-        if m.state != ServerState::Leader {
-            return Err(self.not_leader());
-        }
-        let mem = m.membership_config.membership();
-        // Idempotent: a joining node retries until it sees itself as a member.
-        if mem.voter_ids().any(|v| v == id) {
-            return Ok(());
-        }
-        if mem.get_node(&id).is_none() {
-            tracing::info!(target: "tandem::raft", node = id, %info, "adding member as learner");
-            self.raft
-                .change_membership(ChangeMembers::AddNodes([(id, info)].into()), true)
-                .await
-                .map_err(|e| self.map_write_err(&e))?;
-        }
-        tracing::info!(target: "tandem::raft", node = id, "promoting learner to voter");
-        let r = self
-            .raft
-            .change_membership(ChangeMembers::AddVoterIds([id].into()), true)
+    /// Waits until everything committed so far is applied here, confirming
+    /// with a quorum that this node still leads (a read index), for at most
+    /// `within`. Returns the index the view reached. The first step of
+    /// becoming leader: serve no stale view.
+    ///
+    /// cancel-safety: cancel-safe; nothing is changed.
+    pub async fn ensure_applied(&self, within: Duration) -> Result<u64, EnsureError> {
+        match tokio::time::timeout(within, self.raft.ensure_linearizable(ReadPolicy::ReadIndex))
             .await
-            .map_err(|e| self.map_write_err(&e))?;
-        tracing::info!(target: "tandem::raft", node = id, index = r.log_id.index, "member added");
-        let voters = self.voters().len();
-        if voters == 2 {
-            tracing::warn!(target: "tandem::raft", "a cluster of two cannot survive the loss of either node; add a third");
+        {
+            Err(_) => Err(EnsureError::Timeout(within)),
+            Ok(Ok(read)) => Ok(read.log_id().index),
+            Ok(Err(e)) => Err(EnsureError::NotLeader(e.to_string())),
         }
-        Ok(())
     }
 
-    /// Removes a node from the membership. Runs on the leader.
-    pub async fn remove_member(&self, id: NodeId) -> Result<(), MembershipError> {
-        let m = self.raft.metrics().borrow_watched().clone();
-        if m.membership_config.membership().get_node(&id).is_none() {
-            return Err(MembershipError::UnknownNode(id));
+    /// Stops Raft: no more votes, appends or applies on this node. Call it
+    /// once, after the responders have stopped.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(target: "tandem::raft", error = %e, "raft shutdown");
         }
-        let voters: std::collections::BTreeSet<NodeId> =
-            m.membership_config.membership().voter_ids().collect();
-        if voters.contains(&id) {
-            self.raft
-                .change_membership(ChangeMembers::RemoveVoters([id].into()), false)
-                .await
-                .map_err(|e| self.map_write_err(&e))?;
-        } else {
-            self.raft
-                .change_membership(ChangeMembers::RemoveNodes([id].into()), false)
-                .await
-                .map_err(|e| self.map_write_err(&e))?;
-        }
-        tracing::info!(target: "tandem::raft", node = id, "member removed");
-        Ok(())
-    }
-
-    /// Hands leadership to `to`, or to the most caught-up other voter.
-    pub async fn handover(&self, to: Option<NodeId>) -> Result<NodeId, MembershipError> {
-        let m = self.raft.metrics().borrow_watched().clone();
-        if m.state != ServerState::Leader {
-            return Err(self.not_leader());
-        }
-        let voters: Vec<NodeId> = m
-            .membership_config
-            .membership()
-            .voter_ids()
-            .filter(|v| *v != self.id)
-            .collect();
-        let target = match to {
-            Some(t) if voters.contains(&t) => t,
-            Some(t) => return Err(MembershipError::UnknownNode(t)),
-            None => {
-                let matched = |id: &NodeId| {
-                    m.replication
-                        .as_ref()
-                        .and_then(|r| r.get(id).copied().flatten())
-                        .map_or(0, |l| l.index)
-                };
-                *voters
-                    .iter()
-                    .max_by_key(|id| matched(id))
-                    .ok_or(MembershipError::NoTarget)?
-            }
-        };
-        tracing::info!(target: "tandem::raft", term = m.current_term, index = m.last_log_index.unwrap_or(0), to = target, "handing over leadership");
-        self.raft
-            .trigger()
-            .transfer_leader(target)
-            .await
-            .map_err(|e| MembershipError::Raft(e.to_string()))?;
-        Ok(target)
     }
 }
 

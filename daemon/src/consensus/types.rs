@@ -1,26 +1,8 @@
-use std::fmt;
-
-use serde::{Deserialize, Serialize};
-
+pub use crate::model::NodeInfo;
 use crate::model::{Command, CommandResponse};
+use crate::store::StateMachine;
 
 pub type NodeId = u64;
-
-/// What the cluster knows of a member: where to reach its Raft port and its
-/// admin API (the CLI follows `api` to find the leader).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeInfo {
-    /// `host:port` of the Raft peer listener (DESIGN.md: 7480/tcp).
-    pub raft: String,
-    /// `host:port` of the admin API (DESIGN.md: 7481/tcp).
-    pub api: String,
-}
-
-impl fmt::Display for NodeInfo {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "raft={} api={}", self.raft, self.api)
-    }
-}
 
 openraft::declare_raft_types!(
     /// tandem's Raft types: the log carries [`Command`]s, applying one answers a [`CommandResponse`].
@@ -30,3 +12,10 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = NodeInfo,
 );
+
+/// The Raft instance: our type config over the redb state machine. Private
+/// to consensus: the rest of the daemon asks [`super::Cluster`] for verbs.
+pub(super) type Raft = openraft::Raft<TypeConfig, StateMachine<TypeConfig>>;
+
+/// The store as consensus instantiates it.
+pub type NodeStore = crate::store::Store<TypeConfig>;

@@ -9,14 +9,17 @@
 //! - [`ServiceConfig`] and its parts ([`Subnet`], [`Reservation`], [`BootProfile`]):
 //!   the declarative config that `tandem apply` replaces as a whole.
 //! - [`Command`], [`CommandResponse`]: what a Raft log entry asks the state machine to do.
+//! - [`NodeInfo`]: what the cluster records of a member (its Raft and API addresses).
 //! - [`State`]: the state machine's data, and the pure `apply` that changes it.
 
 mod config;
 mod lease;
 mod mac;
+mod node;
 mod state;
 
 pub use config::{BootProfile, BootpPolicy, PoolRange, Reservation, ServiceConfig, Subnet};
 pub use lease::{Lease, LeaseState};
 pub use mac::{Mac, ParseMacError};
-pub use state::{Command, CommandResponse, State};
+pub use node::NodeInfo;
+pub use state::{Changes, Command, CommandResponse, State};

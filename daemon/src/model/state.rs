@@ -85,10 +85,20 @@ impl State {
         self.leases.get(&ip)
     }
 
+    /// Applies `cmd`; see [`State::apply_tracked`] for the rows it changed.
     pub fn apply(&mut self, cmd: &Command) -> CommandResponse {
-        match cmd {
+        self.apply_tracked(cmd).0
+    }
+
+    /// Applies `cmd` and says which rows it changed, so a store that keeps
+    /// one row per lease rewrites exactly those and never has to re-derive
+    /// them (the two could drift apart).
+    pub fn apply_tracked(&mut self, cmd: &Command) -> (CommandResponse, Changes) {
+        let mut changes = Changes::default();
+        let resp = match cmd {
             Command::SetConfig { config } => {
                 self.config = config.clone();
+                changes.config = true;
                 CommandResponse::Ok
             }
             Command::Grant { lease } => {
@@ -97,14 +107,17 @@ impl State {
                         && cur.is_active(lease.granted_at)
                         && cur.state == LeaseState::Bound
                     {
-                        return CommandResponse::Rejected {
-                            reason: format!("{} is leased to {}", lease.ip, cur.mac),
-                        };
+                        return (
+                            CommandResponse::Rejected {
+                                reason: format!("{} is leased to {}", lease.ip, cur.mac),
+                            },
+                            changes,
+                        );
                     }
                 }
                 if let Some(old) = self.by_mac.get(&lease.mac).copied() {
-                    if old != lease.ip {
-                        self.leases.remove(&old);
+                    if old != lease.ip && self.leases.remove(&old).is_some() {
+                        changes.leases.push(old);
                     }
                 }
                 if let Some(prev) = self.leases.get(&lease.ip) {
@@ -116,11 +129,13 @@ impl State {
                 }
                 self.leases.insert(lease.ip, lease.clone());
                 self.by_mac.insert(lease.mac, lease.ip);
+                changes.leases.push(lease.ip);
                 CommandResponse::Ok
             }
             Command::Release { ip, at } => match self.leases.get_mut(ip) {
                 Some(l) if l.state == LeaseState::Bound => {
                     l.expires_at = l.expires_at.min(*at);
+                    changes.leases.push(*ip);
                     CommandResponse::Ok
                 }
                 _ => CommandResponse::Rejected {
@@ -144,10 +159,21 @@ impl State {
                         expires_at: *until,
                     },
                 );
+                changes.leases.push(*ip);
                 CommandResponse::Ok
             }
-        }
+        };
+        (resp, changes)
     }
+}
+
+/// The rows one command changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// The service config was replaced.
+    pub config: bool,
+    /// Addresses whose lease record was inserted, changed or removed.
+    pub leases: Vec<Ipv4Addr>,
 }
 
 impl std::fmt::Display for Command {
@@ -281,6 +307,67 @@ mod tests {
         assert_eq!(
             t.lease_of_mac(Mac([2, 0, 0, 0, 0, 3])).unwrap().expires_at,
             150
+        );
+    }
+
+    /// `apply_tracked` names exactly the rows whose content changed: the
+    /// store rewrites those rows only, so a missing one would be lost on
+    /// disk and an extra one would only cost a write.
+    #[test]
+    fn tracked_changes_are_exactly_the_rows_that_differ() {
+        let mut s = State::default();
+        // A deterministic mix: grants that move MACs, take expired addresses
+        // and are refused, releases of held and free addresses, declines.
+        let mut x: u32 = 12_345;
+        for step in 0..2_000u64 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            let ip = Ipv4Addr::new(10, 0, 0, (x >> 8) as u8 % 16);
+            let mac = Mac([2, 0, 0, 0, 0, (x >> 16) as u8 % 12]);
+            let at = step * 50;
+            let cmd = match (x >> 24) % 6 {
+                0..=2 => Command::Grant {
+                    lease: Lease {
+                        ip,
+                        mac,
+                        state: LeaseState::Bound,
+                        hostname: None,
+                        granted_at: at,
+                        expires_at: at + 600,
+                    },
+                },
+                3 | 4 => Command::Release { ip, at },
+                _ => Command::Decline {
+                    ip,
+                    mac,
+                    at,
+                    until: at + 100,
+                },
+            };
+            let before = s.leases.clone();
+            let (_, changes) = s.apply_tracked(&cmd);
+            let differ: std::collections::BTreeSet<Ipv4Addr> = before
+                .keys()
+                .chain(s.leases.keys())
+                .filter(|ip| before.get(ip) != s.leases.get(ip))
+                .copied()
+                .collect();
+            let named: std::collections::BTreeSet<Ipv4Addr> =
+                changes.leases.iter().copied().collect();
+            assert!(
+                differ.is_subset(&named),
+                "step {step}: {cmd} changed {differ:?} but named {named:?}"
+            );
+            assert!(!changes.config);
+        }
+        let (_, changes) = s.apply_tracked(&Command::SetConfig {
+            config: ServiceConfig::default(),
+        });
+        assert_eq!(
+            changes,
+            Changes {
+                config: true,
+                leases: vec![]
+            }
         );
     }
 }

@@ -24,7 +24,7 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::StoreError;
+use super::error::StoreError;
 
 /// Frame version 1: the layout above.
 const TAG_V1: u8 = 1;

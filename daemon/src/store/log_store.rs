@@ -8,6 +8,7 @@
 
 use std::fmt::Debug;
 use std::io;
+use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
@@ -16,22 +17,35 @@ use openraft::type_config::alias::{EntryOf, LogIdOf, VoteOf};
 use openraft::{OptionalSend, RaftLogReader};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 
+use super::codec;
+use super::error::{blocking, redb_err, StoreError};
+use super::rows::get_meta;
 use super::tables::{self, raft_meta};
-use super::{blocking, codec, get_meta, redb_err, StoreError};
-use crate::consensus::TypeConfig;
-
-type C = TypeConfig;
+use super::types::StoreTypes;
 
 /// Handle to the Raft log in `tandem.redb`. Clones share the database; the
 /// log reader openraft asks for is a clone too.
-#[derive(Clone)]
-pub struct LogStore {
+pub struct LogStore<C> {
     db: Arc<Database>,
+    _types: PhantomData<C>,
 }
 
-impl LogStore {
-    pub(super) fn new(db: Arc<Database>) -> LogStore {
-        LogStore { db }
+// By hand: a derive would ask `C: Clone`, and the handle clones the database only.
+impl<C> Clone for LogStore<C> {
+    fn clone(&self) -> Self {
+        LogStore {
+            db: self.db.clone(),
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<C: StoreTypes> LogStore<C> {
+    pub(super) fn new(db: Arc<Database>) -> Self {
+        LogStore {
+            db,
+            _types: PhantomData,
+        }
     }
 
     /// Entries in `[lo, hi)`, each verified: checksum, stored index equal to
@@ -48,7 +62,7 @@ impl LogStore {
         {
             let (k, v) = row.map_err(redb_err("read logs: next"))?;
             let index = k.value();
-            let entry = decode_entry(index, v.value())?;
+            let entry = decode_entry::<C>(index, v.value())?;
             if let Some(prev) = out.last().map(|e: &EntryOf<C>| e.log_id.index) {
                 if index != prev + 1 {
                     return Err(StoreError::Corrupt {
@@ -73,7 +87,7 @@ impl LogStore {
             .open_table(tables::LOG)
             .map_err(redb_err("log state: open log"))?;
         let last = match log.last().map_err(redb_err("log state: last entry"))? {
-            Some((k, v)) => Some(decode_entry(k.value(), v.value())?.log_id),
+            Some((k, v)) => Some(decode_entry::<C>(k.value(), v.value())?.log_id),
             None => None,
         };
         // With no entry left, the last log id is the last purged one.
@@ -122,7 +136,10 @@ impl LogStore {
     }
 }
 
-pub(super) fn decode_entry(index: u64, bytes: &[u8]) -> Result<EntryOf<C>, StoreError> {
+pub(super) fn decode_entry<C: StoreTypes>(
+    index: u64,
+    bytes: &[u8],
+) -> Result<EntryOf<C>, StoreError> {
     let entry: EntryOf<C> = codec::decode(index, bytes, &|| format!("log entry {index}"))?;
     if entry.log_id.index != index {
         return Err(StoreError::Corrupt {
@@ -133,7 +150,7 @@ pub(super) fn decode_entry(index: u64, bytes: &[u8]) -> Result<EntryOf<C>, Store
     Ok(entry)
 }
 
-impl RaftLogReader<C> for LogStore {
+impl<C: StoreTypes> RaftLogReader<C> for LogStore<C> {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
@@ -146,8 +163,8 @@ impl RaftLogReader<C> for LogStore {
     }
 }
 
-impl RaftLogStorage<C> for LogStore {
-    type LogReader = LogStore;
+impl<C: StoreTypes> RaftLogStorage<C> for LogStore<C> {
+    type LogReader = LogStore<C>;
 
     async fn get_log_state(&mut self) -> Result<LogState<C>, io::Error> {
         Ok(self.log_state()?)

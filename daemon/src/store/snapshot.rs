@@ -11,13 +11,12 @@ use openraft::type_config::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMe
 use redb::{Database, Durability, ReadableDatabase, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use super::state_machine::{encode_lease, lease_key, load_applied};
+use super::codec;
+use super::error::{redb_err, StoreError};
+use super::rows::{encode_lease, get_meta, lease_key, load_applied};
 use super::tables::{self, sm_meta};
-use super::{codec, get_meta, redb_err, StoreError};
-use crate::consensus::TypeConfig;
+use super::types::StoreTypes;
 use crate::model::State;
-
-type C = TypeConfig;
 
 /// What travels between nodes and sits in the `snapshot` table:
 /// zstd-compressed JSON of a [`SnapshotPayload`].
@@ -25,7 +24,8 @@ pub type SnapshotData = Vec<u8>;
 
 /// A snapshot's content, decoded. Also the format of `tandem backup`.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct SnapshotPayload {
+#[serde(bound = "")]
+pub struct SnapshotPayload<C: StoreTypes> {
     /// Bumped when the layout changes incompatibly.
     pub format: u32,
     pub last_applied: Option<LogIdOf<C>>,
@@ -39,7 +39,7 @@ const SNAPSHOT_FORMAT: u32 = 1;
 /// workers (`spawn_blocking`), so a higher level would only cost CPU.
 const ZSTD_LEVEL: i32 = 3;
 
-impl SnapshotPayload {
+impl<C: StoreTypes> SnapshotPayload<C> {
     #[must_use]
     pub fn meta(&self) -> SnapshotMetaOf<C> {
         SnapshotMeta {
@@ -62,10 +62,10 @@ impl SnapshotPayload {
 
     /// The inverse of [`SnapshotPayload::encode`]; rebuilds the state's
     /// derived indexes.
-    pub fn decode(data: &[u8]) -> Result<SnapshotPayload, StoreError> {
+    pub fn decode(data: &[u8]) -> Result<Self, StoreError> {
         let json = zstd::stream::decode_all(data)
             .map_err(|e| StoreError::Snapshot(format!("decompress: {e}")))?;
-        let mut p: SnapshotPayload = serde_json::from_slice(&json)
+        let mut p: Self = serde_json::from_slice(&json)
             .map_err(|e| StoreError::Snapshot(format!("decode: {e}")))?;
         if p.format != SNAPSHOT_FORMAT {
             return Err(StoreError::Snapshot(format!(
@@ -86,13 +86,15 @@ impl SnapshotPayload {
 /// non-durable state-machine commit: after this returns, the state machine
 /// is durable at least up to the snapshot, so purging the log up to it
 /// cannot lose anything (see `state_machine`).
-pub(super) fn build(db: &Arc<Database>) -> Result<SnapshotOf<C, SnapshotData>, StoreError> {
+pub(super) fn build<C: StoreTypes>(
+    db: &Arc<Database>,
+) -> Result<SnapshotOf<C, SnapshotData>, StoreError> {
     let payload = {
         let txn = db
             .begin_read()
             .map_err(redb_err("build snapshot: begin read"))?;
-        let a = load_applied(&txn)?;
-        SnapshotPayload {
+        let a = load_applied::<C>(&txn)?;
+        SnapshotPayload::<C> {
             format: SNAPSHOT_FORMAT,
             last_applied: a.log_id,
             last_membership: a.membership,
@@ -118,7 +120,7 @@ pub(super) fn build(db: &Arc<Database>) -> Result<SnapshotOf<C, SnapshotData>, S
         s.last_log_id.as_ref().map(|l| l.index) > meta.last_log_id.as_ref().map(|l| l.index)
     });
     if !newer_stored {
-        store_current(&txn, &meta, &data)?;
+        store_current::<C>(&txn, &meta, &data)?;
     }
     txn.commit().map_err(redb_err("build snapshot: commit"))?;
     tracing::info!(
@@ -137,12 +139,12 @@ pub(super) fn build(db: &Arc<Database>) -> Result<SnapshotOf<C, SnapshotData>, S
 /// Replaces the state-machine tables with the snapshot's content and makes
 /// it the current snapshot, in one durable transaction. Returns the state
 /// to publish in the view.
-pub(super) fn install(
+pub(super) fn install<C: StoreTypes>(
     db: &Arc<Database>,
     meta: &SnapshotMetaOf<C>,
     data: &[u8],
 ) -> Result<State, StoreError> {
-    let payload = SnapshotPayload::decode(data)?;
+    let payload = SnapshotPayload::<C>::decode(data)?;
     if payload.last_applied != meta.last_log_id || payload.last_membership != meta.last_membership {
         return Err(StoreError::Snapshot(format!(
             "content (last applied {:?}) does not match its meta (last log id {:?})",
@@ -188,7 +190,7 @@ pub(super) fn install(
         m.insert(sm_meta::CONFIG, v.as_slice())
             .map_err(redb_err("install snapshot: write config"))?;
     }
-    store_current(&txn, meta, data)?;
+    store_current::<C>(&txn, meta, data)?;
     txn.commit().map_err(redb_err("install snapshot: commit"))?;
     tracing::info!(
         target: "tandem::consensus",
@@ -200,7 +202,7 @@ pub(super) fn install(
     Ok(payload.state)
 }
 
-fn store_current(
+fn store_current<C: StoreTypes>(
     txn: &WriteTransaction,
     meta: &SnapshotMetaOf<C>,
     data: &[u8],
@@ -217,7 +219,7 @@ fn store_current(
 }
 
 /// The snapshot last built or installed, if any.
-pub(super) fn current(
+pub(super) fn current<C: StoreTypes>(
     db: &Arc<Database>,
 ) -> Result<Option<SnapshotOf<C, SnapshotData>>, StoreError> {
     let txn = db

@@ -30,11 +30,13 @@
 //! # Performance
 //!
 //! One write transaction per batch (up to [`MAX_BATCH`] entries). Only the
-//! lease rows a command can touch are rewritten (a Grant touches its address
-//! and the client's previous one), never the whole state.
+//! lease rows that `State::apply_tracked` reports changed are rewritten (a
+//! Grant touches its address and the client's previous one), never the
+//! whole state.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io;
+use std::marker::PhantomData;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
@@ -42,15 +44,16 @@ use futures::{Stream, StreamExt};
 use openraft::storage::{ApplyResponder, EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::type_config::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
 use openraft::{EntryPayload, OptionalSend, StoredMembership};
-use redb::{Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable};
+use redb::{Database, Durability, ReadableDatabase};
 
+use super::codec;
+use super::error::{blocking, redb_err, StoreError};
+use super::rows::{encode_lease, get_meta, lease_key};
 use super::snapshot::{self, SnapshotData};
 use super::tables::{self, sm_meta};
-use super::{blocking, codec, get_meta, redb_err, StateView, StoreError};
-use crate::consensus::TypeConfig;
-use crate::model::{Command, CommandResponse, Lease, ServiceConfig, State};
-
-type C = TypeConfig;
+use super::types::StoreTypes;
+use super::view::StateView;
+use crate::model::{CommandResponse, Lease, ServiceConfig};
 
 /// Entries applied per redb transaction at most; bounds memory when a
 /// restarted node re-applies a long log.
@@ -58,109 +61,34 @@ pub const MAX_BATCH: usize = 1024;
 
 /// The state machine handed to openraft. It shares the database with the
 /// log store and the state with every [`StateView`].
-pub struct StateMachine {
+pub struct StateMachine<C> {
     db: Arc<Database>,
     view: StateView,
+    _types: PhantomData<C>,
 }
 
 /// Builds snapshots from a read transaction, so it never blocks `apply`.
-pub struct SnapshotBuilder {
+pub struct SnapshotBuilder<C> {
     db: Arc<Database>,
-}
-
-/// The applied point as stored in redb.
-pub(super) struct Applied {
-    pub log_id: Option<LogIdOf<C>>,
-    pub membership: StoredMembershipOf<C>,
-    pub state: State,
-}
-
-pub(super) fn lease_key(ip: Ipv4Addr) -> u32 {
-    u32::from(ip)
-}
-
-pub(super) fn encode_lease(lease: &Lease) -> Result<Vec<u8>, StoreError> {
-    codec::encode(u64::from(lease_key(lease.ip)), lease, "lease")
-}
-
-/// Loads the applied point (meta, config, every lease) from one read
-/// transaction and rebuilds the state's derived indexes.
-pub(super) fn load_applied(txn: &ReadTransaction) -> Result<Applied, StoreError> {
-    let meta = txn
-        .open_table(tables::SM_META)
-        .map_err(redb_err("load state: open sm_meta"))?;
-    let last_applied: Option<LogIdOf<C>> =
-        get_meta(&meta, sm_meta::LAST_APPLIED, "load state: read applied")?;
-    let last_membership: StoredMembershipOf<C> = get_meta(
-        &meta,
-        sm_meta::LAST_MEMBERSHIP,
-        "load state: read membership",
-    )?
-    .unwrap_or_default();
-    let config: ServiceConfig =
-        get_meta(&meta, sm_meta::CONFIG, "load state: read config")?.unwrap_or_default();
-    let table = txn
-        .open_table(tables::LEASES)
-        .map_err(redb_err("load state: open leases"))?;
-    let mut leases = BTreeMap::new();
-    for row in table.iter().map_err(redb_err("load state: scan leases"))? {
-        let (k, v) = row.map_err(redb_err("load state: next lease"))?;
-        let key = k.value();
-        let ip = Ipv4Addr::from(key);
-        let lease: Lease = codec::decode(u64::from(key), v.value(), &|| format!("lease {ip}"))?;
-        if lease.ip != ip {
-            return Err(StoreError::Corrupt {
-                what: format!("lease {ip}"),
-                detail: format!("holds {}", lease.ip),
-            });
-        }
-        leases.insert(ip, lease);
-    }
-    let mut state = State::default();
-    state.config = config;
-    state.leases = leases;
-    state.reindex();
-    Ok(Applied {
-        log_id: last_applied,
-        membership: last_membership,
-        state,
-    })
-}
-
-/// Addresses whose lease row `cmd` may insert, change or delete, judged
-/// before applying it. Mirrors `State::apply`; a change outside this set is
-/// caught by the row-count check in `apply_batch` and repaired by a full
-/// rewrite (and the `apply_then_reload_matches_memory` test fails).
-fn touched_addresses(state: &State, cmd: &Command) -> Vec<Ipv4Addr> {
-    match cmd {
-        Command::SetConfig { .. } => Vec::new(),
-        Command::Grant { lease } => {
-            let mut v = vec![lease.ip];
-            if let Some(prev) = state.lease_of_mac(lease.mac) {
-                if prev.ip != lease.ip {
-                    v.push(prev.ip);
-                }
-            }
-            v
-        }
-        Command::Release { ip, .. } | Command::Decline { ip, .. } => vec![*ip],
-    }
+    _types: PhantomData<C>,
 }
 
 /// What one batch changed, to be written in one transaction.
-struct BatchWrite {
+struct BatchWrite<C: StoreTypes> {
     last_applied: Option<LogIdOf<C>>,
     membership: Option<StoredMembershipOf<C>>,
     config: Option<ServiceConfig>,
     /// `Some(lease)` to (re)write a row, `None` to delete it.
     rows: Vec<(Ipv4Addr, Option<Lease>)>,
-    /// Every lease, when the row set could not be trusted.
-    rewrite_all: Option<Vec<Lease>>,
 }
 
-impl StateMachine {
-    pub(super) fn new(db: Arc<Database>, view: StateView) -> StateMachine {
-        StateMachine { db, view }
+impl<C: StoreTypes> StateMachine<C> {
+    pub(super) fn new(db: Arc<Database>, view: StateView) -> Self {
+        StateMachine {
+            db,
+            view,
+            _types: PhantomData,
+        }
     }
 
     /// Applies one batch: in memory under the view's write lock (pure, no
@@ -173,7 +101,6 @@ impl StateMachine {
             let mut st = self.view.write();
             let mut dirty = BTreeSet::new();
             let mut config_dirty = false;
-            let mut rows_trusted = true;
             let mut membership = None;
             let mut last_applied = None;
             for (entry, responder) in batch {
@@ -181,21 +108,10 @@ impl StateMachine {
                 let resp = match entry.payload {
                     EntryPayload::Blank => CommandResponse::Ok,
                     EntryPayload::Normal(cmd) => {
-                        let touched = touched_addresses(&st, &cmd);
-                        let present = |s: &State| {
-                            touched
-                                .iter()
-                                .filter(|ip| s.leases.contains_key(ip))
-                                .count()
-                        };
-                        let (len_before, present_before) = (st.leases.len(), present(&st));
-                        let resp = st.apply(&cmd);
-                        // Rows outside `touched` must not appear or vanish.
-                        if st.leases.len() + present_before != len_before + present(&st) {
-                            rows_trusted = false;
-                        }
-                        config_dirty |= matches!(cmd, Command::SetConfig { .. });
-                        dirty.extend(touched);
+                        // The state names the rows it changed (`apply_tracked`).
+                        let (resp, changes) = st.apply_tracked(&cmd);
+                        config_dirty |= changes.config;
+                        dirty.extend(changes.leases);
                         resp
                     }
                     EntryPayload::Membership(m) => {
@@ -206,16 +122,7 @@ impl StateMachine {
                 last_applied = Some(log_id);
                 responses.push((responder, resp));
             }
-            let rewrite_all = if rows_trusted {
-                None
-            } else {
-                tracing::warn!(
-                    target: "tandem::store",
-                    "a command changed lease rows it does not name; rewriting the lease table"
-                );
-                Some(st.leases.values().cloned().collect())
-            };
-            BatchWrite {
+            BatchWrite::<C> {
                 last_applied,
                 membership,
                 config: config_dirty.then(|| st.config.clone()),
@@ -223,7 +130,6 @@ impl StateMachine {
                     .into_iter()
                     .map(|ip| (ip, st.leases.get(&ip).cloned()))
                     .collect(),
-                rewrite_all,
             }
         };
         let last = write.last_applied;
@@ -251,7 +157,7 @@ impl StateMachine {
     }
 }
 
-fn write_batch(db: &Database, w: &BatchWrite) -> Result<(), StoreError> {
+fn write_batch<C: StoreTypes>(db: &Database, w: &BatchWrite<C>) -> Result<(), StoreError> {
     let mut txn = db.begin_write().map_err(redb_err("apply: begin"))?;
     // Not fsynced: see the module docs for why this is safe.
     txn.set_durability(Durability::None)
@@ -260,28 +166,17 @@ fn write_batch(db: &Database, w: &BatchWrite) -> Result<(), StoreError> {
         let mut leases = txn
             .open_table(tables::LEASES)
             .map_err(redb_err("apply: open leases"))?;
-        if let Some(all) = &w.rewrite_all {
-            leases
-                .retain(|_, _| false)
-                .map_err(redb_err("apply: clear leases"))?;
-            for lease in all {
-                leases
-                    .insert(lease_key(lease.ip), encode_lease(lease)?.as_slice())
-                    .map_err(redb_err("apply: write lease"))?;
-            }
-        } else {
-            for (ip, row) in &w.rows {
-                match row {
-                    Some(lease) => {
-                        leases
-                            .insert(lease_key(*ip), encode_lease(lease)?.as_slice())
-                            .map_err(redb_err("apply: write lease"))?;
-                    }
-                    None => {
-                        leases
-                            .remove(lease_key(*ip))
-                            .map_err(redb_err("apply: delete lease"))?;
-                    }
+        for (ip, row) in &w.rows {
+            match row {
+                Some(lease) => {
+                    leases
+                        .insert(lease_key(*ip), encode_lease(lease)?.as_slice())
+                        .map_err(redb_err("apply: write lease"))?;
+                }
+                None => {
+                    leases
+                        .remove(lease_key(*ip))
+                        .map_err(redb_err("apply: delete lease"))?;
                 }
             }
         }
@@ -307,9 +202,9 @@ fn write_batch(db: &Database, w: &BatchWrite) -> Result<(), StoreError> {
     txn.commit().map_err(redb_err("apply: commit"))
 }
 
-impl RaftStateMachine<C> for StateMachine {
+impl<C: StoreTypes> RaftStateMachine<C> for StateMachine<C> {
     type SnapshotData = SnapshotData;
-    type SnapshotBuilder = SnapshotBuilder;
+    type SnapshotBuilder = SnapshotBuilder<C>;
 
     async fn applied_state(
         &mut self,
@@ -351,6 +246,7 @@ impl RaftStateMachine<C> for StateMachine {
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         SnapshotBuilder {
             db: self.db.clone(),
+            _types: PhantomData,
         }
     }
 
@@ -361,7 +257,7 @@ impl RaftStateMachine<C> for StateMachine {
     ) -> Result<(), io::Error> {
         let db = self.db.clone();
         let m = meta.clone();
-        let state = blocking(move || snapshot::install(&db, &m, &snapshot)).await?;
+        let state = blocking(move || snapshot::install::<C>(&db, &m, &snapshot)).await?;
         *self.view.write() = state;
         self.view
             .publish_applied(meta.last_log_id.as_ref().map(|l| l.index));
@@ -372,15 +268,15 @@ impl RaftStateMachine<C> for StateMachine {
         &mut self,
     ) -> Result<Option<SnapshotOf<C, SnapshotData>>, io::Error> {
         let db = self.db.clone();
-        Ok(blocking(move || snapshot::current(&db)).await?)
+        Ok(blocking(move || snapshot::current::<C>(&db)).await?)
     }
 }
 
-impl RaftSnapshotBuilder<C> for SnapshotBuilder {
+impl<C: StoreTypes> RaftSnapshotBuilder<C> for SnapshotBuilder<C> {
     type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<C, SnapshotData>, io::Error> {
         let db = self.db.clone();
-        Ok(blocking(move || snapshot::build(&db)).await?)
+        Ok(blocking(move || snapshot::build::<C>(&db)).await?)
     }
 }

@@ -10,10 +10,10 @@ use crate::store::{LogStore, StateMachine, Store};
 /// Every suite case gets a fresh data dir; the `TempDir` guard removes it.
 struct FreshDir;
 
-impl StoreBuilder<C, LogStore, StateMachine, TempDir> for FreshDir {
-    async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError<C>> {
+impl StoreBuilder<C, LogStore<C>, StateMachine<C>, TempDir> for FreshDir {
+    async fn build(&self) -> Result<(TempDir, LogStore<C>, StateMachine<C>), StorageError<C>> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(dir.path()).expect("open store");
+        let store = Store::<C>::open(dir.path()).expect("open store");
         Ok((dir, store.log_store(), store.state_machine()))
     }
 }

@@ -12,7 +12,7 @@ use redb::ReadableDatabase;
 
 use super::{append, apply, lease, lid, C};
 use crate::model::{BootpPolicy, Command, LeaseState, Mac, ServiceConfig, State};
-use crate::store::state_machine::load_applied;
+use crate::store::rows::load_applied;
 use crate::store::Store;
 
 /// A random command over a small pool (16 addresses, 24 clients), so
@@ -46,9 +46,9 @@ fn random_command(rng: &mut StdRng, at: u64) -> Command {
     }
 }
 
-fn stored_state(store: &Store) -> (Option<u64>, State) {
+fn stored_state(store: &Store<C>) -> (Option<u64>, State) {
     let txn = store.db.begin_read().unwrap();
-    let a = load_applied(&txn).unwrap();
+    let a = load_applied::<C>(&txn).unwrap();
     (a.log_id.map(|l| l.index), a.state)
 }
 
@@ -65,7 +65,7 @@ async fn apply_then_reload_matches_memory() {
     for seed in 0..8u64 {
         let mut rng = StdRng::seed_from_u64(seed);
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::<C>::open(dir.path()).unwrap();
         let mut ls = store.log_store();
         let mut sm = store.state_machine();
         let mut reference = State::default();
@@ -112,8 +112,8 @@ async fn apply_then_reload_matches_memory() {
 async fn snapshot_installs_the_whole_state_on_another_store() {
     let mut rng = StdRng::seed_from_u64(42);
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = Store::open(dir_a.path()).unwrap();
-    let b = Store::open(dir_b.path()).unwrap();
+    let a = Store::<C>::open(dir_a.path()).unwrap();
+    let b = Store::<C>::open(dir_b.path()).unwrap();
     let (mut ls_a, mut sm_a) = (a.log_store(), a.state_machine());
     let mut sm_b = b.state_machine();
 

@@ -6,12 +6,12 @@ use std::net::Ipv4Addr;
 use openraft::storage::{RaftLogReader, RaftLogStorage};
 use redb::ReadableTable;
 
-use super::{append, apply, grant};
+use super::{append, apply, grant, C};
 use crate::store::{tables, Store, StoreError};
 
 /// Rewrites the stored bytes of `LOG[key]` with `f` applied, through redb
 /// directly (so redb's own checksums are valid and only ours can notice).
-fn tamper_log(store: &Store, key: u64, f: impl FnOnce(&mut Vec<u8>)) {
+fn tamper_log(store: &Store<C>, key: u64, f: impl FnOnce(&mut Vec<u8>)) {
     let txn = store.db.begin_write().unwrap();
     {
         let mut t = txn.open_table(tables::LOG).unwrap();
@@ -37,7 +37,7 @@ fn is_corruption(e: &io::Error) -> bool {
 #[tokio::test]
 async fn a_flipped_byte_in_a_log_entry_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::<C>::open(dir.path()).unwrap();
     let mut ls = store.log_store();
     let entries: Vec<_> = (1..=5)
         .map(|i| grant(1, i, Ipv4Addr::new(10, 0, 0, i as u8), i as u8))
@@ -73,7 +73,7 @@ async fn a_flipped_byte_in_a_log_entry_is_an_error() {
 #[tokio::test]
 async fn an_entry_under_the_wrong_index_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::<C>::open(dir.path()).unwrap();
     let mut ls = store.log_store();
     append(
         &mut ls,
@@ -110,7 +110,7 @@ async fn an_entry_under_the_wrong_index_is_an_error() {
 async fn a_corrupt_lease_row_fails_open() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::<C>::open(dir.path()).unwrap();
         let mut ls = store.log_store();
         let mut sm = store.state_machine();
         let entries: Vec<_> = (1..=3)
@@ -128,7 +128,7 @@ async fn a_corrupt_lease_row_fails_open() {
         }
         txn.commit().unwrap();
     }
-    match Store::open(dir.path()) {
+    match Store::<C>::open(dir.path()) {
         Err(StoreError::Corrupt { what, .. }) => assert_eq!(what, "lease 10.0.0.2"),
         Err(e) => panic!("wrong error: {e}"),
         Ok(_) => panic!("opened a store with a corrupt lease row"),

@@ -48,7 +48,7 @@ fn crash_writer_role() {
 }
 
 async fn writer(dir: std::path::PathBuf) {
-    let store = Store::open(&dir).expect("writer: open");
+    let store = Store::<C>::open(&dir).expect("writer: open");
     let mut ls = store.log_store();
     let mut sm = store.state_machine();
     let last = ls
@@ -165,7 +165,7 @@ fn crash_leaves_every_acknowledged_entry() {
 }
 
 async fn check_after_crash(dir: &std::path::Path, acked: u64) {
-    let store = Store::open(dir).expect("store does not reopen after SIGKILL");
+    let store = Store::<C>::open(dir).expect("store does not reopen after SIGKILL");
     let mut ls = store.log_store();
     let mut sm = store.state_machine();
     let state = ls.get_log_state().await.unwrap();

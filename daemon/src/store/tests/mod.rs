@@ -16,10 +16,19 @@ use openraft::type_config::alias::{EntryOf, LogIdOf};
 use openraft::type_config::TypeConfigExt;
 
 use super::{LogStore, StateMachine};
-use crate::consensus::TypeConfig;
-use crate::model::{Command, Lease, LeaseState, Mac};
+use crate::model::{Command, CommandResponse, Lease, LeaseState, Mac};
 
-type C = TypeConfig;
+openraft::declare_raft_types!(
+    /// The store's own test type config: the store is generic and does not
+    /// know the one consensus declares.
+    pub TestTypes:
+        D = Command,
+        R = CommandResponse,
+        NodeId = u64,
+        Node = crate::model::NodeInfo,
+);
+
+type C = TestTypes;
 
 /// Log id of `index` proposed by node 1 in `term`.
 fn lid(term: u64, index: u64) -> LogIdOf<C> {
@@ -47,7 +56,7 @@ fn grant(term: u64, index: u64, ip: Ipv4Addr, mac: u8) -> EntryOf<C> {
 }
 
 /// Appends and waits for the flush callback, like `RaftCore` does.
-async fn append(ls: &mut LogStore, entries: Vec<EntryOf<C>>) {
+async fn append(ls: &mut LogStore<C>, entries: Vec<EntryOf<C>>) {
     let (tx, rx) = C::oneshot();
     ls.append(entries, IOFlushed::signal(tx))
         .await
@@ -56,7 +65,7 @@ async fn append(ls: &mut LogStore, entries: Vec<EntryOf<C>>) {
 }
 
 /// Applies entries with no client waiting, like a follower does.
-async fn apply(sm: &mut StateMachine, entries: Vec<EntryOf<C>>) {
+async fn apply(sm: &mut StateMachine<C>, entries: Vec<EntryOf<C>>) {
     let items = entries.into_iter().map(|e| Ok((e, None)));
     sm.apply(futures::stream::iter(items)).await.expect("apply");
 }

@@ -21,10 +21,8 @@ fn ip(last: u8) -> Ipv4Addr {
 async fn vote_log_applied_state_and_snapshot_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let vote = VoteOf::<C>::new_committed(3, 1);
-    let membership = Membership::<u64, crate::consensus::NodeInfo>::new_with_defaults(
-        vec![BTreeSet::from([1])],
-        [],
-    );
+    let membership =
+        Membership::<u64, crate::model::NodeInfo>::new_with_defaults(vec![BTreeSet::from([1])], []);
 
     println!("=== phase: write");
     let mut entries: Vec<EntryOf<C>> = vec![
@@ -55,7 +53,7 @@ async fn vote_log_applied_state_and_snapshot_survive_reopen() {
     entries.push(grant(1, 15, ip(61), 61));
 
     let (expected_state, snapshot_meta) = {
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::<C>::open(dir.path()).unwrap();
         let mut ls = store.log_store();
         let mut sm = store.state_machine();
         ls.save_vote(&vote).await.unwrap();
@@ -87,7 +85,7 @@ async fn vote_log_applied_state_and_snapshot_survive_reopen() {
     };
 
     println!("=== phase: reopen");
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::<C>::open(dir.path()).unwrap();
     let mut ls = store.log_store();
     let mut sm = store.state_machine();
     let mut reader = ls.get_log_reader().await;
@@ -130,7 +128,7 @@ async fn vote_log_applied_state_and_snapshot_survive_reopen() {
 #[tokio::test]
 async fn wait_applied_resolves_only_once_the_index_is_applied() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::<C>::open(dir.path()).unwrap();
     let mut ls = store.log_store();
     let mut sm = store.state_machine();
     let view = store.view();

@@ -1,16 +1,11 @@
-//! Raft peer traffic over TCP (DESIGN.md: 7480/tcp): one persistent
-//! connection per peer, each RPC a length-prefixed JSON frame and its reply.
+//! The client half of peer traffic: openraft's `RaftNetworkFactory` and
+//! `RaftNetworkV2` over one persistent TCP connection per peer, and the
+//! one-shot transfer-leader call of the fast-election path (`detect`).
 //!
-//! ```text
-//!  leader: RaftNetworkV2 (Peer) ──frame(Request)──▶ serve(): raft.append_entries/vote/...
-//!                               ◀─frame(Reply)────
-//! ```
 //! A refused or reset connection comes back to openraft as `Unreachable`, a
 //! timeout as `Timeout`; the caller's back-off decides what next.
 
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
@@ -19,70 +14,17 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
     VoteRequest, VoteResponse,
 };
-use openraft::storage::Snapshot;
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
+use tokio::net::TcpStream;
 
-use super::detect::Detector;
-use super::types::{NodeId, NodeInfo, TypeConfig};
-use super::Raft;
+use super::wire::{read_frame, write_frame, Reply, Request, Vote};
+use crate::consensus::types::{NodeId, NodeInfo, TypeConfig};
 use crate::store::SnapshotData;
 
 type C = TypeConfig;
-type Vote = openraft::type_config::alias::VoteOf<C>;
-type Meta = openraft::type_config::alias::SnapshotMetaOf<C>;
-
-/// Frames larger than this are refused: a peer that sends one is broken or hostile.
-const MAX_FRAME: u32 = 256 << 20;
-
-#[derive(Serialize, Deserialize)]
-enum Request {
-    Append(AppendEntriesRequest<C>),
-    Vote(VoteRequest<C>),
-    PreVote(VoteRequest<C>),
-    Snapshot {
-        vote: Vote,
-        meta: Meta,
-        data: Vec<u8>,
-    },
-    TransferLeader(TransferLeaderRequest<C>),
-}
-
-#[derive(Serialize, Deserialize)]
-enum Reply {
-    Append(Result<AppendEntriesResponse<C>, String>),
-    Vote(Result<VoteResponse<C>, String>),
-    Snapshot(Result<SnapshotResponse<C>, String>),
-    TransferLeader(Result<(), String>),
-}
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 struct Remote(String);
-
-async fn write_frame<T: Serialize>(s: &mut TcpStream, v: &T) -> std::io::Result<()> {
-    let body = serde_json::to_vec(v).map_err(std::io::Error::other)?;
-    let mut buf = Vec::with_capacity(4 + body.len());
-    buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    buf.extend_from_slice(&body);
-    s.write_all(&buf).await
-}
-
-async fn read_frame<T: DeserializeOwned>(s: &mut TcpStream) -> std::io::Result<T> {
-    let len = s.read_u32().await?;
-    if len > MAX_FRAME {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("frame of {len} bytes"),
-        ));
-    }
-    let mut body = vec![0u8; len as usize];
-    s.read_exact(&mut body).await?;
-    serde_json::from_slice(&body)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-}
 
 /// Creates a [`Peer`] per target.
 #[derive(Clone, Default)]
@@ -167,7 +109,7 @@ impl Peer {
 
 /// Sends one transfer-leader request to the peer at `addr` on a fresh
 /// connection (the fast-election path in `detect`, which has no [`Peer`]).
-pub(super) async fn send_transfer_leader(
+pub(in crate::consensus) async fn send_transfer_leader(
     addr: &str,
     req: TransferLeaderRequest<C>,
     ttl: Duration,
@@ -278,75 +220,6 @@ impl RaftNetworkV2<C> for Peer {
         {
             Reply::TransferLeader(r) => r.map_err(remote).map(Ok),
             _ => Err(unexpected()),
-        }
-    }
-}
-
-/// Accepts peer connections on `addr` and feeds their RPCs to `raft` until `cancel`.
-/// When a connection ends, [`Detector`] checks whether the leader's process died.
-pub async fn serve(listener: TcpListener, raft: Raft, cancel: CancellationToken) {
-    let detector = Detector::new(raft.clone());
-    loop {
-        // cancel-safety: accept is cancel-safe.
-        let (stream, peer) = tokio::select! {
-            () = cancel.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => { tracing::warn!(target: "tandem::raft", error = %e, "accept failed"); continue; }
-            },
-        };
-        let raft = raft.clone();
-        let cancel = cancel.clone();
-        let detector = Arc::clone(&detector);
-        tokio::spawn(async move {
-            let _ = stream.set_nodelay(true);
-            tokio::select! {
-                () = cancel.cancelled() => {}
-                () = connection(stream, peer, raft) => detector.peer_closed(),
-            }
-        });
-    }
-}
-
-async fn connection(mut s: TcpStream, peer: SocketAddr, raft: Raft) {
-    loop {
-        let req: Request = match read_frame(&mut s).await {
-            Ok(r) => r,
-            Err(e) => {
-                if e.kind() != std::io::ErrorKind::UnexpectedEof {
-                    tracing::debug!(target: "tandem::raft", %peer, error = %e, "peer connection closed");
-                }
-                return;
-            }
-        };
-        let reply = match req {
-            Request::Append(r) => {
-                Reply::Append(raft.append_entries(r).await.map_err(|e| e.to_string()))
-            }
-            Request::Vote(r) => Reply::Vote(raft.vote(r).await.map_err(|e| e.to_string())),
-            Request::PreVote(r) => Reply::Vote(raft.pre_vote(r).await.map_err(|e| e.to_string())),
-            Request::Snapshot { vote, meta, data } => {
-                let snapshot = Snapshot {
-                    meta,
-                    snapshot: crate::store::snapshot_from_bytes(data),
-                };
-                Reply::Snapshot(
-                    raft.install_full_snapshot(vote, snapshot)
-                        .await
-                        .map_err(|e| e.to_string()),
-                )
-            }
-            Request::TransferLeader(r) => {
-                Reply::TransferLeader(match raft.handle_transfer_leader(r).await {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                })
-            }
-        };
-        if let Err(e) = write_frame(&mut s, &reply).await {
-            tracing::debug!(target: "tandem::raft", %peer, error = %e, "reply not sent");
-            return;
         }
     }
 }

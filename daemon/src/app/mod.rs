@@ -1,0 +1,251 @@
+//! # Layout
+//! The composition root: store → consensus → {steering, services} → api,
+//! wired in epochs, with shutdown owned here.
+//!
+//! - this file: [`run`] (start-up, the epoch loop, shutdown) and one
+//!   [`epoch`]: open the store, start Raft and the API, then follow
+//!   leadership with the transition driver until shutdown or a join.
+//! - `transitions`: the leadership transition of DESIGN.md section 2
+//!   (become leader in five checked steps; step down in reverse).
+//! - `notify`: systemd's `READY=1`.
+//!
+//! ```text
+//!   run ─▶ stale VIP removed, XDP attached ─▶ epoch ─▶ epoch ─▶ …
+//!   epoch: Store::open ─▶ Cluster::start ─▶ API ─▶ [join] ─▶ loop {
+//!            leading with a fresh lease? ─▶ Transitions::become_leader
+//!            lost leadership / lease?    ─▶ Transitions::step_down }
+//!          ─▶ step down, Cluster::shutdown, API stop
+//! ```
+
+mod notify;
+mod transitions;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::client::Client;
+use crate::api::dto::{MemberAddDto, OkDto};
+use crate::api::server::{self as api_server, Api, ServiceStatus};
+use crate::config::NodeConfig;
+use crate::consensus::{self, Cluster, JoinMarker, NodeStore, LEASE_CHECK_MS};
+use crate::services::vip::Vip;
+use crate::steering::Steering;
+use transitions::Transitions;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("storage: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("consensus: {0}")]
+    Consensus(#[from] crate::consensus::ConsensusError),
+    #[error("VIP: {0}")]
+    Vip(#[from] crate::services::vip::VipError),
+    #[error("XDP steering: {0}")]
+    Steering(#[from] crate::steering::SteeringError),
+    #[error("cannot create {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("admin API on {addr}: {source}")]
+    Api {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How one epoch of the node ended.
+enum EpochEnd {
+    Shutdown,
+    /// Discard this node's state and join the cluster at this API address.
+    Join(String),
+}
+
+/// Runs the node until `shutdown` fires (SIGTERM/SIGINT in `main`).
+///
+/// The node runs in epochs: store → Raft → API → transition loop. `tandem
+/// cluster join` ends an epoch; the next one starts from an empty store and
+/// asks the other cluster's leader to add this node.
+pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), AppError> {
+    for dir in [&cfg.data_dir, &cfg.artifact_dir] {
+        std::fs::create_dir_all(dir).map_err(|source| AppError::Dir {
+            path: dir.clone(),
+            source,
+        })?;
+    }
+    // A stale VIP must never survive a restart.
+    let vip = Vip::new(&cfg.service.interface, cfg.service.vip);
+    if vip.is_present()? {
+        tracing::warn!(target: "tandem::transition", vip = %vip.addr(), "removing a stale VIP left from an earlier run");
+    }
+    vip.remove()?;
+    vip.prepare_interface()?;
+    let mut warnings = Vec::new();
+    let steering = if cfg.service.xdp {
+        let s = Steering::attach(&cfg.service.interface, cfg.vip_addr())?;
+        tracing::info!(target: "tandem::steering", iface = %cfg.service.interface, mode = ?s.mode(), "XDP steering attached (role = drop)");
+        Some(s)
+    } else {
+        warnings.push("XDP steering disabled by config (service.xdp = false)".into());
+        None
+    };
+    let (status_tx, status_rx) = watch::channel(ServiceStatus::default());
+    let mut tr = Transitions {
+        cfg: cfg.clone(),
+        vip,
+        steering,
+        serving: None,
+        status: status_tx,
+        warnings,
+    };
+    let mut notified = false;
+    loop {
+        let joining = JoinMarker::new(&cfg.data_dir).pending();
+        // Give up the single-node state: the cluster's replaces it.
+        if joining.is_some() && NodeStore::discard(&cfg.data_dir)? {
+            tracing::warn!(target: "tandem::raft", data_dir = %cfg.data_dir.display(), "discarded this node's own cluster state to join another");
+        }
+        let end = epoch(&cfg, &mut tr, &status_rx, joining, &shutdown, &mut notified).await?;
+        match end {
+            EpochEnd::Shutdown => break,
+            EpochEnd::Join(addr) => {
+                let marker = JoinMarker::new(&cfg.data_dir);
+                marker.write(&addr).map_err(|source| AppError::Dir {
+                    path: marker.path().to_owned(),
+                    source,
+                })?;
+            }
+        }
+    }
+    tracing::info!(target: "tandem::transition", "stopped");
+    Ok(())
+}
+
+async fn epoch(
+    cfg: &NodeConfig,
+    tr: &mut Transitions,
+    status_rx: &watch::Receiver<ServiceStatus>,
+    joining: Option<String>,
+    shutdown: &CancellationToken,
+    notified: &mut bool,
+) -> Result<EpochEnd, AppError> {
+    let store = NodeStore::open(&cfg.data_dir)?;
+    let raft_cancel = CancellationToken::new();
+    let cluster = Cluster::start(cfg, &store, joining.is_none(), raft_cancel.clone()).await?;
+
+    let (join_tx, mut join_rx) = mpsc::channel(1);
+    let api = Api {
+        cluster: cluster.clone(),
+        service: status_rx.clone(),
+        vip: cfg.service.vip.to_string(),
+        me: Cluster::me(cfg),
+        join: join_tx,
+    };
+    let api_cancel = CancellationToken::new();
+    let api_addr = cfg.api_listen;
+    let api_listener = tokio::net::TcpListener::bind(api_addr)
+        .await
+        .map_err(|source| AppError::Api {
+            addr: api_addr,
+            source,
+        })?;
+    let api_task = tokio::spawn(api_server::serve(api_listener, api, api_cancel.clone()));
+    if let Some(addr) = joining {
+        tokio::spawn(consensus::join(
+            cluster.clone(),
+            JoinMarker::new(&cfg.data_dir),
+            addr,
+            join_request(cfg),
+            raft_cancel.clone(),
+        ));
+    }
+    tr.publish();
+    if !*notified {
+        notify::ready();
+        *notified = true;
+    }
+
+    let mut leadership = cluster.leadership();
+    let mut metrics_tick = tokio::time::interval(Duration::from_secs(1));
+    let mut lease_tick = tokio::time::interval(Duration::from_millis(LEASE_CHECK_MS));
+    lease_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_term = None;
+    let end = loop {
+        // Serve only while leading with a fresh leader lease (see LEADER_LEASE_MS).
+        let l = leadership.borrow_and_update().clone();
+        if last_term != Some(l.term) {
+            last_term = Some(l.term);
+            // At each election, a node that does not serve holds no VIP.
+            if tr.serving.is_none() && tr.vip.is_present().unwrap_or(false) {
+                tracing::warn!(target: "tandem::transition", term = l.term, index = cluster.last_log_index(), "releasing a VIP held while not serving");
+                if let Err(e) = tr.vip.remove() {
+                    tracing::error!(target: "tandem::transition", error = %e, "VIP removal failed");
+                }
+            }
+        }
+        let lease = cluster.holds_lease();
+        if l.is_leader && lease && tr.serving.is_none() {
+            tr.become_leader(&cluster, &l).await;
+        } else if tr.serving.is_some() && !l.is_leader {
+            tr.step_down(&cluster, "lost leadership").await;
+        } else if tr.serving.is_some() && !lease {
+            tr.step_down(&cluster, "leader lease expired: no quorum contact")
+                .await;
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => break EpochEnd::Shutdown,
+            Some(addr) = join_rx.recv() => break EpochEnd::Join(addr),
+            r = leadership.changed() => if r.is_err() { break EpochEnd::Shutdown },
+            _ = lease_tick.tick() => {}
+            _ = metrics_tick.tick() => {
+                if let Some(s) = tr.steering.as_ref() {
+                    if let Err(e) = s.export_counters() {
+                        tracing::debug!(target: "tandem::steering", error = %e, "XDP counters not read");
+                    }
+                }
+            }
+        }
+    };
+    let why = match &end {
+        EpochEnd::Shutdown => "shutdown",
+        EpochEnd::Join(_) => "joining another cluster",
+    };
+    tr.step_down(&cluster, why).await;
+    cluster.shutdown().await;
+    raft_cancel.cancel();
+    api_cancel.cancel();
+    let _ = api_task.await;
+    Ok(end)
+}
+
+/// How a joining node asks a cluster to add it: `POST /v1/cluster/members`
+/// on any member's admin API (followers redirect to the leader). Consensus
+/// runs the retry loop ([`consensus::join`]); the transport is the API's.
+fn join_request(
+    cfg: &NodeConfig,
+) -> impl Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send>>
+{
+    let me = Cluster::me(cfg);
+    let body = MemberAddDto {
+        id: cfg.node_id,
+        raft: me.raft,
+        api: me.api,
+    };
+    move |addr: String| {
+        let body = body.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                Client::new(&addr).post::<_, OkDto>("/v1/cluster/members", &body)
+            })
+            .await
+            .map_err(|e| format!("join task failed: {e}"))?
+            .map(|ok| ok.message)
+            .map_err(|e| e.to_string())
+        })
+    }
+}
