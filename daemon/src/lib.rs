@@ -2,12 +2,17 @@
 //! `tandem` is one binary; this library is all of it but `main`.
 //!
 //! Dependencies point one way: `model → config → store → consensus →
-//! {services, steering} → api → app`. `metrics` is a leaf usable anywhere.
+//! {services, steering} → api → {ui, app}`. `metrics` is a leaf usable
+//! anywhere. No two files import each other, directly or round a loop;
+//! `daemon/tests/layering.rs` checks both from the source.
 //!
 //! - [`model`]: leases, MACs, service config, Raft commands. No I/O.
 //! - [`config`]: the node file (`node.toml`) and validation of service config.
-//! - [`store`]: redb only: Raft log, vote and state machine in one file.
-//! - [`consensus`]: openraft only: type config, network, [`consensus::ClusterHandle`].
+//! - [`store`]: redb only: Raft log, vote and state machine in one file,
+//!   generic over the Raft type config.
+//! - [`consensus`]: openraft (with `store`, the only user): type config,
+//!   network, membership; a closed face ([`consensus::Cluster`]'s verbs,
+//!   [`consensus::ClusterStatus`]) and [`consensus::ClusterHandle`] for services.
 //! - [`services`]: DHCP, TFTP and the VIP; they reach the cluster via `ClusterHandle`.
 //! - [`steering`]: aya only: loads the XDP program and flips its role map.
 //! - [`api`]: the admin HTTP API, its client and DTOs.

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use ipnet::Ipv4Net;
 use serde::Deserialize;
 
-use super::{field_err, ConfigError};
+use super::error::{field_err, ConfigError};
 
 /// The file as written (`/etc/tandem/node.toml`). Unknown fields are refused
 /// so that a typo does not silently fall back to a default.

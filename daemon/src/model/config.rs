@@ -5,7 +5,7 @@ use std::str::FromStr;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::Mac;
+use super::mac::Mac;
 
 /// The replicated service configuration: what `tandem apply FILE` sets as a
 /// whole and `tandem export` prints back. The TOML file and this type have

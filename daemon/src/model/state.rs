@@ -3,7 +3,9 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Lease, LeaseState, Mac, ServiceConfig};
+use super::config::ServiceConfig;
+use super::lease::{Lease, LeaseState};
+use super::mac::Mac;
 
 /// What one Raft log entry asks the state machine to do. Every field that
 /// depends on time or choice was fixed by the leader when it proposed, so

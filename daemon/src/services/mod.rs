@@ -3,7 +3,9 @@
 //!
 //! - `dhcp`: socket loop (raw/UDP) | pure handler `(request, view, now) -> Action` | pure allocator.
 //! - `tftp`: socket loop | per-transfer session state machine | artifact file access.
-//! - `vip`: adding/removing the VIP and gratuitous ARP.
+//! - `link`: layer-2 frames and sockets on the service interface (raw sends to
+//!   clients without an address, gratuitous ARP, the ARP receiver).
+//! - `vip`: adding/removing the VIP, gratuitous ARP and ARP duty.
 
 pub mod dhcp;
 pub mod link;

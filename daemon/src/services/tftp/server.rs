@@ -27,9 +27,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use super::config::{TftpConfig, TftpError};
 use super::packet::{encode_data, encode_error, ErrorCode, Mode, Packet, ParseError, Request};
 use super::session::{wire_block, Action, Negotiated, Session};
-use super::{TftpConfig, TftpError};
 use crate::metrics::{self, ResultLabel};
 
 const LOG_TARGET: &str = "tandem::tftp";
