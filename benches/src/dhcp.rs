@@ -391,21 +391,24 @@ fn measure(
     let queue_before = client_queue_overflows(bench);
     let server_before = processes_cpu_secs(&pids);
     let children_before = children_cpu_secs();
+    let machine_before = machine_busy_secs();
     let t0 = Instant::now();
     let report = perfdhcp::run(bench, rate, clients, period, &VIP.to_string(), log);
     let wall = t0.elapsed().as_secs_f64();
     // perfdhcp is the only child reaped in between.
     let children_after = children_cpu_secs();
+    let machine_after = machine_busy_secs();
     let server_after = processes_cpu_secs(&pids);
     let queue_after = client_queue_overflows(bench);
     let overflow = match (queue_before, queue_after) {
         (Ok(b), Ok(a)) => Some(a.saturating_sub(b)),
         _ => None,
     };
-    let cpu = match (server_before, server_after) {
-        (Some(b), Some(a)) if wall > 0.0 => Some(Cpu {
-            server: (a - b) / wall,
+    let cpu = match (server_before, server_after, machine_before, machine_after) {
+        (Some(sb), Some(sa), Some(mb), Some(ma)) if wall > 0.0 => Some(Cpu {
+            server: (sa - sb) / wall,
             perfdhcp: (children_after - children_before) / wall,
+            machine: (ma - mb) / wall,
         }),
         _ => None,
     };
@@ -418,11 +421,52 @@ fn measure(
 
 /// Cores busy, on average, while perfdhcp ran (this machine has 2, and
 /// both programs share them): a server near 1.0 single-threaded, or the
-/// two summing to near 2.0, is CPU-bound.
+/// machine near 2.0, is CPU-bound. Whatever else ran on the machine in the
+/// meantime (`machine` minus the other two) took CPU from both.
 #[derive(Clone, Copy, Debug)]
 struct Cpu {
     server: f64,
     perfdhcp: f64,
+    /// Every process on the host, the two above included.
+    machine: f64,
+}
+
+impl Cpu {
+    /// Cores that went to neither the server nor perfdhcp.
+    fn others(self) -> f64 {
+        (self.machine - self.server - self.perfdhcp).max(0.0)
+    }
+}
+
+/// Busy CPU seconds of the whole host, every core (`/proc/stat` is not
+/// namespaced).
+fn machine_busy_secs() -> Option<f64> {
+    // SAFETY: sysconf has no preconditions.
+    let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if tck <= 0 {
+        return None;
+    }
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    #[allow(clippy::cast_precision_loss, reason = "tick counts are far below 2^52")]
+    busy_ticks(&stat).map(|t| t as f64 / tck as f64)
+}
+
+/// Busy ticks from the first (`cpu`, all cores) line of `/proc/stat`:
+/// everything but idle and iowait (user nice system idle iowait irq
+/// softirq steal; guest time is already inside user).
+fn busy_ticks(stat: &str) -> Option<u64> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let &[user, nice, system, _idle, _iowait, irq, softirq, steal] = v.as_slice() else {
+        return None;
+    };
+    Some(user + nice + system + irq + softirq + steal)
 }
 
 /// CPU seconds (user + system) the bench's reaped children have used.
@@ -535,7 +579,7 @@ fn print_trial(kind: &str, t: &Trial, m: &Measured) {
     let r = &m.report;
     println!(
         "    {kind} -r {:>6}: {:>8.1} exchanges/s, loss {:>6.2} % (DISCOVER {} sent / OFFER {} / ACK {}, rejected {}; \
-         {} replies overflowed perfdhcp's queue; cores: server {}, perfdhcp {}) {}",
+         {} replies overflowed perfdhcp's queue; cores: server {}, perfdhcp {}, others {}) {}",
         t.offered,
         t.achieved,
         t.loss * 100.0,
@@ -546,6 +590,7 @@ fn print_trial(kind: &str, t: &Trial, m: &Measured) {
         m.overflow.map_or("?".into(), |o| o.to_string()),
         m.cpu.map_or("?".into(), |c| format!("{:.2}", c.server)),
         m.cpu.map_or("?".into(), |c| format!("{:.2}", c.perfdhcp)),
+        m.cpu.map_or("?".into(), |c| format!("{:.2}", c.others())),
         if t.passed() { "pass" } else { "FAIL" }
     );
 }
@@ -682,6 +727,21 @@ mod tests {
         let me = processes_cpu_secs(&[std::process::id()]).unwrap();
         assert!(me >= 0.0);
         assert_eq!(processes_cpu_secs(&[]), None);
+    }
+
+    #[test]
+    fn reads_busy_ticks_from_proc_stat() {
+        let stat = "cpu  100 5 20 1000 7 1 2 3 0 0\ncpu0 50 2 10 500 3 0 1 1 0 0\nintr 1\n";
+        assert_eq!(busy_ticks(stat), Some(131));
+        assert_eq!(busy_ticks("cpu0 1 2 3\n"), None);
+        assert_eq!(busy_ticks("cpu  1 2 x 4 5 6 7 8\n"), None);
+        assert!(machine_busy_secs().is_some_and(|s| s > 0.0));
+        let c = Cpu {
+            server: 0.5,
+            perfdhcp: 0.4,
+            machine: 1.9,
+        };
+        assert!((c.others() - 1.0).abs() < 1e-9);
     }
 
     #[test]
