@@ -332,6 +332,9 @@ struct Measured {
     report: Report,
     /// Replies lost in perfdhcp's own receive queue.
     overflow: Option<u64>,
+    /// Requests lost in the server's receive queue (every node's, for a
+    /// tandem cluster).
+    server_overflow: Option<u64>,
     cpu: Option<Cpu>,
 }
 
@@ -388,7 +391,16 @@ fn measure(
     log: &std::path::Path,
 ) -> Result<Measured> {
     let pids = running.pids(bench);
-    let queue_before = client_queue_overflows(bench);
+    let client_ns = [bench.client_ns()];
+    let server_ns: Vec<String> = running
+        .nodes()
+        .iter()
+        .map(|&i| bench.lab.node_ns(i))
+        .collect();
+    // The `cat`s that read the queue counters are children too: read them
+    // outside the window in which perfdhcp's CPU is taken.
+    let queue_before = total_queue_overflows(bench, &client_ns);
+    let server_queue_before = total_queue_overflows(bench, &server_ns);
     let server_before = processes_cpu_secs(&pids);
     let children_before = children_cpu_secs();
     let machine_before = machine_busy_secs();
@@ -399,22 +411,24 @@ fn measure(
     let children_after = children_cpu_secs();
     let machine_after = machine_busy_secs();
     let server_after = processes_cpu_secs(&pids);
-    let queue_after = client_queue_overflows(bench);
-    let overflow = match (queue_before, queue_after) {
-        (Ok(b), Ok(a)) => Some(a.saturating_sub(b)),
-        _ => None,
-    };
+    let queue_after = total_queue_overflows(bench, &client_ns);
+    let server_queue_after = total_queue_overflows(bench, &server_ns);
+    let since = |b: Option<u64>, a: Option<u64>| Some(a?.saturating_sub(b?));
+    let overflow = since(queue_before, queue_after);
+    let server_overflow = since(server_queue_before, server_queue_after);
     let cpu = match (server_before, server_after, machine_before, machine_after) {
         (Some(sb), Some(sa), Some(mb), Some(ma)) if wall > 0.0 => Some(Cpu {
             server: (sa - sb) / wall,
             perfdhcp: (children_after - children_before) / wall,
-            machine: (ma - mb) / wall,
+            softirq: (ma.softirq - mb.softirq) / wall,
+            machine: (ma.busy - mb.busy) / wall,
         }),
         _ => None,
     };
     Ok(Measured {
         report: report?,
         overflow,
+        server_overflow,
         cpu,
     })
 }
@@ -422,25 +436,28 @@ fn measure(
 /// Cores busy, on average, while perfdhcp ran (this machine has 2, and
 /// both programs share them): a server near 1.0 single-threaded, or the
 /// machine near 2.0, is CPU-bound. Whatever else ran on the machine in the
-/// meantime (`machine` minus the other two) took CPU from both.
+/// meantime (`others`) took CPU from both.
 #[derive(Clone, Copy, Debug)]
 struct Cpu {
     server: f64,
     perfdhcp: f64,
-    /// Every process on the host, the two above included.
+    /// Every core's softirq time: mostly the kernel moving the bench's
+    /// packets through the veths and the bridge, charged to no process.
+    softirq: f64,
+    /// Every process on the host and the kernel, the above included.
     machine: f64,
 }
 
 impl Cpu {
-    /// Cores that went to neither the server nor perfdhcp.
+    /// Cores that went to none of the above (other work on the host).
     fn others(self) -> f64 {
-        (self.machine - self.server - self.perfdhcp).max(0.0)
+        (self.machine - self.server - self.perfdhcp - self.softirq).max(0.0)
     }
 }
 
-/// Busy CPU seconds of the whole host, every core (`/proc/stat` is not
-/// namespaced).
-fn machine_busy_secs() -> Option<f64> {
+/// Busy and softirq CPU seconds of the whole host, every core
+/// (`/proc/stat` is not namespaced).
+fn machine_busy_secs() -> Option<Busy> {
     // SAFETY: sysconf has no preconditions.
     let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if tck <= 0 {
@@ -448,13 +465,25 @@ fn machine_busy_secs() -> Option<f64> {
     }
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     #[allow(clippy::cast_precision_loss, reason = "tick counts are far below 2^52")]
-    busy_ticks(&stat).map(|t| t as f64 / tck as f64)
+    let secs = |t: u64| t as f64 / tck as f64;
+    busy_ticks(&stat).map(|b| Busy {
+        busy: secs(b.busy),
+        softirq: secs(b.softirq),
+    })
 }
 
-/// Busy ticks from the first (`cpu`, all cores) line of `/proc/stat`:
-/// everything but idle and iowait (user nice system idle iowait irq
-/// softirq steal; guest time is already inside user).
-fn busy_ticks(stat: &str) -> Option<u64> {
+/// Host CPU time from `/proc/stat`, in ticks or seconds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Busy<T = f64> {
+    /// Everything but idle and iowait.
+    busy: T,
+    softirq: T,
+}
+
+/// [`Busy`] ticks from the first (`cpu`, all cores) line of `/proc/stat`:
+/// user nice system idle iowait irq softirq steal (guest time is already
+/// inside user).
+fn busy_ticks(stat: &str) -> Option<Busy<u64>> {
     let line = stat.lines().find(|l| l.starts_with("cpu "))?;
     let v: Vec<u64> = line
         .split_whitespace()
@@ -466,7 +495,10 @@ fn busy_ticks(stat: &str) -> Option<u64> {
     let &[user, nice, system, _idle, _iowait, irq, softirq, steal] = v.as_slice() else {
         return None;
     };
-    Some(user + nice + system + irq + softirq + steal)
+    Some(Busy {
+        busy: user + nice + system + irq + softirq + steal,
+        softirq,
+    })
 }
 
 /// CPU seconds (user + system) the bench's reaped children have used.
@@ -513,18 +545,26 @@ fn stat_cpu_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
-/// Datagrams the kernel dropped because perfdhcp's receive queue was full
-/// (`Udp: RcvbufErrors` in the client namespace). perfdhcp plays every
-/// client on one socket, so a reply lost here is lost by the measuring
-/// tool, not by the server; the bench reports it beside the loss.
-fn client_queue_overflows(bench: &Bench) -> Result<u64> {
-    let snmp = bench.lab.exec_ok(
-        &bench.client_ns(),
-        "cat",
-        &["/proc/net/snmp"],
-        Duration::from_secs(5),
-    )?;
+/// Datagrams the kernel dropped in `ns` because a UDP receive queue was
+/// full (`Udp: RcvbufErrors`). In the client namespace that is perfdhcp's
+/// one socket for every client: a reply lost there is lost by the measuring
+/// tool, not by the server. In a server's namespace it is the server's
+/// socket: requests that came while it was busy elsewhere (dnsmasq, for
+/// one, rewrites and fsyncs its lease file in its only thread). The bench
+/// reports both beside the loss.
+fn queue_overflows(bench: &Bench, ns: &str) -> Result<u64> {
+    let snmp = bench
+        .lab
+        .exec_ok(ns, "cat", &["/proc/net/snmp"], Duration::from_secs(5))?;
     rcvbuf_errors(&snmp).context("no Udp RcvbufErrors in /proc/net/snmp")
+}
+
+/// [`queue_overflows`] summed over `namespaces`; `None` if one cannot be read.
+fn total_queue_overflows(bench: &Bench, namespaces: &[String]) -> Option<u64> {
+    namespaces
+        .iter()
+        .map(|ns| queue_overflows(bench, ns).ok())
+        .sum()
 }
 
 /// `RcvbufErrors` from the two `Udp:` lines (names, then values) of `/proc/net/snmp`.
@@ -579,7 +619,7 @@ fn print_trial(kind: &str, t: &Trial, m: &Measured) {
     let r = &m.report;
     println!(
         "    {kind} -r {:>6}: {:>8.1} exchanges/s, loss {:>6.2} % (DISCOVER {} sent / OFFER {} / ACK {}, rejected {}; \
-         {} replies overflowed perfdhcp's queue; cores: server {}, perfdhcp {}, others {}) {}",
+         queue overflows: perfdhcp {}, server {}; cores: server {}, perfdhcp {}, softirq {}, others {}) {}",
         t.offered,
         t.achieved,
         t.loss * 100.0,
@@ -588,8 +628,10 @@ fn print_trial(kind: &str, t: &Trial, m: &Measured) {
         r.request_ack.received,
         r.request_ack.rejected,
         m.overflow.map_or("?".into(), |o| o.to_string()),
+        m.server_overflow.map_or("?".into(), |o| o.to_string()),
         m.cpu.map_or("?".into(), |c| format!("{:.2}", c.server)),
         m.cpu.map_or("?".into(), |c| format!("{:.2}", c.perfdhcp)),
+        m.cpu.map_or("?".into(), |c| format!("{:.2}", c.softirq)),
         m.cpu.map_or("?".into(), |c| format!("{:.2}", c.others())),
         if t.passed() { "pass" } else { "FAIL" }
     );
@@ -732,16 +774,23 @@ mod tests {
     #[test]
     fn reads_busy_ticks_from_proc_stat() {
         let stat = "cpu  100 5 20 1000 7 1 2 3 0 0\ncpu0 50 2 10 500 3 0 1 1 0 0\nintr 1\n";
-        assert_eq!(busy_ticks(stat), Some(131));
+        assert_eq!(
+            busy_ticks(stat),
+            Some(Busy {
+                busy: 131,
+                softirq: 2
+            })
+        );
         assert_eq!(busy_ticks("cpu0 1 2 3\n"), None);
         assert_eq!(busy_ticks("cpu  1 2 x 4 5 6 7 8\n"), None);
-        assert!(machine_busy_secs().is_some_and(|s| s > 0.0));
+        assert!(machine_busy_secs().is_some_and(|b| b.busy > 0.0 && b.softirq >= 0.0));
         let c = Cpu {
             server: 0.5,
             perfdhcp: 0.4,
+            softirq: 0.3,
             machine: 1.9,
         };
-        assert!((c.others() - 1.0).abs() < 1e-9);
+        assert!((c.others() - 0.7).abs() < 1e-9);
     }
 
     #[test]

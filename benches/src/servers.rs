@@ -9,7 +9,7 @@
 //! | kea-dhcp4 2.2 | memfile, `persist` false: leases only in memory | Kea's fastest mode (TOOLCHAIN.md baseline); single-threaded |
 //! | kea-dhcp4 2.2 | the same, multi-threaded ([`KEA_THREADS`] threads) | `kea-mt` |
 //! | kea-dhcp4 2.2 | memfile, `persist` true: appended to a CSV, not fsync'd | single-threaded |
-//! | dnsmasq 2.90 | rewrites its lease file on change, not fsync'd | `--no-ping`, `--dhcp-lease-max` raised (below) |
+//! | dnsmasq 2.90 | rewrites its whole lease file and fsyncs it after each batch of changes, in its only thread (strace: 551 fsyncs for 4,497 requests at 800/s, `-R 150`) | `--no-ping`, `--dhcp-lease-max` raised (below) |
 //! | tftpd-hpa 5.2 | - | `in.tftpd -L -s DIR -a VIP:69`, a fork per transfer |
 //!
 //! A trial must never run out of addresses, or it measures the pool instead
@@ -445,6 +445,12 @@ impl Running {
     #[must_use]
     pub fn exhaustion(&self) -> Option<String> {
         exhaustion_line(self.server, &self.log_text()).map(str::to_owned)
+    }
+
+    /// The lab nodes it runs in.
+    #[must_use]
+    pub fn nodes(&self) -> &[usize] {
+        &self.nodes
     }
 
     /// The server's processes (one per tandem node), for CPU accounting.
