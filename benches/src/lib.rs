@@ -59,7 +59,8 @@ use lab::{describe_output, Lab, LabProcess, INTERFACE, VIP, VIP_CIDR};
 
 /// The static address of the load-generating client. perfdhcp uses it as
 /// its relay address (giaddr), so it must lie in the served subnet
-/// 10.99.0.0/16 but outside the pool (10.99.16.0-10.99.255.254).
+/// ([`servers::SUBNET`], 10.96.0.0/12) but outside the pool
+/// (10.100.0.0-10.111.255.254).
 pub const CLIENT_ADDR: &str = "10.99.3.1";
 /// [`CLIENT_ADDR`] with the lab's prefix length.
 pub const CLIENT_CIDR: &str = "10.99.3.1/16";

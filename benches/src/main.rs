@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use tandem_bench::dhcp::DhcpOptions;
+use tandem_bench::dhcp::{DhcpOptions, Load};
 use tandem_bench::failover::FailoverOptions;
 use tandem_bench::servers::{DhcpServer, Placement};
 use tandem_bench::stability::StabilityOptions;
@@ -24,25 +24,30 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum BenchCmd {
-    /// DHCP exchanges/s at < 1 % loss: tandem, kea-dhcp4 (persist off/on), dnsmasq.
+    /// DHCP exchanges/s at < 1 % loss: tandem, kea-dhcp4 (persist off/on,
+    /// 1 or 2 threads), dnsmasq; new clients and renew-heavy.
     Dhcp {
         /// Seconds per perfdhcp trial.
         #[arg(long, default_value_t = 10)]
         period: u64,
-        /// Trials per server after the probe.
+        /// Trials per server and load after the probe.
         #[arg(long, default_value_t = 7)]
         max_trials: usize,
-        /// Servers to run, comma-separated: tandem, kea, kea-persist, dnsmasq.
+        /// Servers to run, comma-separated: tandem, kea, kea-mt, kea-persist, dnsmasq.
         #[arg(
             long,
             value_delimiter = ',',
-            default_value = "tandem,kea,kea-persist,dnsmasq"
+            default_value = "tandem,kea,kea-mt,kea-persist,dnsmasq"
         )]
         servers: Vec<String>,
+        /// Loads to run each server under, comma-separated: new (500,000
+        /// clients, each exchange a new lease), renew (150 clients, `-R 150`).
+        #[arg(long, value_delimiter = ',', default_value = "new,renew")]
+        loads: Vec<String>,
         /// tandem's cluster size (Kea and dnsmasq always run alone).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=50))]
         nodes: u16,
-        /// Skip the search: one trial per server at this many exchanges/s.
+        /// Skip the search: one trial per server and load at this many exchanges/s.
         #[arg(long)]
         rate: Option<u32>,
     },
@@ -100,6 +105,7 @@ fn run(cli: Cli) -> Result<Vec<serde_json::Value>> {
             period,
             max_trials,
             servers,
+            loads,
             nodes,
             rate,
         } => {
@@ -107,10 +113,15 @@ fn run(cli: Cli) -> Result<Vec<serde_json::Value>> {
                 .iter()
                 .map(|s| DhcpServer::from_name(s))
                 .collect::<Result<Vec<_>>>()?;
+            let loads = loads
+                .iter()
+                .map(|l| Load::from_name(l))
+                .collect::<Result<Vec<_>>>()?;
             let opts = DhcpOptions {
                 period: Duration::from_secs(period),
                 max_trials,
                 servers,
+                loads,
                 placement: Placement {
                     tandem_nodes: usize::from(nodes),
                 },
