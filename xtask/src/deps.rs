@@ -30,6 +30,8 @@ const APT_PACKAGES: &[&str] = &[
     "ethtool",
     "nftables",
     "llvm-22-dev",
+    // promtool: a daemon unit test checks the /metrics text with `promtool check metrics`.
+    "prometheus",
     // Benchmarks only: the keepalived + dnsmasq failover baseline and CPU load.
     "keepalived",
     "stress-ng",
@@ -46,6 +48,8 @@ const SERVER_COMMS: &[&str] = &[
     "kea-dhcp-ddns",
     "kea-ctrl-agent",
     "keepalived",
+    // Installed for promtool; its server has no business running here either.
+    "prometheus",
 ];
 
 const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";

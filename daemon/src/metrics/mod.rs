@@ -1,194 +1,501 @@
 //! # Layout
-//! The process-wide Prometheus registry (DESIGN.md section 5, prefix `tandem_`).
+//! The process-wide metrics (DESIGN.md section 5, prefix `tandem_`): a thin
+//! facade over [`metrics`] handles, rendered by metrics-exporter-prometheus.
 //! A leaf module: anything may count into [`get()`]; the API encodes it at
-//! `GET /metrics`. Families are plain fields so call sites read as what they count.
+//! `GET /metrics`. Metrics are plain fields so call sites read as what they count.
+//!
+//! - [`Metrics`]: one field per metric name, declared once in the `metrics!`
+//!   list below (name, HELP, type); [`Metrics::encode`] renders them in that order.
+//! - Handles: [`Counter`], [`Gauge`], [`FloatGauge`], [`AbsoluteCounter`],
+//!   [`Histogram`]; a [`Family`] is one name with labels, given by a [`Labels`]
+//!   struct such as [`PeerLabel`].
+//! - [`dhcp_packet`]: the per-packet shorthand, with cached handles.
+//!
+//! Every metric name owns its `PrometheusRecorder`; none is installed as the
+//! global `metrics` recorder:
+//! - [`Family::clear`] must drop a family's series at once (peers that left the
+//!   cluster). The exporter forgets series only after an idle timeout, so
+//!   `clear` swaps in a fresh recorder; handles taken before it stop exporting.
+//! - `/metrics` lists metrics in the declared order; one recorder for all
+//!   would list them in hash order, different at every scrape.
+//! - Nothing global: a `Metrics` built in a unit test is independent of the
+//!   process-wide one, and a dependency's `metrics::counter!` never shows up here.
+//!
+//! Histogram samples wait in their recorder until it renders them; a
+//! background thread drains them every [`UPKEEP_EVERY`], so a node that nobody
+//! scrapes does not grow.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
+use metrics::{Key, KeyName, Label, Level, Metadata, Recorder as _, SharedString};
+use metrics_exporter_prometheus::formatting::{sanitize_label_key, sanitize_label_value};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TypeDir {
-    pub r#type: String,
-    pub direction: String,
+/// How often histogram samples are drained into their buckets (the
+/// exporter's own upkeep interval).
+pub const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Histogram buckets: 10 µs .. ~3.7 s, the same bounds (bit for bit) as
+/// prometheus-client's `exponential_buckets(0.000_01, 2.5, 15)` gave.
+fn buckets() -> Vec<f64> {
+    (0..15u8)
+        .map(|i| 0.000_01 * 2.5_f64.powf(f64::from(i)))
+        .collect()
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct SubnetState {
-    pub subnet: String,
-    pub state: String,
+/// What the recorder is told about the call site of a registration; the
+/// Prometheus exporter ignores it.
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+/// A set of label values; its fields are the label names.
+pub trait Labels {
+    fn labels(&self) -> Vec<Label>;
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResultLabel {
-    pub result: String,
+/// `r#type` is the label `type`.
+fn label_name(field: &'static str) -> &'static str {
+    field.strip_prefix("r#").unwrap_or(field)
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CodeLabel {
-    pub code: String,
+macro_rules! label_sets {
+    ($($name:ident { $($field:ident),+ $(,)? })*) => {$(
+        #[derive(Clone, Debug, Hash, PartialEq, Eq)]
+        pub struct $name {
+            $(pub $field: String,)+
+        }
+
+        impl Labels for $name {
+            fn labels(&self) -> Vec<Label> {
+                vec![$(Label::new(label_name(stringify!($field)), self.$field.clone()),)+]
+            }
+        }
+    )*};
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ProtoVerdict {
-    pub proto: String,
-    pub verdict: String,
+label_sets! {
+    TypeDir { r#type, direction }
+    SubnetState { subnet, state }
+    ResultLabel { result }
+    CodeLabel { code }
+    ProtoVerdict { proto, verdict }
+    PeerLabel { peer }
+    DirectionLabel { direction }
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PeerLabel {
-    pub peer: String,
+/// Where a handle's series is rendered, so that it can be read back as a
+/// scrape sees it (no second copy of any value is kept).
+struct Series {
+    render: PrometheusHandle,
+    /// `name{label="value",..}`, as the exporter writes it before the value.
+    line: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DirectionLabel {
-    pub direction: String,
+impl Series {
+    fn new(recorder: &PrometheusRecorder, key: &Key) -> Arc<Series> {
+        let mut line = key.name().to_owned();
+        let labels: Vec<String> = key
+            .labels()
+            .map(|l| {
+                format!(
+                    "{}=\"{}\"",
+                    sanitize_label_key(l.key()),
+                    sanitize_label_value(l.value())
+                )
+            })
+            .collect();
+        if !labels.is_empty() {
+            line = format!("{line}{{{}}}", labels.join(","));
+        }
+        Arc::new(Series {
+            render: recorder.handle(),
+            line,
+        })
+    }
+
+    /// The exported value, as text. Renders the whole recorder of the
+    /// series' metric name: for tests and diagnostics, not for hot paths.
+    fn value(&self) -> Option<String> {
+        self.render.render().lines().find_map(|l| {
+            let v = l.strip_prefix(self.line.as_str())?.strip_prefix(' ')?;
+            Some(v.to_owned())
+        })
+    }
 }
 
-fn hist_fast() -> Histogram {
-    // 10 µs .. ~5 s
-    Histogram::new(exponential_buckets(0.000_01, 2.5, 15))
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
 }
 
-/// Every metric of the process. Names are registered without the `tandem_`
-/// prefix; the registry adds it.
-pub struct Metrics {
-    pub registry: Registry,
+/// A fresh recorder for the metric `name` of `kind`, described by `help`.
+fn recorder(name: &'static str, help: &'static str, kind: Kind) -> PrometheusRecorder {
+    let builder = PrometheusBuilder::new();
+    let builder = match kind {
+        Kind::Histogram => builder
+            .set_buckets_for_metric(Matcher::Full(name.to_owned()), &buckets())
+            .unwrap_or_else(|_| unreachable!("the bucket list is not empty")),
+        Kind::Counter | Kind::Gauge => builder,
+    };
+    let r = builder.build_recorder();
+    let (name, help) = (KeyName::from_const_str(name), SharedString::const_str(help));
+    match kind {
+        Kind::Counter => r.describe_counter(name, None, help),
+        Kind::Gauge => r.describe_gauge(name, None, help),
+        Kind::Histogram => r.describe_histogram(name, None, help),
+    }
+    r
+}
+
+/// A handle type: registers its series in a recorder of its kind.
+pub trait Metric: Clone {
+    /// A fresh recorder for the metric `name` of this type.
+    fn recorder(name: &'static str, help: &'static str) -> PrometheusRecorder;
+    /// The handle of series `key` in `recorder`.
+    fn register(recorder: &PrometheusRecorder, key: &Key) -> Self;
+}
+
+macro_rules! handle {
+    ($(#[$doc:meta])* $name:ident, $kind:ident, $inner:ident, $register:ident) => {
+        $(#[$doc])*
+        #[derive(Clone)]
+        pub struct $name {
+            inner: metrics::$inner,
+            series: Arc<Series>,
+        }
+
+        impl Metric for $name {
+            fn recorder(name: &'static str, help: &'static str) -> PrometheusRecorder {
+                recorder(name, help, Kind::$kind)
+            }
+
+            fn register(recorder: &PrometheusRecorder, key: &Key) -> Self {
+                $name {
+                    inner: recorder.$register(key, &METADATA),
+                    series: Series::new(recorder, key),
+                }
+            }
+        }
+
+        impl Part for $name {
+            /// The unlabelled metric `name`, in a recorder of its own.
+            fn new(name: &'static str, help: &'static str) -> Self {
+                Self::register(&Self::recorder(name, help), &Key::from_static_name(name))
+            }
+
+            fn render(&self) -> String {
+                self.series.render.render()
+            }
+
+            fn upkeep(&self) {
+                self.series.render.run_upkeep();
+            }
+        }
+    };
+}
+
+handle!(
+    /// A monotonic count.
+    Counter, Counter, Counter, register_counter
+);
+handle!(
+    /// An integer that goes up and down.
+    Gauge, Gauge, Gauge, register_gauge
+);
+handle!(
+    /// A measurement in `f64` (e.g. seconds).
+    FloatGauge, Gauge, Gauge, register_gauge
+);
+handle!(
+    /// A count kept elsewhere, exported as a counter: [`AbsoluteCounter::set`]
+    /// stores the source's absolute value. The exporter keeps the largest value
+    /// it was given, so the source must only grow (the kernel's XDP counters
+    /// map lives as long as the process).
+    AbsoluteCounter, Counter, Counter, register_counter
+);
+handle!(
+    /// A distribution over the shared buckets (10 µs .. ~3.7 s).
+    Histogram, Histogram, Histogram, register_histogram
+);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.inner.increment(1);
+    }
+
+    pub fn inc_by(&self, n: u64) {
+        self.inner.increment(n);
+    }
+
+    /// The exported count (renders this metric: for tests, not hot paths).
+    #[must_use]
+    pub fn get(&self) -> u64 {
+        self.series
+            .value()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Gauge {
+    #[allow(clippy::cast_precision_loss)] // indexes, terms and counts stay far below 2^53
+    pub fn set(&self, v: i64) {
+        self.inner.set(v as f64);
+    }
+
+    pub fn inc(&self) {
+        self.inner.increment(1.0);
+    }
+
+    pub fn dec(&self) {
+        self.inner.decrement(1.0);
+    }
+
+    /// The exported value (renders this metric: for tests, not hot paths).
+    #[must_use]
+    pub fn get(&self) -> i64 {
+        // Only whole numbers are ever stored, so the cast is exact.
+        self.series
+            .value()
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(0, |v| v as i64)
+    }
+}
+
+impl FloatGauge {
+    pub fn set(&self, v: f64) {
+        self.inner.set(v);
+    }
+}
+
+impl AbsoluteCounter {
+    /// Exports `v`, the source's count now (negative reads as 0).
+    pub fn set(&self, v: i64) {
+        self.inner.absolute(u64::try_from(v).unwrap_or(0));
+    }
+
+    /// The exported count (renders this metric: for tests, not hot paths).
+    #[must_use]
+    pub fn get(&self) -> i64 {
+        self.series
+            .value()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(0, |v| i64::try_from(v).unwrap_or(i64::MAX))
+    }
+}
+
+impl Histogram {
+    pub fn observe(&self, v: f64) {
+        self.inner.record(v);
+    }
+}
+
+/// One metric name with labels: a series per label set seen since the last
+/// [`Family::clear`].
+pub struct Family<L, M> {
+    name: &'static str,
+    help: &'static str,
+    state: RwLock<FamilyState<L, M>>,
+}
+
+struct FamilyState<L, M> {
+    recorder: PrometheusRecorder,
+    series: HashMap<L, M>,
+}
+
+impl<L: Labels + Clone + Eq + Hash, M: Metric> Family<L, M> {
+    /// The handle of the series `labels`, created on first use. Callers on a
+    /// hot path keep the handle (as [`dhcp_packet`] does) rather than come
+    /// back with a label set each time.
+    #[must_use]
+    pub fn get_or_create(&self, labels: &L) -> M {
+        if let Some(m) = self.read().series.get(labels) {
+            return m.clone();
+        }
+        let mut st = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        let FamilyState { recorder, series } = &mut *st;
+        series
+            .entry(labels.clone())
+            .or_insert_with(|| M::register(recorder, &Key::from_parts(self.name, labels.labels())))
+            .clone()
+    }
+
+    /// Drops every series from the output. Handles taken before keep working
+    /// but export nothing; `get_or_create` starts new series.
+    pub fn clear(&self) {
+        let mut st = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        st.series.clear();
+        st.recorder = M::recorder(self.name, self.help);
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, FamilyState<L, M>> {
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl<L: Labels + Clone + Eq + Hash, M: Metric> Part for Family<L, M> {
+    fn new(name: &'static str, help: &'static str) -> Self {
+        Family {
+            name,
+            help,
+            state: RwLock::new(FamilyState {
+                recorder: M::recorder(name, help),
+                series: HashMap::new(),
+            }),
+        }
+    }
+
+    fn render(&self) -> String {
+        self.read().recorder.handle().render()
+    }
+
+    fn upkeep(&self) {
+        self.read().recorder.handle().run_upkeep();
+    }
+}
+
+/// What [`Metrics`] does with each of its fields.
+trait Part {
+    /// The metric `name`, described by `help`, with no series yet if labelled.
+    fn new(name: &'static str, help: &'static str) -> Self
+    where
+        Self: Sized;
+    /// The text exposition of this metric name (empty while it has no series).
+    fn render(&self) -> String;
+    /// Drains histogram samples into buckets.
+    fn upkeep(&self);
+}
+
+macro_rules! metrics {
+    ($($(#[$doc:meta])* $field:ident: $ty:ty = $name:literal, $help:literal;)*) => {
+        /// Every metric of the process, in `/metrics` order.
+        pub struct Metrics {
+            $($(#[$doc])* pub $field: $ty,)*
+        }
+
+        impl Metrics {
+            fn new() -> Self {
+                Metrics {
+                    $($field: <$ty as Part>::new($name, $help),)*
+                }
+            }
+
+            /// `f` on every field, in declared order, with its metric name.
+            fn each(&self, mut f: impl FnMut(&'static str, &dyn Part)) {
+                $(f($name, &self.$field);)*
+            }
+        }
+    };
+}
+
+metrics! {
     // Raft
-    pub raft_term: Gauge,
-    pub raft_is_leader: Gauge,
-    pub raft_last_log_index: Gauge,
-    pub raft_applied_index: Gauge,
-    pub raft_leader_changes: Counter,
-    pub raft_commit_seconds: Histogram,
-    pub raft_peer_lag: Family<PeerLabel, Gauge>,
-    pub raft_peer_silence: Family<PeerLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    raft_term: Gauge = "tandem_raft_term", "Current Raft term.";
+    raft_is_leader: Gauge = "tandem_raft_is_leader", "1 if this node is the Raft leader.";
+    raft_last_log_index: Gauge = "tandem_raft_last_log_index", "Last log index.";
+    raft_applied_index: Gauge = "tandem_raft_applied_index", "Last applied index.";
+    raft_leader_changes: Counter = "tandem_raft_leader_changes_total", "Leader changes seen.";
+    raft_commit_seconds: Histogram = "tandem_raft_commit_seconds", "Propose-to-applied latency.";
+    raft_peer_lag: Family<PeerLabel, Gauge> =
+        "tandem_raft_peer_lag_entries", "Entries a peer lags behind (on the leader).";
+    raft_peer_silence: Family<PeerLabel, FloatGauge> =
+        "tandem_raft_peer_silence_seconds", "Time since a peer last acked a heartbeat (on the leader).";
     // DHCP
-    pub dhcp_packets: Family<TypeDir, Counter>,
-    pub dhcp_leases: Family<SubnetState, Gauge>,
-    pub dhcp_decision_seconds: Histogram,
-    pub dhcp_malformed: Counter,
+    dhcp_packets: Family<TypeDir, Counter> =
+        "tandem_dhcp_packets_total", "DHCP packets by message type and direction.";
+    dhcp_leases: Family<SubnetState, Gauge> = "tandem_dhcp_leases", "Leases by subnet and state.";
+    dhcp_decision_seconds: Histogram = "tandem_dhcp_decision_seconds", "Time to decide a DHCP reply.";
+    dhcp_malformed: Counter = "tandem_dhcp_malformed_total", "Malformed DHCP packets dropped.";
     // TFTP / HTTP
-    pub tftp_transfers: Family<ResultLabel, Counter>,
-    pub tftp_bytes: Counter,
-    pub tftp_active: Gauge,
-    pub tftp_denied: Counter,
-    pub http_requests: Family<CodeLabel, Counter>,
+    tftp_transfers: Family<ResultLabel, Counter> = "tandem_tftp_transfers_total", "TFTP transfers by result.";
+    tftp_bytes: Counter = "tandem_tftp_bytes_total", "TFTP payload bytes sent.";
+    tftp_active: Gauge = "tandem_tftp_active", "TFTP transfers in progress.";
+    tftp_denied: Counter =
+        "tandem_tftp_denied_total", "TFTP requests refused for escaping the artifact directory.";
+    http_requests: Family<CodeLabel, Counter> = "tandem_http_requests_total", "HTTP boot requests by status code.";
     // XDP
-    pub xdp_packets: Family<ProtoVerdict, Gauge>,
+    xdp_packets: Family<ProtoVerdict, AbsoluteCounter> = "tandem_xdp_packets_total",
+        "XDP verdicts by protocol and verdict; absolute values read from the kernel counters map.";
     // VIP / failover
-    pub vip_held: Gauge,
-    pub vip_garp_sent: Counter,
-    pub vip_conflicts: Counter,
-    pub serving: Gauge,
-    pub transition_seconds: Family<DirectionLabel, Histogram>,
+    vip_held: Gauge = "tandem_vip_held", "1 while this node holds the VIP.";
+    vip_garp_sent: Counter = "tandem_vip_garp_sent_total", "Gratuitous ARPs sent.";
+    vip_conflicts: Counter = "tandem_vip_conflicts_total", "ARP frames from another MAC claiming our VIP.";
+    serving: Gauge = "tandem_serving", "1 while the responders run.";
+    transition_seconds: Family<DirectionLabel, Histogram> =
+        "tandem_transition_seconds", "Duration of leadership transitions.";
 }
 
 impl Metrics {
-    fn new() -> Self {
-        let mut r = Registry::with_prefix("tandem");
-        macro_rules! reg {
-            ($name:literal, $help:literal, $m:expr) => {{
-                let m = $m;
-                r.register($name, $help, m.clone());
-                m
-            }};
-        }
-        let m = Metrics {
-            raft_term: reg!("raft_term", "Current Raft term", Gauge::default()),
-            raft_is_leader: reg!("raft_is_leader", "1 if this node is the Raft leader", Gauge::default()),
-            raft_last_log_index: reg!("raft_last_log_index", "Last log index", Gauge::default()),
-            raft_applied_index: reg!("raft_applied_index", "Last applied index", Gauge::default()),
-            raft_leader_changes: reg!("raft_leader_changes", "Leader changes seen", Counter::default()),
-            raft_commit_seconds: reg!("raft_commit_seconds", "Propose-to-applied latency", hist_fast()),
-            raft_peer_lag: reg!("raft_peer_lag_entries", "Entries a peer lags behind (on the leader)", Family::default()),
-            raft_peer_silence: reg!("raft_peer_silence_seconds", "Time since a peer last acked a heartbeat (on the leader)", Family::default()),
-            dhcp_packets: reg!("dhcp_packets", "DHCP packets by message type and direction", Family::default()),
-            dhcp_leases: reg!("dhcp_leases", "Leases by subnet and state", Family::default()),
-            dhcp_decision_seconds: reg!("dhcp_decision_seconds", "Time to decide a DHCP reply", hist_fast()),
-            dhcp_malformed: reg!("dhcp_malformed", "Malformed DHCP packets dropped", Counter::default()),
-            tftp_transfers: reg!("tftp_transfers", "TFTP transfers by result", Family::default()),
-            tftp_bytes: reg!("tftp_bytes", "TFTP payload bytes sent", Counter::default()),
-            tftp_active: reg!("tftp_active", "TFTP transfers in progress", Gauge::default()),
-            tftp_denied: reg!("tftp_denied", "TFTP requests refused for escaping the artifact directory", Counter::default()),
-            http_requests: reg!("http_requests", "HTTP boot requests by status code", Family::default()),
-            xdp_packets: reg!("xdp_packets_total", "XDP verdicts by protocol and verdict; absolute values read from the kernel counters map (a counter, exported as a gauge because the kernel owns the count)", Family::default()),
-            vip_held: reg!("vip_held", "1 while this node holds the VIP", Gauge::default()),
-            vip_garp_sent: reg!("vip_garp_sent", "Gratuitous ARPs sent", Counter::default()),
-            vip_conflicts: reg!("vip_conflicts", "ARP frames from another MAC claiming our VIP", Counter::default()),
-            serving: reg!("serving", "1 while the responders run", Gauge::default()),
-            transition_seconds: reg!(
-                "transition_seconds",
-                "Duration of leadership transitions",
-                Family::<DirectionLabel, Histogram>::new_with_constructor(hist_fast as fn() -> Histogram)
-            ),
-            registry: Registry::default(),
-        };
-        Metrics { registry: r, ..m }
-    }
-
-    /// Prometheus text exposition of everything.
+    /// Prometheus text exposition (format 0.0.4) of everything.
     #[must_use]
     pub fn encode(&self) -> String {
         let mut s = String::new();
-        // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut s, &self.registry);
+        self.each(|_, part| s.push_str(&part.render()));
         s
+    }
+
+    fn upkeep(&self) {
+        self.each(|_, part| part.upkeep());
     }
 }
 
 /// The process-wide metrics.
 pub fn get() -> &'static Metrics {
     static M: OnceLock<Metrics> = OnceLock::new();
-    M.get_or_init(Metrics::new)
+    M.get_or_init(|| {
+        spawn_upkeep();
+        Metrics::new()
+    })
+}
+
+/// Drains histogram samples every [`UPKEEP_EVERY`] for the process's life.
+fn spawn_upkeep() {
+    let spawned = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(|| loop {
+            std::thread::sleep(UPKEEP_EVERY);
+            get().upkeep();
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(target: "tandem::metrics", error = %e, "no metrics upkeep thread: histogram samples wait for the next scrape");
+    }
 }
 
 /// Shorthand: count one DHCP packet. The counter handles of the label pairs
 /// seen so far are cached, so the hot path neither allocates label strings
 /// nor takes the family's lock (this ran twice per packet at thousands/s).
 pub fn dhcp_packet(kind: &'static str, direction: &'static str) {
-    type Cache = std::sync::RwLock<Vec<(&'static str, &'static str, Counter)>>;
+    type Cache = RwLock<Vec<(&'static str, &'static str, Counter)>>;
     static CACHE: OnceLock<Cache> = OnceLock::new();
     let cache = CACHE.get_or_init(Cache::default);
-    let hit = cache
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .iter()
-        .find(|(k, d, _)| *k == kind && *d == direction)
-        .map(|(_, _, c)| c.clone());
-    let counter = hit.unwrap_or_else(|| {
-        let c = get()
-            .dhcp_packets
-            .get_or_create(&TypeDir {
-                r#type: kind.to_owned(),
-                direction: direction.to_owned(),
-            })
-            .clone();
-        cache
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push((kind, direction, c.clone()));
-        c
+    let hit = |cached: &[(&str, &str, Counter)]| {
+        cached
+            .iter()
+            .find(|(k, d, _)| *k == kind && *d == direction)
+            .map(|(_, _, c)| c.inc())
+            .is_some()
+    };
+    if hit(&cache.read().unwrap_or_else(PoisonError::into_inner)) {
+        return;
+    }
+    let mut cached = cache.write().unwrap_or_else(PoisonError::into_inner);
+    if hit(&cached) {
+        return;
+    }
+    let c = get().dhcp_packets.get_or_create(&TypeDir {
+        r#type: kind.to_owned(),
+        direction: direction.to_owned(),
     });
-    counter.inc();
+    c.inc();
+    cached.push((kind, direction, c));
 }
 
 #[cfg(test)]
-mod tests {
-    #[test]
-    fn cached_packet_counters_are_the_exported_ones() {
-        super::dhcp_packet("inform", "in");
-        super::dhcp_packet("inform", "in");
-        let text = super::get().encode();
-        assert!(
-            text.lines()
-                .any(|l| l == r#"tandem_dhcp_packets_total{type="inform",direction="in"} 2"#),
-            "{text}"
-        );
-    }
-}
+mod tests;
