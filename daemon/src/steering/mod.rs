@@ -224,7 +224,7 @@ impl Steering {
     }
 
     /// Writes [`Steering::counters`] into `tandem_xdp_packets_total{proto,verdict}`
-    /// as absolute values (the map is the source of truth; the gauge mirrors it).
+    /// as absolute values (the map is the source of truth; the counter mirrors it with `Counter::absolute`).
     pub fn export_counters(&self) -> Result<(), SteeringError> {
         let family = &crate::metrics::get().xdp_packets;
         for (proto, verdict, packets) in self.counters()? {
