@@ -16,6 +16,11 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use lab::LabProcess;
+use pnet_packet::ethernet::{EtherTypes, EthernetPacket};
+use pnet_packet::ip::IpNextHeaderProtocols;
+use pnet_packet::ipv4::Ipv4Packet;
+use pnet_packet::udp::UdpPacket;
+use pnet_packet::Packet;
 
 use crate::{tail, wait_for, Bench};
 
@@ -69,25 +74,31 @@ pub fn bootp_replies(pcap: &[u8]) -> Result<Vec<WireReply>> {
 
 /// The reply in one Ethernet frame, if it is an IPv4/UDP BOOTREPLY from port 67.
 fn frame_reply(f: &[u8]) -> Option<WireReply> {
-    let src_mac: [u8; 6] = f.get(6..12)?.try_into().ok()?;
-    if f.get(12..14)? != [0x08, 0x00] {
+    let eth = EthernetPacket::new(f)?;
+    if eth.get_ethertype() != EtherTypes::Ipv4 {
         return None;
     }
-    let ip = f.get(14..)?;
-    let ihl = usize::from(ip.first()? & 0x0f) * 4;
-    if ip.first()? >> 4 != 4 || *ip.get(9)? != 17 || ihl < 20 {
+    let ip = Ipv4Packet::new(eth.payload())?;
+    if ip.get_version() != 4
+        || ip.get_next_level_protocol() != IpNextHeaderProtocols::Udp
+        || ip.get_header_length() < 5
+    {
         return None;
     }
-    let udp = ip.get(ihl..)?;
-    if u16::from_be_bytes(udp.get(0..2)?.try_into().ok()?) != 67 {
+    // The payloads end at the IPv4 and UDP lengths, or where the snap length cut.
+    let udp = UdpPacket::new(ip.payload())?;
+    if udp.get_source() != 67 {
         return None;
     }
-    let bootp = udp.get(8..)?;
+    let bootp = udp.payload();
     if *bootp.first()? != 2 {
         return None;
     }
     let xid = u32::from_be_bytes(bootp.get(4..8)?.try_into().ok()?);
-    Some(WireReply { src_mac, xid })
+    Some(WireReply {
+        src_mac: eth.get_source().octets(),
+        xid,
+    })
 }
 
 /// xid → every MAC that answered it.
@@ -183,19 +194,31 @@ mod tests {
 
     /// An Ethernet/IPv4/UDP frame from `src` with a BOOTP payload of `op` and `xid`.
     fn frame(src: [u8; 6], sport: u16, op: u8, xid: u32) -> Vec<u8> {
-        let mut f = vec![0x02, 0x99, 0xcc, 0, 0, 1];
-        f.extend_from_slice(&src);
-        f.extend_from_slice(&[0x08, 0x00]);
-        let mut ip = vec![
-            0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0, 10, 99, 0, 10, 10, 99, 3, 1,
-        ];
-        ip.extend_from_slice(&sport.to_be_bytes());
-        ip.extend_from_slice(&67u16.to_be_bytes());
-        ip.extend_from_slice(&[0, 0, 0, 0]);
-        ip.extend_from_slice(&[op, 1, 6, 1]);
-        ip.extend_from_slice(&xid.to_be_bytes());
-        ip.extend_from_slice(&[0; 20]);
-        f.extend_from_slice(&ip);
+        use pnet_packet::ethernet::MutableEthernetPacket;
+        use pnet_packet::ipv4::MutableIpv4Packet;
+        use pnet_packet::udp::MutableUdpPacket;
+        use pnet_packet::MutablePacket;
+
+        let bootp = [&[op, 1, 6, 1][..], &xid.to_be_bytes(), &[0; 20]].concat();
+        let udp_len = 8 + bootp.len();
+        let mut f = vec![0; 14 + 20 + udp_len];
+        let mut eth = MutableEthernetPacket::new(&mut f).unwrap();
+        eth.set_destination([0x02, 0x99, 0xcc, 0, 0, 1].into());
+        eth.set_source(src.into());
+        eth.set_ethertype(EtherTypes::Ipv4);
+        let mut ip = MutableIpv4Packet::new(eth.payload_mut()).unwrap();
+        ip.set_version(4);
+        ip.set_header_length(5);
+        ip.set_total_length(u16::try_from(20 + udp_len).unwrap());
+        ip.set_ttl(64);
+        ip.set_next_level_protocol(IpNextHeaderProtocols::Udp);
+        ip.set_source([10, 99, 0, 10].into());
+        ip.set_destination([10, 99, 3, 1].into());
+        let mut udp = MutableUdpPacket::new(ip.payload_mut()).unwrap();
+        udp.set_source(sport);
+        udp.set_destination(67);
+        udp.set_length(u16::try_from(udp_len).unwrap());
+        udp.set_payload(&bootp);
         f
     }
 
@@ -229,6 +252,7 @@ mod tests {
             frame(b, 67, 2, 10), // xid 10 answered twice, by two MACs
             frame(a, 67, 2, 13),
             frame(a, 67, 2, 13), // xid 13 twice, but one MAC
+            frame(b, 67, 2, 14)[..14 + 20 + 8 + 6].to_vec(), // cut before the xid ends: skipped
         ];
         let replies = bootp_replies(&pcap(&frames, true)).unwrap();
         assert_eq!(

@@ -319,7 +319,7 @@ fn raft_runtime() -> std::io::Result<&'static tokio::runtime::Runtime> {
         .on_thread_start(|| {
             // SAFETY: setpriority on the calling thread (a tid is a valid `who`
             // for PRIO_PROCESS on Linux); failure only loses the priority boost.
-            let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid().cast_unsigned(), RAFT_NICE) };
+            let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, nix::unistd::gettid().as_raw().cast_unsigned(), RAFT_NICE) };
             if r != 0 {
                 tracing::warn!(target: "tandem::raft", error = %std::io::Error::last_os_error(), "cannot raise the Raft threads' priority");
             }

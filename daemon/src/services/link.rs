@@ -1,16 +1,37 @@
 //! Layer-2 sending on the service interface: DHCP replies to clients that have
 //! no address yet (unicast to chaddr or broadcast) and gratuitous ARP both need
-//! frames built by hand, because the kernel would ARP for an address the
+//! whole Ethernet frames, because the kernel would ARP for an address the
 //! client does not hold yet.
+//!
+//! Frames are built and parsed with `pnet_packet`; the sockets come from
+//! `socket2` and `nix`. The interface's index and MAC come from one
+//! `getifaddrs` entry, whose `sockaddr_ll` also serves as the bind and send
+//! address, so no `sockaddr_ll` or `ifreq` is ever filled in by hand.
 
-use std::ffi::CString;
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::sys::socket::{self, sockopt, LinkAddr, MsgFlags};
+use pnet_packet::arp::{
+    ArpHardwareTypes, ArpOperation, ArpOperations, ArpPacket, MutableArpPacket,
+};
+use pnet_packet::ethernet::{EtherTypes, EthernetPacket, MutableEthernetPacket};
+use pnet_packet::ip::IpNextHeaderProtocols;
+use pnet_packet::ipv4::{self, Ipv4Flags, MutableIpv4Packet};
+use pnet_packet::udp::{self, MutableUdpPacket};
+use pnet_packet::{MutablePacket, Packet};
 
 use crate::model::Mac;
 
 pub const BROADCAST: Mac = Mac([0xff; 6]);
+
+const ETHERNET_LEN: usize = 14;
+const IPV4_LEN: usize = 20;
+const UDP_LEN: usize = 8;
+/// An ARP body for Ethernet and IPv4 (hardware length 6, protocol length 4).
+const ARP_LEN: usize = 28;
 
 /// Receive queue asked for on the DHCP and TFTP listeners: a rack powering on
 /// sends hundreds of DISCOVERs or RRQs in the same millisecond, and the
@@ -21,128 +42,68 @@ pub const LISTENER_RCVBUF: usize = 4 << 20;
 /// Enlarges a listener's receive queue to `bytes`. As root `SO_RCVBUFFORCE`
 /// passes the `net.core.rmem_max` cap; otherwise the kernel clamps
 /// `SO_RCVBUF` to that cap. Returns the size the kernel granted.
-pub fn grow_receive_queue(sock: &impl AsRawFd, bytes: usize) -> io::Result<usize> {
-    let fd = sock.as_raw_fd();
-    let want = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    let set = |opt| {
-        // SAFETY: valid fd and a pointer to a c_int of the given length.
-        unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                opt,
-                std::ptr::from_ref(&want).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        }
-    };
-    if set(libc::SO_RCVBUFFORCE) != 0 && set(libc::SO_RCVBUF) != 0 {
-        return Err(io::Error::last_os_error());
+pub fn grow_receive_queue(sock: &impl AsFd, bytes: usize) -> io::Result<usize> {
+    // The option is a C int; nix would wrap a larger usize.
+    let want = bytes.min(i32::MAX as usize);
+    if socket::setsockopt(sock, sockopt::RcvBufForce, &want).is_err() {
+        socket::setsockopt(sock, sockopt::RcvBuf, &want)?;
     }
-    let mut got: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: valid fd, out pointers to a c_int and its length.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            std::ptr::from_mut(&mut got).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(usize::try_from(got).unwrap_or(0))
+    Ok(socket::getsockopt(sock, sockopt::RcvBuf)?)
 }
 
 /// An `AF_PACKET` socket bound to one interface, used for sending only.
 pub struct RawLink {
     fd: OwnedFd,
-    ifindex: i32,
+    /// The interface's `sockaddr_ll`: its index picks the interface to send on.
+    addr: LinkAddr,
     /// The interface's own hardware address (the Ethernet source).
     pub mac: Mac,
 }
 
+/// The link-layer address the kernel lists for `iface` (index, hardware
+/// type and MAC). `ENODEV` when there is no such interface, as
+/// `if_nametoindex` would say.
+fn link_addr(iface: &str) -> io::Result<LinkAddr> {
+    nix::ifaddrs::getifaddrs()?
+        .filter(|a| a.interface_name == iface)
+        .find_map(|a| a.address.and_then(|s| s.as_link_addr().copied()))
+        .ok_or_else(|| Errno::ENODEV.into())
+}
+
 /// A non-blocking `AF_PACKET` raw socket for `proto` (network byte order;
-/// 0 = send only) and the interface's index.
-fn packet_socket(iface: &str, proto: u16) -> io::Result<(OwnedFd, i32)> {
-    let name = CString::new(iface)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name"))?;
-    // SAFETY: plain libc call with a valid C string; result checked.
-    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    if ifindex == 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let ifindex = i32::try_from(ifindex)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "ifindex out of range"))?;
-    // SAFETY: socket(2) with constant arguments.
-    let raw = unsafe {
-        libc::socket(
-            libc::AF_PACKET,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            i32::from(proto),
-        )
-    };
-    if raw < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `raw` is a fresh, owned descriptor.
-    Ok((unsafe { OwnedFd::from_raw_fd(raw) }, ifindex))
+/// 0 = send only) and the interface's link-layer address.
+fn packet_socket(iface: &str, proto: u16) -> io::Result<(OwnedFd, LinkAddr)> {
+    let addr = link_addr(iface)?;
+    // socket2 sets close-on-exec itself; nix has no protocol constant for ARP.
+    let sock = socket2::Socket::new(
+        socket2::Domain::PACKET,
+        socket2::Type::RAW.nonblocking(),
+        Some(socket2::Protocol::from(i32::from(proto))),
+    )?;
+    Ok((sock.into(), addr))
 }
 
 impl RawLink {
     pub fn open(iface: &str) -> io::Result<RawLink> {
         // Protocol 0: this socket receives nothing, it only sends.
-        let (fd, ifindex) = packet_socket(iface, 0)?;
-        let mac = hw_addr(&fd, iface)?;
-        Ok(RawLink { fd, ifindex, mac })
+        let (fd, addr) = packet_socket(iface, 0)?;
+        let mac = Mac(addr.addr().ok_or(Errno::EADDRNOTAVAIL)?);
+        Ok(RawLink { fd, addr, mac })
     }
 
-    /// Sends one complete Ethernet frame (the caller built the header).
+    /// Sends one complete Ethernet frame (the caller built the header). A raw
+    /// packet socket sends the frame as it is, so the destination is the
+    /// frame's own; `dst` must match it.
     pub fn send(&self, dst: Mac, frame: &[u8]) -> io::Result<()> {
-        // SAFETY: sockaddr_ll is plain old data; zeroed is a valid value.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_ifindex = self.ifindex;
-        sll.sll_halen = 6;
-        sll.sll_addr[..6].copy_from_slice(&dst.0);
-        // SAFETY: the buffer and address are valid for the given lengths.
-        let n = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                frame.as_ptr().cast(),
-                frame.len(),
-                0,
-                std::ptr::addr_of!(sll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
+        if frame.get(..6) != Some(&dst.0[..]) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("frame not addressed to {dst}"),
+            ));
         }
+        socket::sendto(self.fd.as_raw_fd(), frame, &self.addr, MsgFlags::empty())?;
         Ok(())
     }
-}
-
-fn hw_addr(fd: &OwnedFd, iface: &str) -> io::Result<Mac> {
-    // SAFETY: ifreq is plain old data; zeroed is valid.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, s) in req.ifr_name.iter_mut().zip(iface.bytes()) {
-        *d = libc::c_char::from_ne_bytes([s]);
-    }
-    // SAFETY: SIOCGIFHWADDR fills ifr_hwaddr of a valid ifreq.
-    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFHWADDR, &mut req) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the ioctl succeeded, so the union holds the hardware address.
-    let data = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
-    let mut m = [0u8; 6];
-    for (d, s) in m.iter_mut().zip(data.iter()) {
-        *d = s.to_ne_bytes()[0];
-    }
-    Ok(Mac(m))
 }
 
 /// An `AF_PACKET` socket that receives ARP frames of one interface.
@@ -152,24 +113,10 @@ pub struct ArpReceiver {
 
 impl ArpReceiver {
     pub fn open(iface: &str) -> io::Result<ArpReceiver> {
-        let proto = (libc::ETH_P_ARP as u16).to_be();
-        let (fd, ifindex) = packet_socket(iface, proto)?;
-        // SAFETY: sockaddr_ll is plain old data; zeroed is valid.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = proto;
-        sll.sll_ifindex = ifindex;
-        // SAFETY: valid fd and address of the right length.
-        let r = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                std::ptr::addr_of!(sll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let (fd, addr) = packet_socket(iface, EtherTypes::Arp.0.to_be())?;
+        // The listed address has protocol 0, which makes bind keep the
+        // socket's own (ARP) and only pick the interface (packet(7)).
+        socket::bind(fd.as_raw_fd(), &addr)?;
         // SAFETY: `fd` is owned by the AsyncFd from here on and is not closed
         // or registered elsewhere while it lives (register's I/O-safety contract).
         let fd = unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)?;
@@ -180,16 +127,7 @@ impl ArpReceiver {
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             let mut guard = self.fd.readable().await?;
-            let res = guard.try_io(|fd| {
-                // SAFETY: buf is valid for its length.
-                let n =
-                    unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(n.unsigned_abs())
-                }
-            });
+            let res = guard.try_io(|fd| Ok(socket::recv(fd.as_raw_fd(), buf, MsgFlags::empty())?));
             match res {
                 Ok(r) => return r,
                 Err(_would_block) => {}
@@ -209,47 +147,55 @@ pub struct Arp {
 
 #[must_use]
 pub fn parse_arp(frame: &[u8]) -> Option<Arp> {
-    if frame.len() < 42 || frame[12..14] != [8, 6] || frame[14..20] != [0, 1, 8, 0, 6, 4] {
+    let eth = EthernetPacket::new(frame)?;
+    if eth.get_ethertype() != EtherTypes::Arp {
+        return None;
+    }
+    let arp = ArpPacket::new(eth.payload())?;
+    if arp.get_hardware_type() != ArpHardwareTypes::Ethernet
+        || arp.get_protocol_type() != EtherTypes::Ipv4
+        || arp.get_hw_addr_len() != 6
+        || arp.get_proto_addr_len() != 4
+    {
         return None;
     }
     Some(Arp {
-        is_request: frame[20..22] == [0, 1],
-        sender_mac: Mac::from_slice(&frame[22..28])?,
-        sender_ip: Ipv4Addr::new(frame[28], frame[29], frame[30], frame[31]),
-        target_ip: Ipv4Addr::new(frame[38], frame[39], frame[40], frame[41]),
+        is_request: arp.get_operation() == ArpOperations::Request,
+        sender_mac: Mac(arp.get_sender_hw_addr().octets()),
+        sender_ip: arp.get_sender_proto_addr(),
+        target_ip: arp.get_target_proto_addr(),
     })
+}
+
+/// An Ethernet ARP frame for IPv4 from `sender`, about `target`.
+fn arp_frame(
+    op: ArpOperation,
+    eth_dst: Mac,
+    sender: (Mac, Ipv4Addr),
+    target: (Mac, Ipv4Addr),
+) -> Vec<u8> {
+    let mut f = vec![0; ETHERNET_LEN + ARP_LEN];
+    let mut eth = MutableEthernetPacket::new(&mut f).expect("sized for Ethernet");
+    eth.set_destination(eth_dst.0.into());
+    eth.set_source(sender.0 .0.into());
+    eth.set_ethertype(EtherTypes::Arp);
+    let mut arp = MutableArpPacket::new(eth.payload_mut()).expect("sized for ARP");
+    arp.set_hardware_type(ArpHardwareTypes::Ethernet);
+    arp.set_protocol_type(EtherTypes::Ipv4);
+    arp.set_hw_addr_len(6);
+    arp.set_proto_addr_len(4);
+    arp.set_operation(op);
+    arp.set_sender_hw_addr(sender.0 .0.into());
+    arp.set_sender_proto_addr(sender.1);
+    arp.set_target_hw_addr(target.0 .0.into());
+    arp.set_target_proto_addr(target.1);
+    f
 }
 
 /// An ARP reply: `ip` is at `mac`, sent to the asker.
 #[must_use]
 pub fn arp_reply_frame(mac: Mac, ip: Ipv4Addr, to_mac: Mac, to_ip: Ipv4Addr) -> Vec<u8> {
-    let mut f = Vec::with_capacity(42);
-    f.extend_from_slice(&to_mac.0);
-    f.extend_from_slice(&mac.0);
-    f.extend_from_slice(&0x0806u16.to_be_bytes());
-    f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 2]); // Ethernet, IPv4, reply
-    f.extend_from_slice(&mac.0);
-    f.extend_from_slice(&ip.octets());
-    f.extend_from_slice(&to_mac.0);
-    f.extend_from_slice(&to_ip.octets());
-    f
-}
-
-/// The one's-complement checksum of IPv4 headers (RFC 1071).
-fn checksum(words: &[u8], initial: u32) -> u16 {
-    let mut sum = initial;
-    for c in words.chunks(2) {
-        let w = if c.len() == 2 {
-            u16::from_be_bytes([c[0], c[1]])
-        } else {
-            u16::from_be_bytes([c[0], 0])
-        };
-        sum += u32::from(w);
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+    arp_frame(ArpOperations::Reply, to_mac, (mac, ip), (to_mac, to_ip))
 }
 
 /// Ethernet + IPv4 + UDP around `payload`.
@@ -261,59 +207,77 @@ pub fn udp_frame(
     dst: (Ipv4Addr, u16),
     payload: &[u8],
 ) -> Vec<u8> {
-    let udp_len = 8 + payload.len();
-    let ip_len = 20 + udp_len;
-    let mut f = Vec::with_capacity(14 + ip_len);
-    f.extend_from_slice(&dst_mac.0);
-    f.extend_from_slice(&src_mac.0);
-    f.extend_from_slice(&0x0800u16.to_be_bytes());
-    let ip_start = f.len();
-    f.extend_from_slice(&[0x45, 0x10]); // IHL 5; DSCP low-delay like ISC dhcpd
-    f.extend_from_slice(&(ip_len as u16).to_be_bytes());
-    f.extend_from_slice(&[0, 0, 0x40, 0]); // id 0, DF
-    f.extend_from_slice(&[64, 17, 0, 0]); // TTL, UDP, checksum placeholder
-    f.extend_from_slice(&src.0.octets());
-    f.extend_from_slice(&dst.0.octets());
-    let ck = checksum(&f[ip_start..ip_start + 20], 0);
-    f[ip_start + 10..ip_start + 12].copy_from_slice(&ck.to_be_bytes());
-    let udp_start = f.len();
-    f.extend_from_slice(&src.1.to_be_bytes());
-    f.extend_from_slice(&dst.1.to_be_bytes());
-    f.extend_from_slice(&(udp_len as u16).to_be_bytes());
-    f.extend_from_slice(&[0, 0]);
-    f.extend_from_slice(payload);
-    // UDP checksum over the pseudo-header; 0 would mean "none", so map it to 0xffff.
-    let mut pseudo = u32::from(u16::from_be_bytes([src.0.octets()[0], src.0.octets()[1]]));
-    pseudo += u32::from(u16::from_be_bytes([src.0.octets()[2], src.0.octets()[3]]));
-    pseudo += u32::from(u16::from_be_bytes([dst.0.octets()[0], dst.0.octets()[1]]));
-    pseudo += u32::from(u16::from_be_bytes([dst.0.octets()[2], dst.0.octets()[3]]));
-    pseudo += 17 + udp_len as u32;
-    let mut ck = checksum(&f[udp_start..], pseudo);
-    if ck == 0 {
-        ck = 0xffff;
-    }
-    f[udp_start + 6..udp_start + 8].copy_from_slice(&ck.to_be_bytes());
+    let udp_len = UDP_LEN + payload.len();
+    let ip_len = IPV4_LEN + udp_len;
+    let mut f = vec![0; ETHERNET_LEN + ip_len];
+    let mut eth = MutableEthernetPacket::new(&mut f).expect("sized for Ethernet");
+    eth.set_destination(dst_mac.0.into());
+    eth.set_source(src_mac.0.into());
+    eth.set_ethertype(EtherTypes::Ipv4);
+    let mut ip = MutableIpv4Packet::new(eth.payload_mut()).expect("sized for IPv4");
+    ip.set_version(4);
+    ip.set_header_length(5);
+    ip.set_dscp(0x10 >> 2); // TOS 0x10, low delay, like ISC dhcpd
+    ip.set_total_length(ip_len as u16);
+    ip.set_flags(Ipv4Flags::DontFragment); // id 0
+    ip.set_ttl(64);
+    ip.set_next_level_protocol(IpNextHeaderProtocols::Udp);
+    ip.set_source(src.0);
+    ip.set_destination(dst.0);
+    ip.set_checksum(ipv4::checksum(&ip.to_immutable()));
+    let mut u = MutableUdpPacket::new(ip.payload_mut()).expect("sized for UDP");
+    u.set_source(src.1);
+    u.set_destination(dst.1);
+    u.set_length(udp_len as u16);
+    u.set_payload(payload);
+    // A UDP checksum of 0 means "none" (RFC 768), so a computed 0 goes out as 0xffff.
+    let ck = udp::ipv4_checksum(&u.to_immutable(), &src.0, &dst.0);
+    u.set_checksum(if ck == 0 { 0xffff } else { ck });
     f
 }
 
 /// A gratuitous ARP request announcing that `ip` is at `mac`.
 #[must_use]
 pub fn garp_frame(mac: Mac, ip: Ipv4Addr) -> Vec<u8> {
-    let mut f = Vec::with_capacity(42);
-    f.extend_from_slice(&BROADCAST.0);
-    f.extend_from_slice(&mac.0);
-    f.extend_from_slice(&0x0806u16.to_be_bytes());
-    f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]); // Ethernet, IPv4, request
-    f.extend_from_slice(&mac.0);
-    f.extend_from_slice(&ip.octets());
-    f.extend_from_slice(&[0; 6]);
-    f.extend_from_slice(&ip.octets());
-    f
+    arp_frame(
+        ArpOperations::Request,
+        BROADCAST,
+        (mac, ip),
+        (Mac([0; 6]), ip),
+    )
 }
 
 #[cfg(test)]
 mod tests {
+    use pnet_packet::ipv4::Ipv4Packet;
+    use pnet_packet::udp::UdpPacket;
+
     use super::*;
+
+    /// The RFC 1071 one's-complement sum, folded (not complemented): a
+    /// header that carries a right checksum sums to 0xffff. Written out here
+    /// so the tests do not trust pnet's checksum to check pnet's checksum.
+    fn ones_sum(data: &[u8], initial: u32) -> u16 {
+        let mut sum = initial;
+        for c in data.chunks(2) {
+            sum += u32::from(u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)]));
+        }
+        while sum >> 16 != 0 {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        sum as u16
+    }
+
+    /// The UDP pseudo-header sum (addresses, protocol 17, UDP length).
+    fn pseudo(src: Ipv4Addr, dst: Ipv4Addr, udp_len: usize) -> u32 {
+        [src.octets(), dst.octets()]
+            .iter()
+            .flat_map(|o| [o[0..2].to_vec(), o[2..4].to_vec()])
+            .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+            .sum::<u32>()
+            + 17
+            + udp_len as u32
+    }
 
     #[test]
     fn receive_queue_grows_past_the_default() {
@@ -327,17 +291,107 @@ mod tests {
     }
 
     #[test]
-    fn ip_header_checksum_verifies() {
-        let f = udp_frame(
-            Mac([2; 6]),
-            BROADCAST,
-            ([10, 0, 0, 1].into(), 67),
-            ([255; 4].into(), 68),
-            b"hello",
+    fn udp_frame_checksums_verify() {
+        let (src, dst): (Ipv4Addr, Ipv4Addr) = ([10, 0, 0, 1].into(), [255; 4].into());
+        // Odd and even payload lengths: the odd one pads the last word.
+        for payload in [&b"hello"[..], &[0xa5; 300][..]] {
+            let f = udp_frame(Mac([2; 6]), BROADCAST, (src, 67), (dst, 68), payload);
+            assert_eq!(f.len(), 14 + 20 + 8 + payload.len());
+            assert_eq!(ones_sum(&f[14..34], 0), 0xffff, "IPv4 header checksum");
+            let udp_len = 8 + payload.len();
+            assert_eq!(
+                ones_sum(&f[34..], pseudo(src, dst, udp_len)),
+                0xffff,
+                "UDP checksum"
+            );
+            // pnet's parsers read the same frame back.
+            let eth = EthernetPacket::new(&f).unwrap();
+            assert_eq!(eth.get_ethertype(), EtherTypes::Ipv4);
+            let ip = Ipv4Packet::new(eth.payload()).unwrap();
+            assert_eq!(ipv4::checksum(&ip), ip.get_checksum());
+            assert_eq!(usize::from(ip.get_total_length()), 20 + udp_len);
+            assert_eq!((ip.get_source(), ip.get_destination()), (src, dst));
+            let u = UdpPacket::new(ip.payload()).unwrap();
+            assert_eq!(udp::ipv4_checksum(&u, &src, &dst), u.get_checksum());
+            assert_eq!((u.get_source(), u.get_destination()), (67, 68));
+            assert_eq!(u.payload(), payload);
+        }
+    }
+
+    #[test]
+    fn a_zero_udp_checksum_goes_out_as_all_ones() {
+        let frame = |p: &[u8]| {
+            udp_frame(
+                Mac([2; 6]),
+                BROADCAST,
+                ([10, 0, 0, 1].into(), 67),
+                ([10, 0, 0, 7].into(), 68),
+                p,
+            )
+        };
+        // With payload word 0 the checksum is !S; a payload word equal to that
+        // checksum makes the sum 0xffff, whose complement is 0.
+        let c0 = UdpPacket::new(&frame(&[0, 0])[34..])
+            .unwrap()
+            .get_checksum();
+        let f = frame(&c0.to_be_bytes());
+        assert_eq!(UdpPacket::new(&f[34..]).unwrap().get_checksum(), 0xffff);
+        assert_eq!(
+            ones_sum(
+                &f[34..],
+                pseudo([10, 0, 0, 1].into(), [10, 0, 0, 7].into(), 10)
+            ),
+            0xffff
         );
-        // Summing a header that carries its checksum gives 0 after complement.
-        assert_eq!(checksum(&f[14..34], 0), 0);
-        assert_eq!(f.len(), 14 + 20 + 8 + 5);
+    }
+
+    #[test]
+    fn frames_are_the_bytes_clients_expect() {
+        let (us, them) = (Mac([2, 0, 0, 0, 0, 9]), Mac([2, 0, 0, 0, 0, 7]));
+        let (vip, asker): (Ipv4Addr, Ipv4Addr) = ([10, 0, 0, 10].into(), [10, 0, 0, 7].into());
+        let arp_head = [8, 6, 0, 1, 8, 0, 6, 4]; // ARP; Ethernet, IPv4, lengths 6 and 4
+        let garp = [
+            &[0xff; 6][..],
+            &us.0,
+            &arp_head,
+            &[0, 1], // request
+            &us.0,
+            &vip.octets(),
+            &[0; 6],
+            &vip.octets(),
+        ]
+        .concat();
+        assert_eq!(garp_frame(us, vip), garp);
+        let reply = [
+            &them.0[..],
+            &us.0,
+            &arp_head,
+            &[0, 2], // reply
+            &us.0,
+            &vip.octets(),
+            &them.0,
+            &asker.octets(),
+        ]
+        .concat();
+        assert_eq!(arp_reply_frame(us, vip, them, asker), reply);
+        let (src, dst) = (Mac([2, 0, 0, 0, 0, 1]), Mac([2, 0, 0, 0, 0, 7]));
+        let (server, client): (Ipv4Addr, Ipv4Addr) = ([10, 0, 0, 1].into(), [10, 0, 0, 7].into());
+        let udp = [
+            &dst.0[..],
+            &src.0,
+            &[8, 0],
+            // IHL 5, TOS 0x10, length 33, id 0, DF, TTL 64, UDP, checksum
+            &[0x45, 0x10, 0, 33, 0, 0, 0x40, 0, 64, 17, 0x26, 0xb5],
+            &server.octets(),
+            &client.octets(),
+            &[0, 67, 0, 68, 0, 13, 0xa7, 0x73], // ports, length 13, checksum
+            b"hello",
+        ]
+        .concat();
+        assert_eq!(
+            udp_frame(src, dst, (server, 67), (client, 68), b"hello"),
+            udp
+        );
     }
 
     #[test]
@@ -365,14 +419,68 @@ mod tests {
                 target_ip: [10, 0, 0, 7].into()
             }
         );
-        assert_eq!(parse_arp(&garp_frame(m, vip)[..30]), None);
+        assert_eq!(parse_arp(&garp_frame(m, vip)[..41]), None);
+        // Not ARP, or ARP for another hardware address length.
+        let udp = udp_frame(m, BROADCAST, (vip, 67), ([255; 4].into(), 68), &[0; 28]);
+        assert_eq!(parse_arp(&udp), None);
+        let mut odd = garp_frame(m, vip);
+        odd[18] = 8;
+        assert_eq!(parse_arp(&odd), None);
     }
 
     #[test]
     fn garp_is_a_request_for_itself() {
         let f = garp_frame(Mac([2, 0, 0, 0, 0, 9]), [10, 0, 0, 10].into());
-        assert_eq!(&f[12..14], &[8, 6]);
-        assert_eq!(&f[28..32], &[10, 0, 0, 10]);
-        assert_eq!(&f[38..42], &[10, 0, 0, 10]);
+        let eth = EthernetPacket::new(&f).unwrap();
+        assert!(eth.get_destination().is_broadcast());
+        let arp = ArpPacket::new(eth.payload()).unwrap();
+        assert_eq!(arp.get_operation(), ArpOperations::Request);
+        assert_eq!(arp.get_sender_proto_addr(), Ipv4Addr::new(10, 0, 0, 10));
+        assert_eq!(arp.get_target_proto_addr(), Ipv4Addr::new(10, 0, 0, 10));
+        assert!(arp.get_target_hw_addr().is_zero());
+    }
+
+    #[test]
+    fn raw_link_refuses_a_missing_interface_and_a_misaddressed_frame() {
+        let e = RawLink::open("tandem-none0").err().unwrap();
+        assert_eq!(e.raw_os_error(), Some(Errno::ENODEV as i32), "{e}");
+        let link = RawLink::open("lo").unwrap();
+        let f = garp_frame(link.mac, [127, 0, 0, 1].into());
+        let e = link.send(Mac([2; 6]), &f).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    /// The sockets for real, on `lo` (tests run as root): what `RawLink`
+    /// sends, `ArpReceiver` hears, with the interface's MAC as sender.
+    #[tokio::test]
+    async fn arp_receiver_hears_what_raw_link_sends() {
+        let rx = ArpReceiver::open("lo").unwrap();
+        let link = RawLink::open("lo").unwrap();
+        assert_eq!(link.mac, Mac([0; 6]), "lo's hardware address");
+        // An address of this process only: other runs may send on lo too.
+        let [_, _, a, b] = std::process::id().to_be_bytes();
+        let ip = Ipv4Addr::new(127, 77, a, b);
+        link.send(BROADCAST, &garp_frame(link.mac, ip)).unwrap();
+        let mut buf = [0u8; 128];
+        let heard = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            loop {
+                let n = rx.recv(&mut buf).await.unwrap();
+                match parse_arp(&buf[..n]) {
+                    Some(arp) if arp.sender_ip == ip => return arp,
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .expect("the ARP frame sent on lo");
+        assert_eq!(
+            heard,
+            Arp {
+                is_request: true,
+                sender_mac: link.mac,
+                sender_ip: ip,
+                target_ip: ip
+            }
+        );
     }
 }

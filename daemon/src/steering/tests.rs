@@ -13,7 +13,6 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::net::{Ipv4Addr, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::Duration;
 
@@ -103,9 +102,9 @@ fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
         let handle = s.spawn(|| {
             let file = File::open(format!("/run/netns/{ns}"))
                 .unwrap_or_else(|e| panic!("open netns {ns}: {e}"));
-            // SAFETY: plain syscall on a valid fd; it only changes this thread's network namespace.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns({ns}): {}", std::io::Error::last_os_error());
+            // Only this thread changes network namespace.
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                .unwrap_or_else(|e| panic!("setns({ns}): {e}"));
             f()
         });
         handle
