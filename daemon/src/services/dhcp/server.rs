@@ -15,6 +15,7 @@
 //! One task runs the loop and polls every proposal in flight; Raft batches
 //! the proposals into one fsync (group commit).
 
+use std::io::IoSlice;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use dhcproto::v4::{Message, MessageType};
 use dhcproto::Encodable;
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, SockaddrIn};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
@@ -128,56 +130,20 @@ fn send_from(
     src: Ipv4Addr,
     dst: SocketAddrV4,
 ) -> std::io::Result<()> {
-    let dst_sa = libc::sockaddr_in {
-        sin_family: libc::AF_INET as u16,
-        sin_port: dst.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(*dst.ip()).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
-    let pktinfo = libc::in_pktinfo {
+    let pktinfo = nix::libc::in_pktinfo {
         ipi_ifindex: 0,
-        ipi_spec_dst: libc::in_addr {
+        ipi_spec_dst: nix::libc::in_addr {
             s_addr: u32::from(src).to_be(),
         },
-        ipi_addr: libc::in_addr { s_addr: 0 },
+        ipi_addr: nix::libc::in_addr { s_addr: 0 },
     };
-    // u64-aligned buffer large enough for one in_pktinfo control message.
-    let mut cbuf = [0u64; 8];
-    let mut iov = libc::iovec {
-        iov_base: buf.as_ptr().cast_mut().cast(),
-        iov_len: buf.len(),
-    };
-    // SAFETY: msghdr is plain old data; every pointer below outlives the call.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_name = std::ptr::addr_of!(dst_sa).cast_mut().cast();
-    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
-    msg.msg_iov = std::ptr::addr_of_mut!(iov);
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr().cast();
-    // SAFETY: CMSG_SPACE is a pure size computation.
-    msg.msg_controllen =
-        unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::in_pktinfo>() as u32) } as usize;
-    // SAFETY: msg_control points at a buffer of msg_controllen bytes.
-    unsafe {
-        let c = libc::CMSG_FIRSTHDR(std::ptr::addr_of!(msg));
-        (*c).cmsg_level = libc::IPPROTO_IP;
-        (*c).cmsg_type = libc::IP_PKTINFO;
-        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::in_pktinfo>() as u32) as usize;
-        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<libc::in_pktinfo>(), pktinfo);
-    }
-    // SAFETY: valid fd and msghdr.
-    let n = unsafe {
-        libc::sendmsg(
-            sock.as_raw_fd(),
-            std::ptr::addr_of!(msg),
-            libc::MSG_DONTWAIT,
-        )
-    };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    sendmsg(
+        sock.as_raw_fd(),
+        &[IoSlice::new(buf)],
+        &[ControlMessage::Ipv4PacketInfo(&pktinfo)],
+        MsgFlags::MSG_DONTWAIT,
+        Some(&SockaddrIn::from(dst)),
+    )?;
     Ok(())
 }
 
