@@ -10,9 +10,11 @@
 //! - [`Allocator`]: one scan cursor per subnet, so that picking a free pool
 //!   address costs O(1) amortised instead of a walk over 20,000 leases.
 //!
-//! The freedom rule itself is [`is_free`]; the handler uses the same function
-//! for requested addresses, so "what the allocator would hand out" and "what a
-//! REQUEST may claim" cannot drift apart.
+//! Both are read through a [`Pool`]: one request's bound view of its subnet
+//! (state, offers, subnet, server id, now). The freedom rule itself is
+//! [`Pool::is_free`]; the handler uses the same function for requested
+//! addresses, so "what the allocator would hand out" and "what a REQUEST may
+//! claim" cannot drift apart.
 
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
@@ -86,66 +88,80 @@ impl Offers {
     }
 }
 
-/// True for addresses that must never be handed out in `subnet`, whoever
-/// asks: the server's own address (the VIP), the router, and the network and
-/// broadcast addresses (for prefixes shorter than /31, where they exist).
-#[must_use]
-pub fn is_excluded(subnet: &Subnet, ip: Ipv4Addr, server_id: Ipv4Addr) -> bool {
-    let net = subnet.cidr;
-    ip == server_id
-        || subnet.router == Some(ip)
-        || (net.prefix_len() < 31 && (ip == net.network() || ip == net.broadcast()))
+/// One request's view of the addresses of its subnet, bound once per
+/// request: the replicated state, the leader's outstanding offers, the
+/// selected subnet, the server's own address and the decision's clock.
+/// Every freedom question ([`Pool::is_free`]) and every pick
+/// ([`Allocator::pick`]) is asked of it.
+#[derive(Clone, Copy, Debug)]
+pub struct Pool<'a> {
+    pub state: &'a State,
+    pub offers: &'a Offers,
+    pub subnet: &'a Subnet,
+    /// The VIP: never handed out.
+    pub server_id: Ipv4Addr,
+    /// Unix seconds; leases, quarantines and offers end at it.
+    pub now: u64,
 }
 
-/// Whether `ip` lies in one of `subnet`'s dynamic pools.
-#[must_use]
-pub fn in_pool(subnet: &Subnet, ip: Ipv4Addr) -> bool {
-    subnet.cidr.contains(&ip) && subnet.pools.iter().any(|p| p.contains(ip))
-}
-
-/// Whether `ip` may be handed to `mac` at `now` as far as bindings go:
-///
-/// - not excluded ([`is_excluded`]);
-/// - not bound (unexpired) to another MAC;
-/// - not quarantined by an unexpired DECLINE (whoever declined it);
-/// - not reserved for another MAC;
-/// - not offered (unexpired) to another MAC.
-///
-/// It does not check pool membership: callers decide whether the address
-/// must be in a pool (dynamic) or may be outside it (reservations, the
-/// client's own lease).
-#[must_use]
-pub fn is_free(
-    state: &State,
-    offers: &Offers,
-    subnet: &Subnet,
-    ip: Ipv4Addr,
-    mac: Mac,
-    server_id: Ipv4Addr,
-    now: u64,
-) -> bool {
-    if is_excluded(subnet, ip, server_id) || held_by_other(state, offers, ip, mac, now) {
-        return false;
+impl Pool<'_> {
+    /// True for addresses that must never be handed out in the subnet,
+    /// whoever asks: the server's own address (the VIP), the router, and the
+    /// network and broadcast addresses (for prefixes shorter than /31, where
+    /// they exist).
+    #[must_use]
+    pub fn is_excluded(&self, ip: Ipv4Addr) -> bool {
+        let net = self.subnet.cidr;
+        ip == self.server_id
+            || self.subnet.router == Some(ip)
+            || (net.prefix_len() < 31 && (ip == net.network() || ip == net.broadcast()))
     }
-    state
-        .config
-        .reservation_of_ip(ip)
-        .is_none_or(|r| r.mac == mac)
-}
 
-/// The binding part of [`is_free`] without the config checks (exclusions,
-/// reservations), so the allocator can do those from a precomputed set.
-fn held_by_other(state: &State, offers: &Offers, ip: Ipv4Addr, mac: Mac, now: u64) -> bool {
-    if let Some(l) = state.leases.get(&ip) {
-        if l.is_active(now) {
-            match l.state {
-                LeaseState::Declined => return true,
-                LeaseState::Bound if l.mac != mac => return true,
-                LeaseState::Bound => {}
+    /// Whether `ip` lies in one of the subnet's dynamic pools.
+    #[must_use]
+    pub fn in_pool(&self, ip: Ipv4Addr) -> bool {
+        let subnet = self.subnet;
+        subnet.cidr.contains(&ip) && subnet.pools.iter().any(|p| p.contains(ip))
+    }
+
+    /// Whether `ip` may be handed to `mac` now as far as bindings go:
+    ///
+    /// - not excluded ([`Pool::is_excluded`]);
+    /// - not bound (unexpired) to another MAC;
+    /// - not quarantined by an unexpired DECLINE (whoever declined it);
+    /// - not reserved for another MAC;
+    /// - not offered (unexpired) to another MAC.
+    ///
+    /// It does not check pool membership: callers decide whether the address
+    /// must be in a pool (dynamic) or may be outside it (reservations, the
+    /// client's own lease).
+    #[must_use]
+    pub fn is_free(&self, ip: Ipv4Addr, mac: Mac) -> bool {
+        if self.is_excluded(ip) || self.held_by_other(ip, mac) {
+            return false;
+        }
+        self.state
+            .config
+            .reservation_of_ip(ip)
+            .is_none_or(|r| r.mac == mac)
+    }
+
+    /// The binding part of [`Pool::is_free`] without the config checks
+    /// (exclusions, reservations), so the allocator can do those from a
+    /// precomputed set.
+    fn held_by_other(&self, ip: Ipv4Addr, mac: Mac) -> bool {
+        let now = self.now;
+        if let Some(l) = self.state.leases.get(&ip) {
+            if l.is_active(now) {
+                match l.state {
+                    LeaseState::Declined => return true,
+                    LeaseState::Bound if l.mac != mac => return true,
+                    LeaseState::Bound => {}
+                }
             }
         }
+        matches!(self.offers.get(ip), Some((m, until)) if m != mac && until > now)
     }
-    matches!(offers.get(ip), Some((m, until)) if m != mac && until > now)
 }
 
 /// Picks free pool addresses with one cursor per subnet.
@@ -263,19 +279,12 @@ impl Allocator {
         self.examined
     }
 
-    /// A free pool address of `subnet` for `mac`, or `None` when the pool is
-    /// exhausted (logged at warn level, target `tandem::dhcp`, at most once a
-    /// minute per subnet). Advances the subnet's cursor past the address
-    /// returned, so the caller should use it (offer it or grant it).
-    pub fn pick(
-        &mut self,
-        state: &State,
-        offers: &Offers,
-        subnet: &Subnet,
-        mac: Mac,
-        server_id: Ipv4Addr,
-        now: u64,
-    ) -> Option<Ipv4Addr> {
+    /// A free address from `pool`'s subnet for `mac`, or `None` when the
+    /// pool is exhausted (logged at warn level, target `tandem::dhcp`, at most
+    /// once a minute per subnet). Advances the subnet's cursor past the
+    /// address returned, so the caller should use it (offer it or grant it).
+    pub fn pick(&mut self, pool: &Pool<'_>, mac: Mac) -> Option<Ipv4Addr> {
+        let (state, subnet, now) = (pool.state, pool.subnet, pool.now);
         let cur = self
             .cursors
             .entry(subnet.cidr)
@@ -301,9 +310,7 @@ impl Allocator {
             .map(|r| r.ip)
             .collect();
         let usable = |ip: Ipv4Addr| {
-            !is_excluded(subnet, ip, server_id)
-                && !reserved.contains(&ip)
-                && !held_by_other(state, offers, ip, mac, now)
+            !pool.is_excluded(ip) && !reserved.contains(&ip) && !pool.held_by_other(ip, mac)
         };
 
         if cur.fresh_gone_at.is_some_and(|n| n_leases < n) {
@@ -386,6 +393,17 @@ mod tests {
 
     const SID: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 
+    /// `state`'s view of `subnet` at `now`, as the handler binds it.
+    fn at<'a>(state: &'a State, offers: &'a Offers, subnet: &'a Subnet, now: u64) -> Pool<'a> {
+        Pool {
+            state,
+            offers,
+            subnet,
+            server_id: SID,
+            now,
+        }
+    }
+
     #[test]
     fn offers_keep_one_per_mac_and_expire() {
         let mut o = Offers::new();
@@ -430,7 +448,7 @@ mod tests {
 
         let mut a = Allocator::new();
         let mut got = vec![];
-        while let Some(ip) = a.pick(&s, &offers, &sub, mac(1), SID, 10) {
+        while let Some(ip) = a.pick(&at(&s, &offers, &sub, 10), mac(1)) {
             offers.record(ip, mac(1000 + got.len() as u16), 100);
             got.push(ip);
         }
@@ -440,28 +458,13 @@ mod tests {
         );
 
         // The reserved address is free for its owner, never for others.
-        assert!(is_free(
-            &s,
-            &offers,
-            &sub,
-            Ipv4Addr::new(10, 0, 0, 3),
-            mac(99),
-            SID,
-            10
-        ));
-        assert!(!is_free(
-            &s,
-            &offers,
-            &sub,
-            Ipv4Addr::new(10, 0, 0, 3),
-            mac(1),
-            SID,
-            10
-        ));
+        let view = at(&s, &offers, &sub, 10);
+        assert!(view.is_free(Ipv4Addr::new(10, 0, 0, 3), mac(99)));
+        assert!(!view.is_free(Ipv4Addr::new(10, 0, 0, 3), mac(1)));
         // After the offers, the lease and the quarantine run out, all come back.
         let mut later = vec![];
         let mut fresh = Offers::new();
-        while let Some(ip) = a.pick(&s, &fresh, &sub, mac(1), SID, 1000) {
+        while let Some(ip) = a.pick(&at(&s, &fresh, &sub, 1000), mac(1)) {
             fresh.record(ip, mac(2000 + later.len() as u16), 2000);
             later.push(ip);
         }
@@ -486,7 +489,7 @@ mod tests {
         let mut picks = vec![];
         for i in 0..10u16 {
             let ip = a
-                .pick(&s, &offers, &sub, mac(100 + i), SID, 100)
+                .pick(&at(&s, &offers, &sub, 100), mac(100 + i))
                 .expect("pool has room");
             grant(&mut s, ip, mac(100 + i), 100, 600);
             picks.push(ip.octets()[3]);
@@ -496,7 +499,7 @@ mod tests {
         reused.sort_unstable();
         assert_eq!(reused, vec![0, 1, 2, 3, 4], "then the expired ones");
         assert_eq!(
-            a.pick(&s, &offers, &sub, mac(200), SID, 100),
+            a.pick(&at(&s, &offers, &sub, 100), mac(200)),
             None,
             "all ten are live now"
         );
@@ -506,7 +509,7 @@ mod tests {
             at: 101,
         });
         assert_eq!(
-            a.pick(&s, &offers, &sub, mac(200), SID, 101),
+            a.pick(&at(&s, &offers, &sub, 101), mac(200)),
             Some(Ipv4Addr::new(10, 0, 1, 7))
         );
     }
@@ -518,12 +521,12 @@ mod tests {
         let mut a = Allocator::new();
         let offers = Offers::new();
         assert_eq!(
-            a.pick(&s, &offers, &sub, mac(1), SID, 0),
+            a.pick(&at(&s, &offers, &sub, 0), mac(1)),
             Some(Ipv4Addr::new(10, 0, 2, 10))
         );
         let sub2 = subnet("10.0.2.20-10.0.2.21");
         assert_eq!(
-            a.pick(&s, &offers, &sub2, mac(1), SID, 0),
+            a.pick(&at(&s, &offers, &sub2, 0), mac(1)),
             Some(Ipv4Addr::new(10, 0, 2, 20))
         );
         // Empty (reversed) pool: nothing, no panic.
@@ -532,7 +535,7 @@ mod tests {
             start: Ipv4Addr::new(10, 0, 2, 9),
             end: Ipv4Addr::new(10, 0, 2, 1),
         }];
-        assert_eq!(a.pick(&s, &offers, &empty, mac(1), SID, 0), None);
+        assert_eq!(a.pick(&at(&s, &offers, &empty, 0), mac(1)), None);
     }
 
     /// 20,000 live leases spread over a /16 and 5,000 picks: each pick
@@ -557,7 +560,7 @@ mod tests {
         for i in 0..5_000u16 {
             let m = Mac([2, 2, 0, 0, (i >> 8) as u8, i as u8]);
             let ip = alloc
-                .pick(&state, &offers, &sub, m, SID, 1)
+                .pick(&at(&state, &offers, &sub, 1), m)
                 .expect("pool has room");
             assert!(!state.leases.contains_key(&ip));
             assert!(offers.get(ip).is_none(), "{ip} offered twice");
@@ -585,14 +588,14 @@ mod tests {
             );
         }
         let (mut alloc, offers) = (Allocator::new(), Offers::new());
-        assert_eq!(alloc.pick(&state, &offers, &sub, mac(500), SID, 5), None);
+        assert_eq!(alloc.pick(&at(&state, &offers, &sub, 5), mac(500)), None);
         let one_lap = alloc.examined();
         assert!((100..=200).contains(&one_lap), "{one_lap}");
         for _ in 0..1_000 {
-            assert_eq!(alloc.pick(&state, &offers, &sub, mac(500), SID, 5), None);
+            assert_eq!(alloc.pick(&at(&state, &offers, &sub, 5), mac(500)), None);
         }
         assert_eq!(alloc.examined(), one_lap, "no rescans within the second");
-        assert_eq!(alloc.pick(&state, &offers, &sub, mac(500), SID, 6), None);
+        assert_eq!(alloc.pick(&at(&state, &offers, &sub, 6), mac(500)), None);
         assert!(alloc.examined() > one_lap, "a new second rescans");
         // A lease that ends is found again in the next second.
         state.apply(&Command::Release {
@@ -600,7 +603,7 @@ mod tests {
             at: 7,
         });
         assert_eq!(
-            alloc.pick(&state, &offers, &sub, mac(500), SID, 7),
+            alloc.pick(&at(&state, &offers, &sub, 7), mac(500)),
             Some(Ipv4Addr::new(10, 0, 3, 42))
         );
     }

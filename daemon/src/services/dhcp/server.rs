@@ -1,20 +1,27 @@
-//! The DHCP socket loop: receive, decide (pure handler), commit through Raft,
-//! then reply. The order is the contract: a lease is committed to a quorum
+//! The DHCP socket loop: receive, decode, decide (pure handler), and hand
+//! the decision to the [`Responder`], which commits through Raft, then
+//! replies. The order is the contract: a lease is committed to a quorum
 //! before its DHCPACK leaves the node.
 //!
 //! ```text
 //!   UDP :67 (bound to the service interface)
-//!        │ decode ── malformed ──▶ count + rate-limited log, drop
+//!        │ request::decode ── undecodable ──▶ count + rate-limited log, drop
 //!        ▼
-//!   handler::handle(req, state, offers, now) ──▶ Action
-//!        │ Reply/Offer ────────────────────────▶ send now
+//!   handler::decide(msg, view, alloc) ──▶ Action
+//!        │ = Request::parse ── invalid ──▶ Drop (malformed)
+//!        │   then handle(req, view, alloc)
+//!        │ Drop ─────────────────────────────▶ log; count if malformed
+//!        ▼
+//!   Responder::dispatch ── Reply/Offer ──────▶ send now (Sender: UDP or raw link)
 //!        │ CommitThenReply ─▶ propose (in flight) ─▶ applied Ok ─▶ send ACK
 //!        │                                       └▶ rejected  ─▶ send NAK
 //!        │ Commit ──────────▶ propose (RELEASE/DECLINE)
 //! ```
-//! One task runs the loop and polls every proposal in flight; Raft batches
-//! the proposals into one fsync (group commit).
+//! One task runs the loop and polls every proposal in flight
+//! ([`Responder::next_request`]); Raft batches the proposals into one fsync
+//! (group commit).
 
+use std::io::IoSlice;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -22,16 +29,18 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use dhcproto::v4::{Message, MessageType};
 use dhcproto::Encodable;
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, SockaddrIn};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 use super::allocator::{Allocator, Offers};
-use super::handler::{self, Action, Context, Destination};
-use super::options;
+use super::dispatch::{ReplySink, Responder};
+use super::handler::{self, Action, View};
+use super::reply::Destination;
+use super::request;
 use crate::consensus::ClusterHandle;
 use crate::metrics;
-use crate::model::CommandResponse;
 use crate::services::link::{udp_frame, RawLink, BROADCAST};
 
 pub const CLIENT_PORT: u16 = 68;
@@ -68,7 +77,7 @@ struct Sender {
     port: u16,
 }
 
-impl Sender {
+impl ReplySink for Sender {
     fn send(&self, msg: &Message, to: &Destination) {
         let Ok(mut bytes) = msg.to_vec() else {
             tracing::error!(target: "tandem::dhcp", "cannot encode reply");
@@ -128,56 +137,20 @@ fn send_from(
     src: Ipv4Addr,
     dst: SocketAddrV4,
 ) -> std::io::Result<()> {
-    let dst_sa = libc::sockaddr_in {
-        sin_family: libc::AF_INET as u16,
-        sin_port: dst.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(*dst.ip()).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
-    let pktinfo = libc::in_pktinfo {
+    let pktinfo = nix::libc::in_pktinfo {
         ipi_ifindex: 0,
-        ipi_spec_dst: libc::in_addr {
+        ipi_spec_dst: nix::libc::in_addr {
             s_addr: u32::from(src).to_be(),
         },
-        ipi_addr: libc::in_addr { s_addr: 0 },
+        ipi_addr: nix::libc::in_addr { s_addr: 0 },
     };
-    // u64-aligned buffer large enough for one in_pktinfo control message.
-    let mut cbuf = [0u64; 8];
-    let mut iov = libc::iovec {
-        iov_base: buf.as_ptr().cast_mut().cast(),
-        iov_len: buf.len(),
-    };
-    // SAFETY: msghdr is plain old data; every pointer below outlives the call.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_name = std::ptr::addr_of!(dst_sa).cast_mut().cast();
-    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
-    msg.msg_iov = std::ptr::addr_of_mut!(iov);
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr().cast();
-    // SAFETY: CMSG_SPACE is a pure size computation.
-    msg.msg_controllen =
-        unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::in_pktinfo>() as u32) } as usize;
-    // SAFETY: msg_control points at a buffer of msg_controllen bytes.
-    unsafe {
-        let c = libc::CMSG_FIRSTHDR(std::ptr::addr_of!(msg));
-        (*c).cmsg_level = libc::IPPROTO_IP;
-        (*c).cmsg_type = libc::IP_PKTINFO;
-        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::in_pktinfo>() as u32) as usize;
-        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<libc::in_pktinfo>(), pktinfo);
-    }
-    // SAFETY: valid fd and msghdr.
-    let n = unsafe {
-        libc::sendmsg(
-            sock.as_raw_fd(),
-            std::ptr::addr_of!(msg),
-            libc::MSG_DONTWAIT,
-        )
-    };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    sendmsg(
+        sock.as_raw_fd(),
+        &[IoSlice::new(buf)],
+        &[ControlMessage::Ipv4PacketInfo(&pktinfo)],
+        MsgFlags::MSG_DONTWAIT,
+        Some(&SockaddrIn::from(dst)),
+    )?;
     Ok(())
 }
 
@@ -240,23 +213,6 @@ impl Throttle {
     }
 }
 
-/// A proposal in flight and what to send when it is decided.
-type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = Committed> + Send>>;
-
-/// What a finished proposal leaves for the loop to do.
-enum Committed {
-    /// A lease commit: reply with `reply` if applied, `nak` if rejected.
-    Lease {
-        result: Result<CommandResponse, crate::consensus::ProposeError>,
-        started: Instant,
-        reply: Box<Message>,
-        nak: Box<Message>,
-        to: Destination,
-    },
-    /// A RELEASE or DECLINE: nothing to send.
-    Quiet(Result<CommandResponse, crate::consensus::ProposeError>),
-}
-
 /// Serves DHCP until `cancel` fires.
 ///
 /// One task does everything, as Kea's one thread does: it reads requests,
@@ -270,8 +226,6 @@ pub async fn serve<C: ClusterHandle>(
     cluster: C,
     cancel: CancellationToken,
 ) -> Result<(), DhcpError> {
-    use futures::stream::{FuturesUnordered, StreamExt as _};
-
     let udp = Arc::new(bind(&cfg)?);
     let link = RawLink::open(&cfg.iface).map_err(|source| DhcpError::Link {
         iface: cfg.iface.clone(),
@@ -283,31 +237,29 @@ pub async fn serve<C: ClusterHandle>(
         server_id: cfg.server_id,
         port: cfg.port,
     };
+    let mut responder = Responder::new(cluster.clone(), sender);
     let mut offers = Offers::new();
     let mut alloc = Allocator::new();
     let mut buf = vec![0u8; 4096];
     let mut throttle = Throttle(None);
     let mut last_expire = 0;
-    let mut pending: FuturesUnordered<Pending> = FuturesUnordered::new();
     tracing::info!(target: "tandem::dhcp", iface = %cfg.iface, server_id = %cfg.server_id, port = cfg.port, "DHCP responder started");
-    loop {
-        // cancel-safety: recv_from is cancel-safe (a datagram is either
-        // returned or left queued); dropping `pending.next()` loses nothing.
-        let (n, peer) = tokio::select! {
-            biased;
-            () = cancel.cancelled() => break,
-            Some(done) = pending.next(), if !pending.is_empty() => {
-                finish(done, &sender);
+    // cancel-safety: recv_from is cancel-safe (a datagram is either returned
+    // or left queued), and so is next_request with it.
+    while let Some(r) = responder
+        .next_request(&cancel, udp.recv_from(&mut buf))
+        .await
+    {
+        let (n, peer) = match r {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(target: "tandem::dhcp", error = %e, "recv failed");
                 continue;
             }
-            r = udp.recv_from(&mut buf) => match r {
-                Ok(x) => x,
-                Err(e) => { tracing::warn!(target: "tandem::dhcp", error = %e, "recv failed"); continue; }
-            },
         };
         let started = Instant::now();
-        // decode_request guards dhcproto's panicking paths (hlen > 16, bad option lengths).
-        let req = match options::decode_request(&buf[..n]) {
+        // decode guards dhcproto's panicking paths (hlen > 16, bad option lengths).
+        let msg = match request::decode(&buf[..n]) {
             Ok(m) => m,
             Err(reason) => {
                 metrics::get().dhcp_malformed.inc();
@@ -317,7 +269,7 @@ pub async fn serve<C: ClusterHandle>(
                 continue;
             }
         };
-        metrics::dhcp_packet(req.opts().msg_type().map_or("bootrequest", msg_name), "in");
+        metrics::dhcp_packet(msg.opts().msg_type().map_or("bootrequest", msg_name), "in");
         let now = unix_now();
         // Times are whole seconds, so expiring more than once a second finds
         // nothing new; doing it per packet cost half the CPU under load.
@@ -325,91 +277,29 @@ pub async fn serve<C: ClusterHandle>(
             offers.expire(now);
             last_expire = now;
         }
-        let ctx = Context {
-            server_id: cfg.server_id,
-            now,
-        };
-        let action = cluster.read(|state| handler::handle(&req, state, &offers, &mut alloc, &ctx));
+        let action = cluster.read(|state| {
+            let view = View {
+                state,
+                offers: &offers,
+                server_id: cfg.server_id,
+                now,
+            };
+            handler::decide(&msg, &view, &mut alloc)
+        });
         metrics::get()
             .dhcp_decision_seconds
             .observe(started.elapsed().as_secs_f64());
-        match action {
-            Action::Drop { reason } => {
-                tracing::debug!(target: "tandem::dhcp::packet", xid = req.xid(), chaddr = ?req.chaddr(), reason, "no reply");
+        if let Action::Drop { reason, malformed } = action {
+            if malformed {
+                metrics::get().dhcp_malformed.inc();
             }
-            Action::Reply { reply, to } => sender.send(&reply, &to),
-            Action::Offer {
-                reply,
-                to,
-                ip,
-                mac,
-                until,
-            } => {
-                offers.record(ip, mac, until);
-                sender.send(&reply, &to);
-            }
-            Action::CommitThenReply {
-                cmd,
-                reply,
-                nak,
-                to,
-            } => {
-                let cluster = cluster.clone();
-                pending.push(Box::pin(async move {
-                    let started = Instant::now();
-                    let result = cluster.propose(cmd).await;
-                    Committed::Lease {
-                        result,
-                        started,
-                        reply: Box::new(reply),
-                        nak: Box::new(nak),
-                        to,
-                    }
-                }));
-            }
-            Action::Commit { cmd } => {
-                let cluster = cluster.clone();
-                pending.push(Box::pin(async move {
-                    Committed::Quiet(cluster.propose(cmd).await)
-                }));
-            }
+            tracing::debug!(target: "tandem::dhcp::packet", xid = msg.xid(), chaddr = ?msg.chaddr(), reason, "no reply");
         }
+        responder.dispatch(action, &mut offers);
     }
     // In-flight proposals are dropped unanswered: a node that stepped down
     // must stay silent, and the new leader answers the client's retransmission.
     // (Raft may still commit them; the lease is then known to the new leader.)
-    tracing::info!(target: "tandem::dhcp", in_flight = pending.len(), "DHCP responder stopped");
+    tracing::info!(target: "tandem::dhcp", in_flight = responder.in_flight(), "DHCP responder stopped");
     Ok(())
-}
-
-/// Sends what a finished proposal calls for.
-fn finish(done: Committed, sender: &Sender) {
-    match done {
-        Committed::Lease {
-            result,
-            started,
-            reply,
-            nak,
-            to,
-        } => match result {
-            Ok(CommandResponse::Ok) => {
-                metrics::get()
-                    .raft_commit_seconds
-                    .observe(started.elapsed().as_secs_f64());
-                sender.send(&reply, &to);
-            }
-            Ok(CommandResponse::Rejected { reason }) => {
-                tracing::info!(target: "tandem::dhcp", xid = reply.xid(), reason, "grant rejected at apply; NAK");
-                sender.send(&nak, &to.for_nak());
-            }
-            Err(e) => {
-                // No ACK without a commit; the client retries.
-                tracing::warn!(target: "tandem::dhcp", xid = reply.xid(), error = %e, "lease not committed; no reply");
-            }
-        },
-        Committed::Quiet(Err(e)) => {
-            tracing::warn!(target: "tandem::dhcp", error = %e, "release/decline not committed");
-        }
-        Committed::Quiet(Ok(_)) => {}
-    }
 }
