@@ -1,13 +1,14 @@
 //! Forming the cluster: after `tandem cluster join`, every node agrees on
-//! one leader among three voters, and exactly one node serves and holds the
-//! VIP, both by its own report and on its interface.
+//! one leader among three voters; no node serves or holds the VIP before a
+//! service config is applied, and then exactly one does, both by its own
+//! report and on its interface.
 
 use serde_json::Value;
 use tandem_tests::cluster::{
     describe_statuses, three_node_cluster, vip_count, vip_holders, wait_agreed_leader,
     AGREE_TIMEOUT,
 };
-use tandem_tests::{lab, phase, status, wait_until};
+use tandem_tests::{apply, lab, phase, status, wait_until, SERVICE_TOML};
 
 #[test]
 fn cluster_forms_by_join() {
@@ -54,9 +55,22 @@ fn cluster_forms_by_join() {
         "terms differ: {terms:?}"
     );
 
+    phase("no service config yet: no node serves or holds the VIP");
+    for i in 1..=3 {
+        let v = status(&lab, i).unwrap_or_else(|e| panic!("status of node {i}: {e:#}"));
+        assert_eq!(v["serving"].as_bool(), Some(false), "node {i}'s status: {v}");
+        assert_eq!(vip_count(&lab, i), 0, "node {i} holds the VIP without a config");
+    }
+    let leader_status = status(&lab, leader).expect("leader status");
+    assert!(
+        leader_status["warnings"]
+            .as_array()
+            .is_some_and(|w| w.iter().any(|m| m.as_str().is_some_and(|m| m.contains("no service config")))),
+        "the leader does not say why it does not serve: {leader_status}"
+    );
+    apply(&lab, leader, SERVICE_TOML);
+
     phase("exactly one node serves and holds the VIP: the leader");
-    // The joiners were clusters of one that served a moment ago; give their
-    // step-down (and the VIP removal) a moment, then require it.
     let settled = wait_until(std::time::Duration::from_secs(5), || {
         vip_holders(&lab) == [leader]
     });

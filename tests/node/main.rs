@@ -76,12 +76,16 @@ ipxe_script = "http://10.99.0.10/boot.ipxe"
 /// One node serving the standard service config (plus `reservations`),
 /// with `clients` client namespaces.
 fn node_lab(clients: usize, reservations: impl FnOnce(&Lab) -> String) -> Lab {
-    phase("lab up: one node, start the daemon, wait until it serves");
+    phase("lab up: one node, start the daemon, wait until it leads (no config: it does not serve)");
     let lab = start_lab(1, clients);
+    assert!(
+        wait_until(SERVING_TIMEOUT, || tandem_tests::is_leader(&lab, 1)),
+        "node 1 never led its cluster of one"
+    );
+    phase("apply the service config, wait until it serves");
+    apply(&lab, 1, &reservations(&lab));
     let serving = wait_single_server(&lab, SERVING_TIMEOUT);
     assert_eq!(serving, 1);
-    phase("apply the service config");
-    apply(&lab, 1, &reservations(&lab));
     lab
 }
 

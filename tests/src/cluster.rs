@@ -28,7 +28,8 @@ pub fn api_addr(lab: &Lab, i: usize) -> String {
 }
 
 /// Builds a lab of three nodes and `clients` clients, starts every daemon
-/// (each starts as a cluster of one and serves), then joins nodes 2 and 3
+/// (each starts as a cluster of one and leads it; none serves before a
+/// service config exists), then joins nodes 2 and 3
 /// to node 1's cluster, before any service config exists. Returns once all
 /// three agree on one leader among three voters.
 #[must_use]
@@ -37,8 +38,8 @@ pub fn three_node_cluster(clients: usize) -> Lab {
     let lab = start_lab(3, clients);
     for i in 1..=3 {
         assert!(
-            wait_until(START_TIMEOUT, || crate::is_serving(&lab, i)),
-            "node {i} never served as a cluster of one: {}",
+            wait_until(START_TIMEOUT, || crate::is_leader(&lab, i)),
+            "node {i} never led its cluster of one: {}",
             describe_status(&lab, i)
         );
     }

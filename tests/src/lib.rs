@@ -89,6 +89,13 @@ pub fn is_serving(lab: &Lab, i: usize) -> bool {
     status(lab, i).is_ok_and(|s| s.get("serving").and_then(Value::as_bool) == Some(true))
 }
 
+/// Whether node `i` answers and reports itself the leader (of its own
+/// cluster, for a fresh node: it does not serve before a service config).
+#[must_use]
+pub fn is_leader(lab: &Lab, i: usize) -> bool {
+    status(lab, i).is_ok_and(|s| s.get("role").and_then(Value::as_str) == Some("leader"))
+}
+
 /// The nodes that report serving right now.
 #[must_use]
 pub fn serving_nodes(lab: &Lab) -> Vec<usize> {

@@ -12,10 +12,24 @@
 //! ```text
 //!   run ─▶ stale VIP removed, XDP attached ─▶ epoch ─▶ epoch ─▶ …
 //!   epoch: Store::open ─▶ Cluster::start ─▶ API ─▶ [join] ─▶ loop {
-//!            leading with a fresh lease? ─▶ Transitions::become_leader
-//!            lost leadership / lease?    ─▶ Transitions::step_down }
+//!            leading with a fresh lease? ─▶ Transitions::try_lead (gates, then become_leader)
+//!            lost leadership / lease?    ─▶ Transitions::step_down
+//!            a responder ended?          ─▶ Transitions::responder_failed
+//!            Raft stopped on its own?    ─▶ end the epoch with AppError::Storage }
 //!          ─▶ step down, Cluster::shutdown, API stop
 //! ```
+//!
+//! # Failures that stop the node
+//! A storage error (disk full, I/O error) stops openraft's core for good;
+//! the loop sees it ([`Cluster::fatal`]), steps down, counts it in
+//! `tandem_storage_errors_total`, shows it in `tandem status` while it shuts
+//! down, and [`run`] returns [`AppError::Storage`], which names the database
+//! file: `main` logs it and exits 1, so systemd restarts the node (once
+//! space is freed, it recovers from what it had committed). No DHCP ACK is
+//! sent for a lease that was not committed: an ACK waits for the commit and
+//! apply, which a stopped core never reports. A panic while applying a
+//! committed entry aborts the process (`store::state_machine`), so no
+//! poisoned lock outlives it.
 
 mod notify;
 mod transitions;
@@ -31,6 +45,7 @@ use crate::api::dto::{MemberAddDto, OkDto};
 use crate::api::server::{self as api_server, Api, ServiceStatus};
 use crate::config::NodeConfig;
 use crate::consensus::{self, Cluster, JoinMarker, NodeStore, LEASE_CHECK_MS};
+use crate::metrics;
 use crate::services::vip::Vip;
 use crate::steering::Steering;
 use transitions::Transitions;
@@ -51,6 +66,9 @@ pub enum AppError {
         #[source]
         source: std::io::Error,
     },
+    /// Raft stopped on a storage error: the node cannot go on.
+    #[error("storage failed on {path}: {cause}; stopped (free space or fix the disk, then restart: committed state is kept)")]
+    Storage { path: PathBuf, cause: String },
     #[error("admin API on {addr}: {source}")]
     Api {
         addr: std::net::SocketAddr,
@@ -62,8 +80,18 @@ pub enum AppError {
 /// How one epoch of the node ended.
 enum EpochEnd {
     Shutdown,
+    /// Raft stopped on its own ([`Cluster::fatal`]).
+    Fatal(String),
     /// Discard this node's state and join the cluster at this API address.
     Join(String),
+}
+
+/// What woke the epoch loop (besides the ends of the epoch).
+enum Event {
+    Tick,
+    Metrics,
+    Exited(&'static str, String),
+    Conflict(crate::services::vip::Conflict),
 }
 
 /// Runs the node until `shutdown` fires (SIGTERM/SIGINT in `main`).
@@ -95,14 +123,7 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), App
         None
     };
     let (status_tx, status_rx) = watch::channel(ServiceStatus::default());
-    let mut tr = Transitions {
-        cfg: cfg.clone(),
-        vip,
-        steering,
-        serving: None,
-        status: status_tx,
-        warnings,
-    };
+    let mut tr = Transitions::new(cfg.clone(), vip, steering, status_tx, warnings);
     let mut notified = false;
     loop {
         let joining = JoinMarker::new(&cfg.data_dir).pending();
@@ -113,6 +134,12 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), App
         let end = epoch(&cfg, &mut tr, &status_rx, joining, &shutdown, &mut notified).await?;
         match end {
             EpochEnd::Shutdown => break,
+            EpochEnd::Fatal(cause) => {
+                return Err(AppError::Storage {
+                    path: cfg.data_dir.join(crate::store::DB_FILE),
+                    cause,
+                });
+            }
             EpochEnd::Join(addr) => {
                 let marker = JoinMarker::new(&cfg.data_dir);
                 marker.write(&addr).map_err(|source| AppError::Dir {
@@ -188,21 +215,44 @@ async fn epoch(
                 }
             }
         }
+        if let Some(cause) = cluster.fatal() {
+            break EpochEnd::Fatal(cause);
+        }
         let lease = cluster.holds_lease();
         if l.is_leader && lease && tr.serving.is_none() {
-            tr.become_leader(&cluster, &l).await;
+            tr.try_lead(&cluster, &l).await;
         } else if tr.serving.is_some() && !l.is_leader {
             tr.step_down(&cluster, "lost leadership").await;
         } else if tr.serving.is_some() && !lease {
             tr.step_down(&cluster, "leader lease expired: no quorum contact")
                 .await;
         }
-        tokio::select! {
+        let serving = tr.serving.as_mut();
+        let ev = tokio::select! {
             () = shutdown.cancelled() => break EpochEnd::Shutdown,
             Some(addr) = join_rx.recv() => break EpochEnd::Join(addr),
-            r = leadership.changed() => if r.is_err() { break EpochEnd::Shutdown },
-            _ = lease_tick.tick() => {}
-            _ = metrics_tick.tick() => {
+            // Closed: Raft's core is gone; `fatal` above tells why next round.
+            r = leadership.changed() => if r.is_err() {
+                match cluster.fatal() {
+                    Some(cause) => break EpochEnd::Fatal(cause),
+                    None => break EpochEnd::Shutdown,
+                }
+            } else { Event::Tick },
+            (name, cause) = async move {
+                match serving {
+                    Some(s) => s.exited().await,
+                    None => std::future::pending().await,
+                }
+            } => Event::Exited(name, cause),
+            Some(c) = tr.conflict_rx.recv() => Event::Conflict(c),
+            _ = lease_tick.tick() => Event::Tick,
+            _ = metrics_tick.tick() => Event::Metrics,
+        };
+        match ev {
+            Event::Tick => {}
+            Event::Exited(name, cause) => tr.responder_failed(&cluster, name, &cause).await,
+            Event::Conflict(c) => tr.conflict_seen(c),
+            Event::Metrics => {
                 if let Some(s) = tr.steering.as_ref() {
                     if let Err(e) = s.export_counters() {
                         tracing::debug!(target: "tandem::steering", error = %e, "XDP counters not read");
@@ -213,6 +263,18 @@ async fn epoch(
     };
     let why = match &end {
         EpochEnd::Shutdown => "shutdown",
+        EpochEnd::Fatal(cause) => {
+            metrics::get().storage_errors.inc();
+            tracing::error!(target: "tandem::raft", data_dir = %cfg.data_dir.display(), cause, "Raft stopped on a storage error");
+            tr.problem(
+                "storage",
+                Some(format!(
+                    "storage failed on {}: {cause}; stopping",
+                    cfg.data_dir.join(crate::store::DB_FILE).display()
+                )),
+            );
+            "storage failure"
+        }
         EpochEnd::Join(_) => "joining another cluster",
     };
     tr.step_down(&cluster, why).await;

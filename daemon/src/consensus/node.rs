@@ -267,6 +267,31 @@ impl Cluster {
         })
     }
 
+    /// Why Raft stopped on its own, if it did: a storage error (disk full,
+    /// I/O error) or a panic in its core, with every cause in the chain.
+    /// `None` while it runs or after an orderly [`Cluster::shutdown`].
+    #[must_use]
+    pub fn fatal(&self) -> Option<String> {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        match &m.running_state {
+            Ok(()) | Err(openraft::errors::Fatal::Stopped) => None,
+            Err(e) => {
+                let mut msg = e.to_string();
+                let mut src = std::error::Error::source(e);
+                while let Some(s) = src {
+                    let part = s.to_string();
+                    if !msg.contains(&part) {
+                        msg.push_str(": ");
+                        msg.push_str(&part);
+                    }
+                    src = s.source();
+                }
+                Some(msg)
+            }
+        }
+    }
+
     /// The last log index, for log lines that must carry `index=`.
     #[must_use]
     pub fn last_log_index(&self) -> u64 {

@@ -86,6 +86,7 @@ label_sets! {
     ProtoVerdict { proto, verdict }
     PeerLabel { peer }
     DirectionLabel { direction }
+    ResponderLabel { responder }
 }
 
 /// Where a handle's series is rendered, so that it can be read back as a
@@ -426,8 +427,13 @@ metrics! {
     // VIP / failover
     vip_held: Gauge = "tandem_vip_held", "1 while this node holds the VIP.";
     vip_garp_sent: Counter = "tandem_vip_garp_sent_total", "Gratuitous ARPs sent.";
-    vip_conflicts: Counter = "tandem_vip_conflicts_total", "ARP frames from another MAC claiming our VIP.";
+    vip_conflicts: Counter = "tandem_vip_conflicts_total",
+        "ARP frames from another MAC that answer for, claim or probe for our VIP.";
     serving: Gauge = "tandem_serving", "1 while the responders run.";
+    responder_failures: Family<ResponderLabel, Counter> = "tandem_responder_failures_total",
+        "Responders (dhcp, tftp, vip-arp, http) that failed, exited or panicked while serving.";
+    storage_errors: Counter = "tandem_storage_errors_total",
+        "Fatal storage errors (disk full, I/O error) that stopped Raft on this node.";
     transition_seconds: Family<DirectionLabel, Histogram> =
         "tandem_transition_seconds", "Duration of leadership transitions.";
 }

@@ -70,6 +70,12 @@ fn touched() -> Metrics {
             direction: "up".into(),
         })
         .observe(0.5);
+    m.responder_failures
+        .get_or_create(&ResponderLabel {
+            responder: "tftp".into(),
+        })
+        .inc();
+    m.storage_errors.inc();
     m
 }
 

@@ -247,6 +247,18 @@ pub fn garp_frame(mac: Mac, ip: Ipv4Addr) -> Vec<u8> {
     )
 }
 
+/// An ARP probe (RFC 5227 section 2.1.1): "who has `ip`?" with sender IP
+/// 0.0.0.0, so no host's ARP cache learns anything from it.
+#[must_use]
+pub fn probe_frame(mac: Mac, ip: Ipv4Addr) -> Vec<u8> {
+    arp_frame(
+        ArpOperations::Request,
+        BROADCAST,
+        (mac, Ipv4Addr::UNSPECIFIED),
+        (Mac([0; 6]), ip),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use pnet_packet::ipv4::Ipv4Packet;

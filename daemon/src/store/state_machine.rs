@@ -109,7 +109,14 @@ impl<C: StoreTypes> StateMachine<C> {
                     EntryPayload::Blank => CommandResponse::Ok,
                     EntryPayload::Normal(cmd) => {
                         // The state names the rows it changed (`apply_tracked`).
-                        let (resp, changes) = st.apply_tracked(&cmd);
+                        // A panic here would unwind through the view's
+                        // write guard and poison it: every later read
+                        // (DHCP, status) would fail while Raft looks alive.
+                        // Abort instead (see `abort_on_apply_panic`).
+                        let (resp, changes) = std::panic::catch_unwind(
+                            std::panic::AssertUnwindSafe(|| st.apply_tracked(&cmd)),
+                        )
+                        .unwrap_or_else(|_| abort_on_apply_panic(log_id.index));
                         config_dirty |= changes.config;
                         dirty.extend(changes.leases);
                         resp
@@ -155,6 +162,17 @@ impl<C: StoreTypes> StateMachine<C> {
         }
         Ok(())
     }
+}
+
+/// A committed entry's apply panicked: the in-memory state may be half
+/// changed, and the entry is in the log, so a retry would panic again. The
+/// process aborts (no unwinding, so the view's lock is never left poisoned
+/// for a live process to trip on): systemd restarts it and the other nodes
+/// elect meanwhile. The panic message was already printed by the hook.
+fn abort_on_apply_panic(index: u64) -> ! {
+    tracing::error!(target: "tandem::consensus", index, "panic while applying committed entry {index}: aborting the process (the state machine cannot go on)");
+    eprintln!("tandem: panic while applying committed entry {index}; aborting");
+    std::process::abort()
 }
 
 fn write_batch<C: StoreTypes>(db: &Database, w: &BatchWrite<C>) -> Result<(), StoreError> {
