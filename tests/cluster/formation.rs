@@ -58,14 +58,22 @@ fn cluster_forms_by_join() {
     phase("no service config yet: no node serves or holds the VIP");
     for i in 1..=3 {
         let v = status(&lab, i).unwrap_or_else(|e| panic!("status of node {i}: {e:#}"));
-        assert_eq!(v["serving"].as_bool(), Some(false), "node {i}'s status: {v}");
-        assert_eq!(vip_count(&lab, i), 0, "node {i} holds the VIP without a config");
+        assert_eq!(
+            v["serving"].as_bool(),
+            Some(false),
+            "node {i}'s status: {v}"
+        );
+        assert_eq!(
+            vip_count(&lab, i),
+            0,
+            "node {i} holds the VIP without a config"
+        );
     }
     let leader_status = status(&lab, leader).expect("leader status");
     assert!(
-        leader_status["warnings"]
-            .as_array()
-            .is_some_and(|w| w.iter().any(|m| m.as_str().is_some_and(|m| m.contains("no service config")))),
+        leader_status["warnings"].as_array().is_some_and(|w| w
+            .iter()
+            .any(|m| m.as_str().is_some_and(|m| m.contains("no service config")))),
         "the leader does not say why it does not serve: {leader_status}"
     );
     apply(&lab, leader, SERVICE_TOML);

@@ -96,8 +96,7 @@ impl Serving {
         if self.tasks.is_empty() {
             return std::future::pending().await;
         }
-        let (res, i, _) =
-            futures::future::select_all(self.tasks.iter_mut().map(|(_, h)| h)).await;
+        let (res, i, _) = futures::future::select_all(self.tasks.iter_mut().map(|(_, h)| h)).await;
         let (name, _) = self.tasks.remove(i);
         let cause = match res {
             Ok(Ok(())) => "exited while serving".to_owned(),
@@ -260,7 +259,10 @@ impl Transitions {
         if !configured {
             self.problem(
                 P_CONFIG,
-                Some("no service config applied: not serving and not taking the VIP (tandem apply)".into()),
+                Some(
+                    "no service config applied: not serving and not taking the VIP (tandem apply)"
+                        .into(),
+                ),
             );
             if self
                 .last_unconfigured_probe
@@ -273,7 +275,10 @@ impl Transitions {
                         tracing::warn!(target: "tandem::vip", vip = %self.vip.addr(), other = %c.mac, "VIP conflict: {c} (this node has no service config and does not take it)");
                         self.problem(
                             P_CONFLICT,
-                            Some(format!("VIP conflict: {c} ({} is in use on this LAN)", self.vip.addr())),
+                            Some(format!(
+                                "VIP conflict: {c} ({} is in use on this LAN)",
+                                self.vip.addr()
+                            )),
                         );
                     }
                     Ok(None) => self.problem(P_CONFLICT, None),
@@ -447,9 +452,9 @@ impl Transitions {
         // On the Raft runtime: see `Cluster::runtime`.
         tasks.push((
             "dhcp",
-            cluster.runtime().spawn(async move {
-                dhcp::serve(dcfg, cl, c).await.map_err(|e| e.to_string())
-            }),
+            cluster
+                .runtime()
+                .spawn(async move { dhcp::serve(dcfg, cl, c).await.map_err(|e| e.to_string()) }),
         ));
         let tcfg = TftpConfig::new(self.cfg.artifact_dir.clone());
         let c = serve_cancel.clone();
@@ -602,7 +607,10 @@ mod tests {
         ));
         let (name, cause) = s.exited().await;
         assert_eq!(name, "dhcp");
-        assert!(cause.starts_with("panicked: index out of bounds"), "{cause}");
+        assert!(
+            cause.starts_with("panicked: index out of bounds"),
+            "{cause}"
+        );
         assert_eq!(s.tasks.len(), 1, "the quiet task is still watched");
     }
 }

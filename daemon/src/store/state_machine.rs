@@ -113,10 +113,11 @@ impl<C: StoreTypes> StateMachine<C> {
                         // write guard and poison it: every later read
                         // (DHCP, status) would fail while Raft looks alive.
                         // Abort instead (see `abort_on_apply_panic`).
-                        let (resp, changes) = std::panic::catch_unwind(
-                            std::panic::AssertUnwindSafe(|| st.apply_tracked(&cmd)),
-                        )
-                        .unwrap_or_else(|_| abort_on_apply_panic(log_id.index));
+                        let (resp, changes) =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                st.apply_tracked(&cmd)
+                            }))
+                            .unwrap_or_else(|_| abort_on_apply_panic(log_id.index));
                         config_dirty |= changes.config;
                         dirty.extend(changes.leases);
                         resp
