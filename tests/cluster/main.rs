@@ -14,12 +14,15 @@
 //!   writes with exit code 3.
 //! - [`durability`]: SIGKILL of all three and restart keeps every lease.
 //! - [`handover`]: planned handover under a client loop loses no request.
+//! - [`guard`]: a fresh node with the VIP, a leader with its TFTP port
+//!   taken, a leader whose disk fills up.
 
 mod clients_survive;
 mod dual_answer;
 mod durability;
 mod failover;
 mod formation;
+mod guard;
 mod handover;
 mod no_lost_leases;
 mod quorum;
