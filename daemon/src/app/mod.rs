@@ -248,31 +248,12 @@ async fn epoch(
             _ = lease_tick.tick() => Event::Tick,
             _ = metrics_tick.tick() => Event::Metrics,
         };
-        match ev {
-            Event::Tick => {}
-            Event::Exited(name, cause) => tr.responder_failed(&cluster, name, &cause).await,
-            Event::Conflict(c) => tr.conflict_seen(c),
-            Event::Metrics => {
-                if let Some(s) = tr.steering.as_ref() {
-                    if let Err(e) = s.export_counters() {
-                        tracing::debug!(target: "tandem::steering", error = %e, "XDP counters not read");
-                    }
-                }
-            }
-        }
+        tr.handle(&cluster, ev).await;
     };
     let why = match &end {
         EpochEnd::Shutdown => "shutdown",
         EpochEnd::Fatal(cause) => {
-            metrics::get().storage_errors.inc();
-            tracing::error!(target: "tandem::raft", data_dir = %cfg.data_dir.display(), cause, "Raft stopped on a storage error");
-            tr.problem(
-                "storage",
-                Some(format!(
-                    "storage failed on {}: {cause}; stopping",
-                    cfg.data_dir.join(crate::store::DB_FILE).display()
-                )),
-            );
+            tr.storage_failed(cfg, cause);
             "storage failure"
         }
         EpochEnd::Join(_) => "joining another cluster",
@@ -283,6 +264,39 @@ async fn epoch(
     api_cancel.cancel();
     let _ = api_task.await;
     Ok(end)
+}
+
+impl Transitions {
+    /// What the epoch loop does with one [`Event`].
+    async fn handle(&mut self, cluster: &Cluster, ev: Event) {
+        match ev {
+            Event::Tick => {}
+            Event::Exited(name, cause) => self.responder_failed(cluster, name, &cause).await,
+            Event::Conflict(c) => self.conflict_seen(c),
+            Event::Metrics => {
+                if let Some(s) = self.steering.as_ref() {
+                    if let Err(e) = s.export_counters() {
+                        tracing::debug!(target: "tandem::steering", error = %e, "XDP counters not read");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Raft stopped on a storage error: count, log and show it (status) for
+    /// as long as the node is still up to show it.
+    fn storage_failed(&mut self, cfg: &NodeConfig, cause: &str) {
+        metrics::get().storage_errors.inc();
+        let db = cfg.data_dir.join(crate::store::DB_FILE);
+        tracing::error!(target: "tandem::raft", db = %db.display(), cause, "Raft stopped on a storage error");
+        self.problem(
+            "storage",
+            Some(format!(
+                "storage failed on {}: {cause}; stopping",
+                db.display()
+            )),
+        );
+    }
 }
 
 /// How a joining node asks a cluster to add it: `POST /v1/cluster/members`

@@ -379,6 +379,39 @@ impl Transitions {
         }
         tracing::info!(target: "tandem::transition", term, index, "step 2: XDP role = leader");
         // 3. Probe, then the VIP and gratuitous ARPs.
+        let serve_cancel = CancellationToken::new();
+        let Some(tsock) = self.claim_vip(cluster, (term, index), &serve_cancel).await else {
+            return;
+        };
+        // 4. Responders (the TFTP socket is bound in step 3).
+        let tasks = self.start_responders(cluster, tsock, &serve_cancel);
+        self.serving = Some(Serving {
+            cancel: serve_cancel,
+            tasks,
+            since: Instant::now(),
+        });
+        tracing::info!(target: "tandem::transition", term, index, "step 4: responders started");
+        // 5. Report.
+        self.problem(P_RESPONDER, None);
+        self.publish();
+        let secs = t.elapsed().as_secs_f64();
+        metrics::get()
+            .transition_seconds
+            .get_or_create(&DirectionLabel {
+                direction: "up".into(),
+            })
+            .observe(secs);
+        tracing::info!(target: "tandem::transition", term, index, seconds = secs, "step 5: serving");
+    }
+
+    /// Step 3: probe, add the VIP, bind TFTP on it, announce. `None` when
+    /// the node did not take the VIP (it stepped down and reported why).
+    async fn claim_vip(
+        &mut self,
+        cluster: &Cluster,
+        (term, index): (u64, u64),
+        cancel: &CancellationToken,
+    ) -> Option<tokio::net::UdpSocket> {
         let probed = Instant::now();
         match self.vip.probe().await {
             Ok(None) => {
@@ -399,21 +432,20 @@ impl Transitions {
                     )),
                 );
                 self.step_down(cluster, "VIP in use by another host").await;
-                return;
+                return None;
             }
             Err(e) => {
                 tracing::error!(target: "tandem::transition", term, index, error = %e, "step 3 failed: ARP probe");
                 self.problem(P_VIP, Some(format!("VIP: {e}")));
                 self.step_down(cluster, "vip failure").await;
-                return;
+                return None;
             }
         }
-        let serve_cancel = CancellationToken::new();
         if let Err(e) = self.vip.add() {
             tracing::error!(target: "tandem::transition", term, index, error = %e, "step 3 failed: VIP");
             self.problem(P_VIP, Some(format!("VIP: {e}")));
             self.step_down(cluster, "vip failure").await;
-            return;
+            return None;
         }
         // TFTP's socket is bound now, before any gratuitous ARP, so a port
         // taken by another process stops the transition before the LAN is
@@ -424,31 +456,41 @@ impl Transitions {
             Err(e) => {
                 // Counted and held back like a responder that died.
                 self.serving = Some(Serving {
-                    cancel: serve_cancel,
+                    cancel: cancel.clone(),
                     tasks: Vec::new(),
                     since: Instant::now(),
                 });
                 self.responder_failed(cluster, "tftp", &format!("cannot bind {taddr}: {e}"))
                     .await;
-                return;
+                return None;
             }
         };
-        if let Err(e) = self.vip.announce(serve_cancel.clone()) {
+        if let Err(e) = self.vip.announce(cancel.clone()) {
             tracing::error!(target: "tandem::transition", term, index, error = %e, "step 3 failed: VIP");
             self.problem(P_VIP, Some(format!("VIP: {e}")));
             self.step_down(cluster, "vip failure").await;
-            return;
+            return None;
         }
         self.problem(P_VIP, None);
         tracing::info!(target: "tandem::transition", term, index, vip = %self.vip.addr(), "step 3: VIP added, gratuitous ARP sent");
-        // 4. Responders (the TFTP socket is bound above).
+        Some(tsock)
+    }
+
+    /// Step 4: the responder tasks of this term, each watched by the epoch
+    /// loop ([`Serving::exited`]).
+    fn start_responders(
+        &self,
+        cluster: &Cluster,
+        tsock: tokio::net::UdpSocket,
+        cancel: &CancellationToken,
+    ) -> Vec<(&'static str, Task)> {
         let mut tasks: Vec<(&'static str, Task)> = Vec::new();
         let dcfg = DhcpConfig {
             iface: self.cfg.service.interface.clone(),
             server_id: self.cfg.vip_addr(),
             port: self.cfg.service.dhcp_port,
         };
-        let (cl, c) = (cluster.clone(), serve_cancel.clone());
+        let (cl, c) = (cluster.clone(), cancel.clone());
         // On the Raft runtime: see `Cluster::runtime`.
         tasks.push((
             "dhcp",
@@ -457,7 +499,7 @@ impl Transitions {
                 .spawn(async move { dhcp::serve(dcfg, cl, c).await.map_err(|e| e.to_string()) }),
         ));
         let tcfg = TftpConfig::new(self.cfg.artifact_dir.clone());
-        let c = serve_cancel.clone();
+        let c = cancel.clone();
         tasks.push((
             "tftp",
             tokio::spawn(async move {
@@ -470,7 +512,7 @@ impl Transitions {
             self.cfg.service.interface.clone(),
             self.cfg.vip_addr(),
             self.conflict_tx.clone(),
-            serve_cancel.clone(),
+            cancel.clone(),
         );
         tasks.push((
             "vip-arp",
@@ -480,23 +522,7 @@ impl Transitions {
                     .map_err(|e| e.to_string())
             }),
         ));
-        self.serving = Some(Serving {
-            cancel: serve_cancel,
-            tasks,
-            since: Instant::now(),
-        });
-        tracing::info!(target: "tandem::transition", term, index, "step 4: responders started");
-        // 5. Report.
-        self.problem(P_RESPONDER, None);
-        self.publish();
-        let secs = t.elapsed().as_secs_f64();
-        metrics::get()
-            .transition_seconds
-            .get_or_create(&DirectionLabel {
-                direction: "up".into(),
-            })
-            .observe(secs);
-        tracing::info!(target: "tandem::transition", term, index, seconds = secs, "step 5: serving");
+        tasks
     }
 
     /// The reverse: stop responders, XDP drop, remove the VIP.
