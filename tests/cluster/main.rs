@@ -14,11 +14,13 @@
 //!   writes with exit code 3.
 //! - [`durability`]: SIGKILL of all three and restart keeps every lease.
 //! - [`handover`]: planned handover under a client loop loses no request.
+//! - [`flood`]: a DHCP flood starves no real client and moves no leader.
 
 mod clients_survive;
 mod dual_answer;
 mod durability;
 mod failover;
+mod flood;
 mod formation;
 mod handover;
 mod no_lost_leases;

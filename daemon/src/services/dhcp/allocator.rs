@@ -429,23 +429,21 @@ impl Allocator {
         if u.per_mac.len() >= UNSOLICITED_MACS && !u.per_mac.contains_key(&mac) {
             u.per_mac.clear();
         }
-        let mac_ok = match u.per_mac.get_mut(&mac) {
-            Some(b) => b.take(now_ns, UNSOLICITED_PER_MAC),
-            None => {
-                u.per_mac
-                    .insert(mac, Bucket::first(now_ns, UNSOLICITED_PER_MAC));
-                true
-            }
+        let mac_ok = if let Some(b) = u.per_mac.get_mut(&mac) {
+            b.take(now_ns, UNSOLICITED_PER_MAC)
+        } else {
+            u.per_mac
+                .insert(mac, Bucket::first(now_ns, UNSOLICITED_PER_MAC));
+            true
         };
         if !mac_ok {
             return false;
         }
-        match &mut u.total {
-            Some(b) => b.take(now_ns, UNSOLICITED_TOTAL),
-            None => {
-                u.total = Some(Bucket::first(now_ns, UNSOLICITED_TOTAL));
-                true
-            }
+        if let Some(b) = &mut u.total {
+            b.take(now_ns, UNSOLICITED_TOTAL)
+        } else {
+            u.total = Some(Bucket::first(now_ns, UNSOLICITED_TOTAL));
+            true
         }
     }
 

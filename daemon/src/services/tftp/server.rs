@@ -219,8 +219,9 @@ impl Listener {
                 let ctx = Arc::clone(&self.ctx);
                 let cancel = self.cancel.child_token();
                 self.tasks.spawn(async move {
-                    let _slot = slot;
                     run_transfer(ctx, peer, req, cancel).await;
+                    // Also given back if the task is aborted (dropped).
+                    drop(slot);
                 });
             }
             Ok(Packet::Wrq(req)) => {

@@ -134,7 +134,7 @@ pub(super) fn parse(packet: &[u8]) -> Option<StrayAck> {
 
 /// Answers stray ACKs to `vip`'s ephemeral ports (never `listen_port`) with
 /// ERROR 5 until `cancel` fires. Returns at once, with a warning, if the raw
-/// socket cannot be opened (no CAP_NET_RAW): the server then works as
+/// socket cannot be opened (no `CAP_NET_RAW`): the server then works as
 /// before, and clients fall back on their timers.
 pub async fn serve(vip: Ipv4Addr, listen_port: u16, cancel: CancellationToken) {
     let (lo, hi) = ephemeral_range();
@@ -169,12 +169,11 @@ pub async fn serve(vip: Ipv4Addr, listen_port: u16, cancel: CancellationToken) {
             continue;
         }
         let now = u64::try_from(clock.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        let admitted = match &mut bucket {
-            Some(b) => b.take(now, limit),
-            None => {
-                bucket = Some(Bucket::first(now, limit));
-                true
-            }
+        let admitted = if let Some(b) = &mut bucket {
+            b.take(now, limit)
+        } else {
+            bucket = Some(Bucket::first(now, limit));
+            true
         };
         if !admitted {
             super::server::count("unknown_tid_limited");

@@ -1,6 +1,6 @@
 //! The flood guards (issue 8, point 4): an OFFER holds its address for a few
 //! seconds and not at all under pressure; a SELECTING REQUEST that no OFFER
-//! preceded is NAKed under pressure and held to per-MAC and global buckets
+//! preceded gets a NAK under pressure and held to per-MAC and global buckets
 //! otherwise; the commits in flight are bounded and the rest shed.
 
 use super::*;
@@ -10,8 +10,8 @@ use crate::services::dhcp::handler::OFFER_HOLD_SECS;
 
 /// A MAC of the flood, distinct from every `mac(n)` of a real client.
 fn flood_mac(n: u32) -> Mac {
-    let [a, b, c, d] = n.to_be_bytes();
-    Mac([0x02, 0xf1, a, b, c, d])
+    let bytes = n.to_be_bytes();
+    Mac([0x02, 0xf1, bytes[0], bytes[1], bytes[2], bytes[3]])
 }
 
 fn held(a: &Action) -> bool {
@@ -163,14 +163,13 @@ fn unsolicited_requests_from_random_macs_share_one_global_bucket() {
     assert_eq!(admitted, usize::try_from(UNSOLICITED_TOTAL.rate).unwrap());
 }
 
+// The real bound leaves room for group commit.
+const _: () = assert!(MAX_IN_FLIGHT >= 256);
+
 /// Past the bound, commits are shed: no proposal, no reply, counted; the
 /// ones in flight still get their ACKs.
 #[tokio::test(start_paused = true)]
 async fn commits_beyond_the_in_flight_bound_are_shed() {
-    assert!(
-        MAX_IN_FLIGHT >= 256,
-        "the real bound leaves room for group commit"
-    );
     let cluster = FakeCluster::new(state_with(config()));
     cluster.set_delay(Duration::from_millis(50));
     let mut r = Responder::with_limit(cluster.clone(), Recorder::default(), 3);
