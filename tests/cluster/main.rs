@@ -16,11 +16,13 @@
 //! - [`handover`]: planned handover under a client loop loses no request.
 //! - [`guard`]: a fresh node with the VIP, a leader with its TFTP port
 //!   taken, a leader whose disk fills up.
+//! - [`flood`]: a DHCP flood starves no real client and moves no leader.
 
 mod clients_survive;
 mod dual_answer;
 mod durability;
 mod failover;
+mod flood;
 mod formation;
 mod guard;
 mod handover;

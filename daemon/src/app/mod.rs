@@ -115,7 +115,11 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), App
     vip.prepare_interface()?;
     let mut warnings = Vec::new();
     let steering = if cfg.service.xdp {
-        let s = Steering::attach(&cfg.service.interface, cfg.vip_addr())?;
+        let settings = crate::steering::Settings {
+            http_port: cfg.service.http_port,
+            limits: cfg.limits,
+        };
+        let s = Steering::attach(&cfg.service.interface, cfg.vip_addr(), &settings)?;
         tracing::info!(target: "tandem::steering", iface = %cfg.service.interface, mode = ?s.mode(), "XDP steering attached (role = drop)");
         Some(s)
     } else {

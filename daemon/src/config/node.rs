@@ -18,6 +18,8 @@ struct Wire {
     cluster: Option<WireListen>,
     api: Option<WireListen>,
     service: Option<WireService>,
+    /// The leader's per-sender packet limits (XDP); defaults if left out.
+    limits: Option<super::limits::WireLimits>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -34,6 +36,9 @@ struct WireService {
     /// Ports are configurable for labs that cannot use the well-known ones.
     dhcp_port: Option<u16>,
     tftp_port: Option<u16>,
+    /// The HTTP boot server's TCP port on the VIP (default 80); followers'
+    /// XDP drops TCP to it.
+    http_port: Option<u16>,
     /// Attach the XDP steering program (default true). Off only for hosts
     /// whose kernel cannot load it; followers then rely on the leader lease alone.
     xdp: Option<bool>,
@@ -47,6 +52,7 @@ pub struct ServiceIface {
     pub vip: Ipv4Net,
     pub dhcp_port: u16,
     pub tftp_port: u16,
+    pub http_port: u16,
     pub xdp: bool,
 }
 
@@ -59,6 +65,7 @@ pub struct NodeConfig {
     pub raft_listen: SocketAddr,
     pub api_listen: SocketAddr,
     pub service: ServiceIface,
+    pub limits: super::PacketLimits,
 }
 
 impl NodeConfig {
@@ -203,7 +210,9 @@ impl Wire {
                 "the VIP floats between nodes; give it its own address",
             ));
         }
+        let limits = self.limits.unwrap_or_default().validate()?;
         Ok(NodeConfig {
+            limits,
             node_id,
             data_dir,
             artifact_dir,
@@ -214,6 +223,7 @@ impl Wire {
                 vip,
                 dhcp_port: s.dhcp_port.unwrap_or(67),
                 tftp_port: s.tftp_port.unwrap_or(69),
+                http_port: s.http_port.unwrap_or(80),
                 xdp: s.xdp.unwrap_or(true),
             },
         })
@@ -250,6 +260,22 @@ vip = "10.0.0.10/24"
         assert_eq!(c.vip_addr(), Ipv4Addr::new(10, 0, 0, 10));
         assert_eq!(c.artifact_dir, PathBuf::from("/var/lib/tandem/artifacts"));
         assert_eq!(c.service.dhcp_port, 67);
+        assert_eq!(c.service.http_port, 80);
+        assert_eq!(c.limits, crate::config::PacketLimits::default());
+    }
+
+    #[test]
+    fn limits_override_one_key_and_refuse_a_zero_burst() {
+        let text = format!("{GOOD}\n[limits]\ndhcp_per_mac = {{ rate = 2, burst = 5 }}\n");
+        let c = NodeConfig::parse(&text).unwrap();
+        let d = crate::config::PacketLimits::default();
+        assert_eq!(c.limits.dhcp_per_mac, crate::config::PacketLimit::new(2, 5));
+        assert_eq!(c.limits.dhcp_per_relay, d.dhcp_per_relay);
+        let off = format!("{GOOD}\n[limits]\narp_per_mac = {{ rate = 0, burst = 0 }}\n");
+        assert_eq!(NodeConfig::parse(&off).unwrap().limits.arp_per_mac.rate, 0);
+        let bad = format!("{GOOD}\n[limits]\ntftp_per_client = {{ rate = 5, burst = 0 }}\n");
+        let e = NodeConfig::parse(&bad).unwrap_err().to_string();
+        assert!(e.contains("limits.tftp_per_client.burst"), "{e}");
     }
 
     #[test]

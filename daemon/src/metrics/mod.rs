@@ -87,6 +87,7 @@ label_sets! {
     PeerLabel { peer }
     DirectionLabel { direction }
     ResponderLabel { responder }
+    ReasonLabel { reason }
 }
 
 /// Where a handle's series is rendered, so that it can be read back as a
@@ -414,6 +415,8 @@ metrics! {
     dhcp_leases: Family<SubnetState, Gauge> = "tandem_dhcp_leases", "Leases by subnet and state.";
     dhcp_decision_seconds: Histogram = "tandem_dhcp_decision_seconds", "Time to decide a DHCP reply.";
     dhcp_malformed: Counter = "tandem_dhcp_malformed_total", "Malformed DHCP packets dropped.";
+    dhcp_shed: Family<ReasonLabel, Counter> =
+        "tandem_dhcp_shed_total", "DHCP requests left unanswered by a flood guard, by reason.";
     // TFTP / HTTP
     tftp_transfers: Family<ResultLabel, Counter> = "tandem_tftp_transfers_total", "TFTP transfers by result.";
     tftp_bytes: Counter = "tandem_tftp_bytes_total", "TFTP payload bytes sent.";

@@ -42,6 +42,11 @@ fn touched() -> Metrics {
         .set(7);
     m.dhcp_decision_seconds.observe(0.000_02);
     m.dhcp_malformed.inc();
+    m.dhcp_shed
+        .get_or_create(&ReasonLabel {
+            reason: "queue_full".into(),
+        })
+        .inc();
     m.tftp_transfers
         .get_or_create(&ResultLabel {
             result: "ok".into(),

@@ -6,6 +6,9 @@
 //! - [`Steering`]: owns the loaded object, the attachment and the typed maps.
 //!   Dropping it detaches the program.
 //! - [`Role`]: what the program does with service traffic.
+//! - [`Settings`]: what the loader writes into `CONFIG` once: the HTTP port
+//!   followers drop, and the leader's token-bucket limits
+//!   ([`crate::config::PacketLimits`], from node.toml `[limits]`).
 //! - [`SteeringError`]: everything that can fail here.
 //!
 //! Kernel/user shared constants and map layouts live in `tandem-ebpf-common`
@@ -18,9 +21,11 @@ use aya::maps::{Array, MapData, MapError, PerCpuArray};
 use aya::programs::{ProgramError, Xdp, XdpMode};
 use aya::{Ebpf, EbpfError};
 use tandem_ebpf_common::{
-    counter_index, Config, Proto, Verdict, MAP_CONFIG, MAP_COUNTERS, MAP_ROLE, PROGRAM_NAME,
-    ROLE_DROP, ROLE_LEADER,
+    counter_index, Config, Limit, Proto, RateClass, Verdict, MAP_CONFIG, MAP_COUNTERS, MAP_ROLE,
+    PROGRAM_NAME, RATE_CLASSES, ROLE_DROP, ROLE_LEADER,
 };
+
+use crate::config::{PacketLimit, PacketLimits};
 
 #[cfg(test)]
 mod tests;
@@ -38,8 +43,8 @@ const LOG_TARGET: &str = "tandem::steering";
 pub enum Role {
     /// Pass everything: this node answers DHCP, TFTP and ARP for the VIP.
     Leader,
-    /// Drop DHCP (UDP 67), TFTP (UDP 69) and ARP requests for the VIP; pass
-    /// everything else (Raft, API, ssh).
+    /// Drop DHCP (UDP 67), TFTP (UDP 69), ARP requests for the VIP and TCP
+    /// to the VIP's HTTP port; pass everything else (Raft, API, ssh).
     Follower,
 }
 
@@ -48,6 +53,42 @@ impl Role {
         match self {
             Role::Leader => ROLE_LEADER,
             Role::Follower => ROLE_DROP,
+        }
+    }
+}
+
+/// What the program is told once, at attach, besides the VIP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// TCP port of the HTTP boot server on the VIP; followers drop it. 0: none.
+    pub http_port: u16,
+    /// The leader's per-sender limits.
+    pub limits: PacketLimits,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            http_port: 80,
+            limits: PacketLimits::default(),
+        }
+    }
+}
+
+impl Settings {
+    fn config(&self, vip: Ipv4Addr) -> Config {
+        let limit = |l: PacketLimit| Limit::new(l.rate, l.burst);
+        let mut limits = [Limit::OFF; RATE_CLASSES as usize];
+        let l = &self.limits;
+        limits[RateClass::DhcpMac as usize] = limit(l.dhcp_per_mac);
+        limits[RateClass::DhcpRelay as usize] = limit(l.dhcp_per_relay);
+        limits[RateClass::TftpRrq as usize] = limit(l.tftp_per_client);
+        limits[RateClass::ArpVip as usize] = limit(l.arp_per_mac);
+        Config {
+            vip_be: u32::from_ne_bytes(vip.octets()),
+            http_port: self.http_port,
+            _pad: 0,
+            limits,
         }
     }
 }
@@ -126,14 +167,19 @@ impl Steering {
     ///
     /// Must be called from a thread in the network namespace that holds
     /// `iface`; after that the value may move anywhere.
-    pub fn attach(iface: &str, vip: Ipv4Addr) -> Result<Steering, SteeringError> {
-        Self::attach_modes(iface, vip, &[AttachMode::Driver, AttachMode::Skb])
+    pub fn attach(
+        iface: &str,
+        vip: Ipv4Addr,
+        settings: &Settings,
+    ) -> Result<Steering, SteeringError> {
+        Self::attach_modes(iface, vip, settings, &[AttachMode::Driver, AttachMode::Skb])
     }
 
     /// [`Steering::attach`] trying only `modes`, in order.
     fn attach_modes(
         iface: &str,
         vip: Ipv4Addr,
+        settings: &Settings,
         modes: &[AttachMode],
     ) -> Result<Steering, SteeringError> {
         if OBJECT.is_empty() {
@@ -145,14 +191,11 @@ impl Steering {
         // VIP and the drop role. CONFIG is written once: its handle closes at
         // the end of this function and the loaded program keeps the map alive.
         let mut config: Array<MapData, Config> = take_map(&mut ebpf, MAP_CONFIG)?;
-        let config_value = Config {
-            vip_be: u32::from_ne_bytes(vip.octets()),
-        };
         config
-            .set(0, config_value, 0)
+            .set(0, settings.config(vip), 0)
             .map_err(|source| SteeringError::Map {
                 map: MAP_CONFIG,
-                what: "writing the VIP",
+                what: "writing the VIP and limits",
                 source,
             })?;
         let mut role_map: Array<MapData, u32> = take_map(&mut ebpf, MAP_ROLE)?;

@@ -16,7 +16,8 @@ use std::net::{Ipv4Addr, UdpSocket};
 use std::process::Command;
 use std::time::Duration;
 
-use super::{AttachMode, Role, Steering};
+use super::{AttachMode, Role, Settings, Steering};
+use crate::config::{PacketLimit, PacketLimits};
 
 const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 250, 1);
 const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 250, 2);
@@ -25,6 +26,16 @@ const SERVER_IF: &str = "veth0";
 const CLIENT_IF: &str = "veth1";
 /// Stands in for Raft/API traffic, which a follower must keep receiving.
 const OTHER_PORT: u16 = 7480;
+/// The HTTP boot port the program is told (not 80, to show it is read).
+const HTTP_PORT: u16 = 8080;
+/// Small limits, so a handful of packets shows each bucket run dry; rates of
+/// 1/s refill nothing within the few ms a phase takes.
+const LIMITS: PacketLimits = PacketLimits {
+    dhcp_per_mac: PacketLimit::new(1, 4),
+    dhcp_per_relay: PacketLimit::new(1, 2),
+    tftp_per_client: PacketLimit::new(1, 3),
+    arp_per_mac: PacketLimit::new(100, 100),
+};
 
 /// Two namespaces joined by a veth pair; deleted on drop, panics included.
 struct NetnsPair {
@@ -231,7 +242,11 @@ fn scenario(mode: AttachMode, tag: &str) {
     println!("=== phase: namespaces ({mode:?})");
     let pair = NetnsPair::new(tag);
     let steering = in_netns(&pair.server, || {
-        Steering::attach_modes(SERVER_IF, VIP, &[mode])
+        let settings = Settings {
+            http_port: HTTP_PORT,
+            limits: LIMITS,
+        };
+        Steering::attach_modes(SERVER_IF, VIP, &settings, &[mode])
             .unwrap_or_else(|e| panic!("attach {mode:?}: {e:?}"))
     });
     let mut steering = steering;
@@ -291,6 +306,52 @@ fn scenario(mode: AttachMode, tag: &str) {
     assert_eq!(delta(&before, &after, "arp_vip", "pass"), 0);
     assert!(delta(&before, &after, "other", "pass") >= 1);
 
+    println!("=== phase: follower drops TCP to the VIP's HTTP port, not to its own");
+    let before = snapshot(&steering);
+    let listener = in_netns(&pair.server, || {
+        std::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, HTTP_PORT)).expect("bind http")
+    });
+    // A follower drops ARP for the VIP, so the client is told the VIP's MAC
+    // by hand: the SYN must reach the program to be dropped there.
+    let server_mac = run(
+        "ip",
+        &["-n", &pair.server, "-br", "link", "show", SERVER_IF],
+    )
+    .split_whitespace()
+    .nth(2)
+    .expect("MAC in `ip -br link`")
+    .to_owned();
+    run(
+        "ip",
+        &[
+            "-n",
+            &pair.client,
+            "neigh",
+            "replace",
+            &VIP.to_string(),
+            "lladdr",
+            &server_mac,
+            "dev",
+            CLIENT_IF,
+        ],
+    );
+    let connect = |ip: Ipv4Addr| {
+        in_netns(&pair.client, || {
+            std::net::TcpStream::connect_timeout(&(ip, HTTP_PORT).into(), Duration::from_secs(1))
+        })
+    };
+    assert!(connect(VIP).is_err(), "a follower accepted HTTP on the VIP");
+    assert!(
+        connect(SERVER_IP).is_ok(),
+        "HTTP to the node's own address must pass"
+    );
+    let after = snapshot(&steering);
+    assert!(
+        delta(&before, &after, "http", "drop") >= 1,
+        "SYN to VIP:http"
+    );
+    assert_eq!(delta(&before, &after, "http", "pass"), 0);
+
     println!("=== phase: follower parses options, VLAN tags and fragments");
     let before = snapshot(&steering);
     send_crafted(&pair);
@@ -342,6 +403,63 @@ fn scenario(mode: AttachMode, tag: &str) {
     assert_eq!(delta(&before, &after, "dhcp", "drop"), 0);
     assert!(delta(&before, &after, "arp_vip", "pass") >= 1);
     assert_eq!(delta(&before, &after, "arp_vip", "drop"), 0);
+    assert!(
+        connect(VIP).is_ok(),
+        "the leader must accept HTTP on the VIP"
+    );
+    drop(listener);
+
+    println!("=== phase: leader rate-limits per MAC, per relay and per TFTP client");
+    // The MAC bucket (burst 4) gave one token to discover-leader: three more
+    // pass, the rest are dropped as ratelimited and never reach the socket.
+    let before = snapshot(&steering);
+    for i in 0..10u8 {
+        client
+            .send_to(&[b'd', i], (SERVER_IP, 67))
+            .expect("send 67");
+    }
+    let mut got = 0;
+    while recv_within(&dhcp, Duration::from_millis(300)).is_some() {
+        got += 1;
+    }
+    assert_eq!(got, 3, "DHCP datagrams past a burst-4 bucket with 1 used");
+    // Relayed (giaddr set): its own bucket, by giaddr, though the MAC's is empty.
+    let mut relayed = vec![0u8; 240];
+    relayed[24..28].copy_from_slice(&[10, 1, 0, 1]);
+    for _ in 0..5 {
+        client
+            .send_to(&relayed, (SERVER_IP, 67))
+            .expect("send relayed");
+    }
+    let mut got_relayed = 0;
+    while recv_within(&dhcp, Duration::from_millis(300)).is_some() {
+        got_relayed += 1;
+    }
+    assert_eq!(got_relayed, 2, "relayed datagrams past a burst-2 bucket");
+    for i in 0..6u8 {
+        client
+            .send_to(&[0, 1, i], (SERVER_IP, 69))
+            .expect("send 69");
+    }
+    let after = snapshot(&steering);
+    assert_eq!(delta(&before, &after, "dhcp", "pass"), 3 + 2);
+    assert_eq!(delta(&before, &after, "dhcp", "ratelimited"), 7 + 3);
+    assert_eq!(delta(&before, &after, "dhcp", "drop"), 0);
+    assert_eq!(delta(&before, &after, "tftp", "pass"), 3);
+    assert_eq!(delta(&before, &after, "tftp", "ratelimited"), 3);
+    println!("=== phase: a bucket refills at its rate");
+    std::thread::sleep(Duration::from_millis(1100));
+    client
+        .send_to(b"d-later", (SERVER_IP, 67))
+        .expect("send 67");
+    client
+        .send_to(b"d-later2", (SERVER_IP, 67))
+        .expect("send 67");
+    assert_eq!(
+        recv_within(&dhcp, Duration::from_secs(1)).as_deref(),
+        Some(&b"d-later"[..])
+    );
+    assert!(recv_within(&dhcp, Duration::from_millis(300)).is_none());
 
     println!("=== phase: back to follower");
     steering.set_role(Role::Follower).expect("set follower");

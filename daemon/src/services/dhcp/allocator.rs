@@ -1,14 +1,35 @@
 //! Which addresses are free, and which one to hand out next.
 //!
-//! Two pieces of leader-local, non-replicated memory live here:
+//! Leader-local, non-replicated memory lives here:
 //!
 //! - [`Offers`]: addresses offered and not yet requested. An offer is not
 //!   worth a Raft round trip (most are answered within milliseconds, and a
 //!   new leader losing them only means a client sees a NAK or a different
-//!   offer), but while it stands the address must not be offered to anyone
-//!   else.
+//!   offer), but while it holds, the address is not offered to anyone else.
+//!   Offers also remember, briefly, what was offered to whom without a hold,
+//!   so a REQUEST can be told apart from one that no OFFER preceded.
 //! - [`Allocator`]: one scan cursor per subnet, so that picking a free pool
-//!   address costs O(1) amortised instead of a walk over 20,000 leases.
+//!   address costs O(1) amortised instead of a walk over 20,000 leases; the
+//!   pool pressure per subnet ([`Allocator::may_hold`]); and the limiter of
+//!   unsolicited SELECTING REQUESTs ([`Allocator::admit_unsolicited`]).
+//!
+//! Flood policy (issue 8, point 4): a flood of DISCOVERs from random MACs
+//! must not take the pool away from real clients.
+//!
+//! ```text
+//!   DISCOVER ─▶ pick a free address ─▶ pool busy < 80 %? ─ yes ─▶ OFFER, held OFFER_HOLD_SECS
+//!                                                      └ no ──▶ OFFER, not held
+//!   SELECTING REQUEST ─▶ offered to this MAC? ─ yes ─────────────────────▶ commit
+//!                                          └ no ─▶ pool busy >= 80 %? ─ yes ─▶ NAK (DISCOVER again)
+//!                                                  └ no ─▶ MAC and global buckets ─ ok ─▶ commit
+//!                                                                                 └ empty ─▶ shed
+//! ```
+//!
+//! "Busy" counts live leases and held offers in the subnet's pools. Past
+//! 80 % an OFFER reserves nothing, so a flood's offers cannot keep the last
+//! fifth of the pool away from a client whose REQUEST follows its OFFER at
+//! once; at worst two clients race for one address and the loser gets a NAK
+//! and starts again, as Kea (which holds no offers at all) does.
 //!
 //! Both are read through a [`Pool`]: one request's bound view of its subnet
 //! (state, offers, subnet, server id, now). The freedom rule itself is
@@ -20,6 +41,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
+use tandem_ebpf_common::{Bucket, Limit};
 
 use crate::model::{LeaseState, Mac, PoolRange, State, Subnet};
 
@@ -29,6 +51,11 @@ use crate::model::{LeaseState, Mac, PoolRange, State, Subnet};
 pub struct Offers {
     by_ip: HashMap<Ipv4Addr, (Mac, u64)>,
     by_mac: HashMap<Mac, Ipv4Addr>,
+    /// Offers sent without a hold (pool under pressure): mac -> (ip, until).
+    /// Holds nothing; only tells a REQUEST that follows an OFFER from one
+    /// that does not. Bounded by the DISCOVER rate times the hold time, and
+    /// emptied by [`Offers::expire`].
+    unheld: HashMap<Mac, (Ipv4Addr, u64)>,
 }
 
 impl Offers {
@@ -50,6 +77,29 @@ impl Offers {
                 self.by_mac.remove(&old_mac);
             }
         }
+    }
+
+    /// Remembers that `ip` was offered to `mac` until `until` without holding
+    /// it for the client ([`Offers::was_offered`] sees it, nothing else).
+    pub fn record_unheld(&mut self, ip: Ipv4Addr, mac: Mac, until: u64) {
+        self.unheld.insert(mac, (ip, until));
+    }
+
+    /// Whether `ip` was offered to `mac`, held or not, and the offer stands at `now`.
+    #[must_use]
+    pub fn was_offered(&self, mac: Mac, ip: Ipv4Addr, now: u64) -> bool {
+        let held = matches!(self.by_ip.get(&ip), Some(&(m, until)) if m == mac && until > now);
+        held || matches!(self.unheld.get(&mac), Some(&(i, until)) if i == ip && until > now)
+    }
+
+    /// Held, unexpired offers whose address satisfies `within`.
+    fn held_where(&self, now: u64, within: impl Fn(Ipv4Addr) -> bool) -> u64 {
+        let n = self
+            .by_ip
+            .iter()
+            .filter(|(&ip, &(_, until))| until > now && within(ip))
+            .count();
+        n as u64
     }
 
     /// Who `ip` was offered to and until when; expired entries are returned
@@ -74,6 +124,7 @@ impl Offers {
         self.by_ip.retain(|_, &mut (_, until)| until > now);
         let by_ip = &self.by_ip;
         self.by_mac.retain(|_, ip| by_ip.contains_key(ip));
+        self.unheld.retain(|_, &mut (_, until)| until > now);
         before - self.by_ip.len()
     }
 
@@ -188,6 +239,51 @@ pub struct Allocator {
     /// Candidates examined by all picks so far: the cost measure that the
     /// amortisation claims are about (tests and diagnostics read it).
     examined: u64,
+    /// Per-subnet pool pressure, recounted once a second.
+    pressure: HashMap<Ipv4Net, Pressure>,
+    /// Unsolicited SELECTING REQUESTs, per MAC and in all.
+    unsolicited: Unsolicited,
+}
+
+/// Share of a pool, in percent, past which an OFFER holds nothing and an
+/// unsolicited SELECTING REQUEST is refused.
+pub const PRESSURE_PERCENT: u64 = 80;
+
+/// One subnet's busy count: live leases and held offers in its pools, as
+/// counted at `at`, plus the holds granted since.
+#[derive(Debug)]
+struct Pressure {
+    at: u64,
+    busy: u64,
+    total: u64,
+}
+
+impl Pressure {
+    fn high(&self) -> bool {
+        self.busy * 100 >= self.total * PRESSURE_PERCENT
+    }
+}
+
+/// Per-MAC limit of SELECTING REQUESTs that no OFFER of this node preceded:
+/// a client that got its OFFER from the old leader sends one or two; a
+/// flood sends thousands. The same numbers as the XDP `dhcp_per_mac`
+/// default: 4 per second, bursts of 16.
+pub const UNSOLICITED_PER_MAC: Limit = Limit::new(4, 16);
+/// All unsolicited SELECTING REQUESTs together, whatever their MACs: a
+/// flood from random MACs gets a fresh per-MAC bucket for each packet, so
+/// this one bounds the leases such a flood can commit (50/s, bursts of 200:
+/// a failover with hundreds of clients mid-DORA still passes).
+pub const UNSOLICITED_TOTAL: Limit = Limit::new(50, 200);
+/// MAC buckets kept at most; past it the map is cleared (a flood of random
+/// MACs is what fills it, and the global bucket still holds meanwhile).
+const UNSOLICITED_MACS: usize = 4096;
+
+/// The buckets of [`Allocator::admit_unsolicited`]. Time is in ns since an
+/// arbitrary origin (the caller's monotonic clock), as in the XDP program.
+#[derive(Debug, Default)]
+struct Unsolicited {
+    per_mac: HashMap<Mac, Bucket>,
+    total: Option<Bucket>,
 }
 
 #[derive(Debug)]
@@ -277,6 +373,78 @@ impl Allocator {
     #[must_use]
     pub fn examined(&self) -> u64 {
         self.examined
+    }
+
+    /// Whether an OFFER made now from `pool`'s subnet may hold its address:
+    /// true while live leases and held offers fill less than
+    /// [`PRESSURE_PERCENT`] of the subnet's pools. A true answer counts one
+    /// more hold, so a burst within one second cannot overshoot.
+    pub fn may_hold(&mut self, pool: &Pool<'_>) -> bool {
+        let p = self.pressure_of(pool);
+        if p.high() {
+            return false;
+        }
+        p.busy += 1;
+        true
+    }
+
+    /// Whether `pool`'s subnet is under pressure (see [`Allocator::may_hold`]).
+    pub fn under_pressure(&mut self, pool: &Pool<'_>) -> bool {
+        self.pressure_of(pool).high()
+    }
+
+    /// The subnet's pressure, recounted when the second changed: one walk
+    /// over the lease table and the held offers per second and subnet, not
+    /// one per packet.
+    fn pressure_of(&mut self, pool: &Pool<'_>) -> &mut Pressure {
+        let now = pool.now;
+        let p = self.pressure.entry(pool.subnet.cidr).or_insert(Pressure {
+            at: now.wrapping_sub(1),
+            busy: 0,
+            total: 0,
+        });
+        if p.at != now {
+            let in_pool = |ip: Ipv4Addr| pool.in_pool(ip);
+            let leases = pool
+                .state
+                .leases
+                .values()
+                .filter(|l| l.is_active(now) && in_pool(l.ip))
+                .count() as u64;
+            let total = Cursor::new(pool.subnet).total;
+            *p = Pressure {
+                at: now,
+                busy: leases + pool.offers.held_where(now, in_pool),
+                total,
+            };
+        }
+        p
+    }
+
+    /// Takes a token for an unsolicited SELECTING REQUEST from `mac` at
+    /// `now_ns` (monotonic ns): its MAC's bucket ([`UNSOLICITED_PER_MAC`])
+    /// and the global one ([`UNSOLICITED_TOTAL`]) must both have one.
+    pub fn admit_unsolicited(&mut self, mac: Mac, now_ns: u64) -> bool {
+        let u = &mut self.unsolicited;
+        if u.per_mac.len() >= UNSOLICITED_MACS && !u.per_mac.contains_key(&mac) {
+            u.per_mac.clear();
+        }
+        let mac_ok = if let Some(b) = u.per_mac.get_mut(&mac) {
+            b.take(now_ns, UNSOLICITED_PER_MAC)
+        } else {
+            u.per_mac
+                .insert(mac, Bucket::first(now_ns, UNSOLICITED_PER_MAC));
+            true
+        };
+        if !mac_ok {
+            return false;
+        }
+        if let Some(b) = &mut u.total {
+            b.take(now_ns, UNSOLICITED_TOTAL)
+        } else {
+            u.total = Some(Bucket::first(now_ns, UNSOLICITED_TOTAL));
+            true
+        }
     }
 
     /// A free address from `pool`'s subnet for `mac`, or `None` when the

@@ -6,11 +6,13 @@
 //!
 //! ```text
 //!   dispatch(action)
-//!     Drop ────────────▶ nothing (the loop logs it, and counts it if malformed)
+//!     Drop, Shed ──────▶ nothing (the loop logs it, and counts it)
 //!     Reply ───────────▶ sink.send now
-//!     Offer ───────────▶ offers.record, sink.send now
-//!     Commit ──────────▶ propose ─▶ in flight ─▶ Err ─▶ warn            (RELEASE, DECLINE)
-//!     CommitThenReply ─▶ propose ─▶ in flight ─▶ Ok(Ok) ──────▶ sink.send(ACK)
+//!     Offer ───────────▶ offers.record (held or not), sink.send now
+//!     Commit ──────────▶ in flight full? ─ yes ─▶ shed (counted, no reply)
+//!                        └▶ propose ─▶ in flight ─▶ Err ─▶ warn         (RELEASE, DECLINE)
+//!     CommitThenReply ─▶ in flight full? ─ yes ─▶ shed (counted, no reply)
+//!                        └▶ propose ─▶ in flight ─▶ Ok(Ok) ──────▶ sink.send(ACK)
 //!                                             ├▶ Ok(Rejected) ─▶ sink.send(NAK, to.for_nak())
 //!                                             └▶ Err ──────────▶ nothing: the client retries
 //!
@@ -24,6 +26,15 @@
 //! applied. Many proposals are in flight at once, so Raft batches them into
 //! one fsync (group commit); one task polls them all, so there is no task
 //! per request.
+//!
+//! The proposals in flight are bounded ([`MAX_IN_FLIGHT`]): a commit that
+//! finds the bound reached is shed, not queued, and counted in
+//! `tandem_dhcp_shed_total{reason="queue_full"}`. The client retransmits as
+//! it would after a lost packet. Without the bound a flood of REQUESTs
+//! grows the Raft log's queue and this task's memory without limit, and the
+//! Raft tasks, which share the runtime with this one (`Cluster::runtime`),
+//! fall behind on their heartbeats: the followers then elect a new leader
+//! in the middle of the flood.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -39,6 +50,24 @@ use super::reply::Destination;
 use crate::consensus::{ClusterHandle, ProposeError};
 use crate::metrics;
 use crate::model::CommandResponse;
+
+/// Proposals in flight at most. The Raft log batches whatever is queued into
+/// one append and one fsync, so a few hundred in flight already fill each
+/// batch (a commit takes a few ms: at 1,024 in flight that is well above
+/// the ~6,000 leases/s one node commits), while the queue stays short
+/// enough that every ACK leaves within a client's first retransmission
+/// timer (4 s).
+pub const MAX_IN_FLIGHT: usize = 1024;
+
+/// Counts one request shed for `reason` in `tandem_dhcp_shed_total`.
+pub fn count_shed(reason: &'static str) {
+    metrics::get()
+        .dhcp_shed
+        .get_or_create(&metrics::ReasonLabel {
+            reason: reason.to_owned(),
+        })
+        .inc();
+}
 
 /// Where replies go: the socket loop's sender (UDP and the raw link), or a
 /// recorder in tests.
@@ -78,15 +107,41 @@ pub struct Responder<C, S> {
     cluster: C,
     sink: S,
     pending: FuturesUnordered<Pending>,
+    /// [`MAX_IN_FLIGHT`], or less in tests.
+    max_in_flight: usize,
+    /// Commits shed because `pending` was full (for tests and logs).
+    shed: u64,
 }
 
 impl<C: ClusterHandle, S: ReplySink> Responder<C, S> {
     pub fn new(cluster: C, sink: S) -> Self {
+        Self::with_limit(cluster, sink, MAX_IN_FLIGHT)
+    }
+
+    /// A responder that holds at most `max_in_flight` proposals.
+    pub fn with_limit(cluster: C, sink: S, max_in_flight: usize) -> Self {
         Responder {
             cluster,
             sink,
             pending: FuturesUnordered::new(),
+            max_in_flight,
+            shed: 0,
         }
+    }
+
+    /// Commits shed so far because too many were in flight.
+    pub fn shed(&self) -> u64 {
+        self.shed
+    }
+
+    /// Sheds a commit when the bound is reached; true if it was shed.
+    fn full(&mut self) -> bool {
+        if self.pending.len() < self.max_in_flight {
+            return false;
+        }
+        self.shed += 1;
+        count_shed("queue_full");
+        true
     }
 
     pub fn sink(&self) -> &S {
@@ -103,7 +158,7 @@ impl<C: ClusterHandle, S: ReplySink> Responder<C, S> {
     /// any, waits in flight for [`Responder::next_request`] to send it.
     pub fn dispatch(&mut self, action: Action, offers: &mut Offers) {
         match action {
-            Action::Drop { .. } => {}
+            Action::Drop { .. } | Action::Shed { .. } => {}
             Action::Reply { reply, to } => self.sink.send(&reply, &to),
             Action::Offer {
                 reply,
@@ -111,10 +166,16 @@ impl<C: ClusterHandle, S: ReplySink> Responder<C, S> {
                 ip,
                 mac,
                 until,
+                held,
             } => {
-                offers.record(ip, mac, until);
+                if held {
+                    offers.record(ip, mac, until);
+                } else {
+                    offers.record_unheld(ip, mac, until);
+                }
                 self.sink.send(&reply, &to);
             }
+            Action::CommitThenReply { .. } | Action::Commit { .. } if self.full() => {}
             Action::CommitThenReply {
                 cmd,
                 reply,

@@ -46,6 +46,9 @@ pub struct View<'a> {
     pub server_id: Ipv4Addr,
     /// Unix seconds.
     pub now: u64,
+    /// A monotonic clock in ns (any origin), for the token buckets of
+    /// [`Allocator::admit_unsolicited`].
+    pub now_ns: u64,
 }
 
 /// The handler's decision for one request.
@@ -64,14 +67,21 @@ pub enum Action {
     /// Send now, no state change (NAK, INFORM ACK, BOOTP reservation reply).
     Reply { reply: Message, to: Destination },
     /// DISCOVER answered: send OFFER and remember `ip` as offered to `mac`
-    /// until `until` (the dispatch records it in `Offers`).
+    /// until `until` (the dispatch records it in `Offers`); `held` says
+    /// whether the address is kept from others meanwhile (not when the pool
+    /// is under pressure, see [`super::allocator`]).
     Offer {
         reply: Message,
         to: Destination,
         ip: Ipv4Addr,
         mac: Mac,
         until: u64,
+        held: bool,
     },
+    /// Not answered because a limit says so (the loop counts `reason` in
+    /// `tandem_dhcp_shed_total`): the request may be fine, but it comes
+    /// too fast for its kind.
+    Shed { reason: &'static str },
     /// Commit `cmd` through Raft (quorum) FIRST; only once it is applied with
     /// `CommandResponse::Ok`, send `reply` (the ACK). If the commit is
     /// rejected, the dispatch sends `nak` instead, to [`Destination::for_nak`].
@@ -109,9 +119,12 @@ impl Action {
 }
 
 /// How long an OFFER holds its address for the client (seconds). Clients
-/// answer within a second; ISC dhcpd and dnsmasq hold offers for tens of
-/// seconds too, so a slow client retransmitting still gets the same address.
-pub const OFFER_HOLD_SECS: u64 = 30;
+/// send their REQUEST within milliseconds of the OFFER; a few seconds cover
+/// one lost OFFER and its retransmitted DISCOVER. It used to be 30 s, as
+/// ISC dhcpd does, which let a flood of 1,000 DISCOVERs/s from random MACs
+/// hold a 200-address pool forever (issue 8); under pressure an OFFER holds
+/// nothing at all ([`Allocator::may_hold`]).
+pub const OFFER_HOLD_SECS: u64 = 5;
 
 /// Upper bound on the DECLINE quarantine: Kea's default probation period.
 pub const MAX_QUARANTINE_SECS: u64 = 86_400;
@@ -158,7 +171,7 @@ pub fn handle(req: &Request<'_>, view: &View<'_>, alloc: &mut Allocator) -> Acti
     match req.kind {
         None => d.bootp(alloc),
         Some(MessageType::Discover) => d.discover(alloc),
-        Some(MessageType::Request) => d.request(),
+        Some(MessageType::Request) => d.request(alloc, view.now_ns),
         Some(MessageType::Release) => d.release(),
         Some(MessageType::Decline) => d.decline(),
         Some(MessageType::Inform) => d.inform(),
@@ -206,12 +219,15 @@ impl Decision<'_> {
         let Some(ip) = self.choose(alloc) else {
             return Action::ignore("pool exhausted");
         };
+        // A reservation is the client's alone: holding it costs the pool nothing.
+        let reserved = self.reservation().is_some_and(|r| r.ip == ip);
         Action::Offer {
             reply: self.replies.offer(ip),
             to: Destination::of(self.req, ip),
             ip,
             mac: self.req.mac,
             until: self.now() + OFFER_HOLD_SECS,
+            held: reserved || alloc.may_hold(&self.pool),
         }
     }
 
@@ -246,7 +262,7 @@ impl Decision<'_> {
 
     /// RFC 2131 4.3.2: the client's state is told apart by which of server id
     /// (option 54), requested address (option 50) and ciaddr it sets.
-    fn request(&self) -> Action {
+    fn request(&self, alloc: &mut Allocator, now_ns: u64) -> Action {
         let ciaddr = self.req.ciaddr;
         if let Some(sid) = self.req.server_id {
             // SELECTING.
@@ -260,6 +276,9 @@ impl Decision<'_> {
             let Some(ip) = ip else {
                 return Action::malformed("SELECTING REQUEST without a requested address");
             };
+            if let Some(refused) = self.unsolicited(ip, alloc, now_ns) {
+                return refused;
+            }
             return self.grant_or_nak(ip);
         }
         if ciaddr.is_unspecified() {
@@ -274,6 +293,35 @@ impl Decision<'_> {
         // RENEWING (unicast) or REBINDING (broadcast): judged alike, since
         // there is one server (cluster) to ask.
         self.grant_or_nak(ciaddr)
+    }
+
+    /// The flood guard of a SELECTING REQUEST (see [`super::allocator`]):
+    /// `None` when it follows an OFFER of ours for `ip` (or names the
+    /// client's own reservation or live lease), or when no OFFER preceded it
+    /// but the pool has room and the buckets a token; else the refusal: a NAK
+    /// under pressure (a real client, e.g. one whose OFFER came from the old
+    /// leader, then DISCOVERs again at once), shedding otherwise.
+    fn unsolicited(&self, ip: Ipv4Addr, alloc: &mut Allocator, now_ns: u64) -> Option<Action> {
+        let mac = self.req.mac;
+        if self.pool.offers.was_offered(mac, ip, self.now())
+            || self.reservation().is_some_and(|r| r.ip == ip)
+            || self
+                .pool
+                .state
+                .lease_of_ip(ip)
+                .is_some_and(|l| l.mac == mac && l.is_active(self.now()))
+        {
+            return None;
+        }
+        if alloc.under_pressure(&self.pool) {
+            return Some(self.nak("no offer for this address and the pool is nearly full"));
+        }
+        if !alloc.admit_unsolicited(mac, now_ns) {
+            return Some(Action::Shed {
+                reason: "unsolicited_request",
+            });
+        }
+        None
     }
 
     /// A rebooting client asks to keep `ip`. NAK when the address is wrong

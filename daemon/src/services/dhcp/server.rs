@@ -243,6 +243,7 @@ pub async fn serve<C: ClusterHandle>(
     let mut buf = vec![0u8; 4096];
     let mut throttle = Throttle(None);
     let mut last_expire = 0;
+    let clock = Instant::now();
     tracing::info!(target: "tandem::dhcp", iface = %cfg.iface, server_id = %cfg.server_id, port = cfg.port, "DHCP responder started");
     // cancel-safety: recv_from is cancel-safe (a datagram is either returned
     // or left queued), and so is next_request with it.
@@ -271,6 +272,7 @@ pub async fn serve<C: ClusterHandle>(
         };
         metrics::dhcp_packet(msg.opts().msg_type().map_or("bootrequest", msg_name), "in");
         let now = unix_now();
+        let now_ns = u64::try_from(clock.elapsed().as_nanos()).unwrap_or(u64::MAX);
         // Times are whole seconds, so expiring more than once a second finds
         // nothing new; doing it per packet cost half the CPU under load.
         if now != last_expire {
@@ -283,12 +285,16 @@ pub async fn serve<C: ClusterHandle>(
                 offers: &offers,
                 server_id: cfg.server_id,
                 now,
+                now_ns,
             };
             handler::decide(&msg, &view, &mut alloc)
         });
         metrics::get()
             .dhcp_decision_seconds
             .observe(started.elapsed().as_secs_f64());
+        if let Action::Shed { reason } = action {
+            super::dispatch::count_shed(reason);
+        }
         if let Action::Drop { reason, malformed } = action {
             if malformed {
                 metrics::get().dhcp_malformed.inc();

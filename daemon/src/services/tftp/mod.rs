@@ -11,7 +11,11 @@
 //! - `server`: the socket loop. The listener spawns one task per RRQ; each
 //!   task resolves the file (refusing anything that escapes the root), then
 //!   drives a `Session` over its own UDP socket bound to the listener's IP
-//!   and `connect()`ed to the client.
+//!   and `connect()`ed to the client. Per client address at most
+//!   `MAX_TRANSFERS_PER_CLIENT` at once; read-ahead memory is bounded in all.
+//! - `unknown_tid`: on the VIP, answers ACKs to ephemeral ports that no
+//!   transfer owns (a client whose transfer began on the old leader) with
+//!   ERROR 5, so it restarts at once instead of after its timeout.
 //!
 //! Metrics: `tftp_transfers{result=ok|timeout|not_found|denied|error}`,
 //! `tftp_bytes`, `tftp_active`, `tftp_denied`. Logs go to target `tandem::tftp`.
@@ -22,6 +26,7 @@ mod server;
 mod session;
 #[cfg(test)]
 mod tests;
+mod unknown_tid;
 
 use std::net::SocketAddr;
 
@@ -39,7 +44,21 @@ pub async fn serve(
     let sock = UdpSocket::bind(addr)
         .await
         .map_err(|source| TftpError::Bind { addr, source })?;
-    serve_socket(sock, cfg, cancel).await
+    // Only on the real address: tests serving on loopback ports do not
+    // answer for the host's other UDP traffic.
+    let strays =
+        match addr {
+            SocketAddr::V4(v4) if !v4.ip().is_unspecified() => Some(tokio::spawn(
+                unknown_tid::serve(*v4.ip(), v4.port(), cancel.child_token()),
+            )),
+            _ => None,
+        };
+    let served = serve_socket(sock, cfg, cancel).await;
+    if let Some(t) = strays {
+        t.abort();
+        let _ = t.await;
+    }
+    served
 }
 
 /// Same, but with an already-bound socket (lets tests bind port 0).

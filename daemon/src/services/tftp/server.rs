@@ -46,6 +46,18 @@ const READ_AHEAD: usize = 128 * 1024;
 /// a read-ahead buffer; the cap keeps an RRQ flood from exhausting either,
 /// while staying far above what a boot storm of a few hundred clients needs.
 const MAX_TRANSFERS: usize = 4096;
+/// Concurrent transfers per client IP address at most, so one host cannot
+/// take more than an eighth of [`MAX_TRANSFERS`]. Not lower: NATs, labs and
+/// benches put hundreds of clients behind one address (the TFTP bench runs
+/// 50 from one namespace, a boot-storm test 300 from one loopback address),
+/// and the XDP bucket (`tftp_per_client`) already holds one address to 100
+/// RRQs a second.
+pub(super) const MAX_TRANSFERS_PER_CLIENT: usize = 512;
+/// Read-ahead buffers of [`READ_AHEAD`] bytes that may exist at once: 32 MiB
+/// in all. A transfer that finds none free reads one block at a time from
+/// the page cache instead, so memory stays bounded by this plus one block
+/// per transfer, however many transfers run.
+const READ_AHEAD_BUFFERS: usize = 256;
 /// How long shutdown waits for transfer tasks to send their ERROR and end
 /// before aborting them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -63,6 +75,8 @@ struct Ctx {
     local_ip: IpAddr,
     default_timeout: Duration,
     max_retries: u32,
+    /// Permits for read-ahead buffers ([`READ_AHEAD_BUFFERS`]).
+    read_ahead: Arc<tokio::sync::Semaphore>,
 }
 
 pub(super) async fn serve_socket(
@@ -94,6 +108,7 @@ pub(super) async fn serve_socket(
         local_ip: local.ip(),
         default_timeout: cfg.default_timeout,
         max_retries: cfg.max_retries,
+        read_ahead: Arc::new(tokio::sync::Semaphore::new(READ_AHEAD_BUFFERS)),
     });
     info!(target: LOG_TARGET, addr = %local, root = %ctx.root.display(), "tftp serving");
 
@@ -103,6 +118,7 @@ pub(super) async fn serve_socket(
         cancel,
         tasks: JoinSet::new(),
         malformed: 0,
+        per_client: std::collections::HashMap::new(),
     };
     let mut buf = vec![0u8; LISTEN_BUF];
     loop {
@@ -154,6 +170,29 @@ struct Listener {
     tasks: JoinSet<()>,
     /// Malformed or stray datagrams seen, for the debug log.
     malformed: u64,
+    /// Live transfers per client address; each task holds a [`ClientSlot`]
+    /// that gives its count back when the task ends (or is aborted).
+    per_client: std::collections::HashMap<IpAddr, Arc<()>>,
+}
+
+/// One transfer's share of its client's count: the count is the number of
+/// clones of the client's `Arc` (minus the listener's own).
+struct ClientSlot(#[allow(dead_code, reason = "held for its Drop")] Arc<()>);
+
+impl Listener {
+    /// A slot for one more transfer from `ip`, or `None` at the cap.
+    fn client_slot(&mut self, ip: IpAddr) -> Option<ClientSlot> {
+        // Forget clients whose transfers all ended, so the map stays as
+        // large as the clients with live transfers.
+        if self.per_client.len() > MAX_TRANSFERS {
+            self.per_client.retain(|_, a| Arc::strong_count(a) > 1);
+        }
+        let count = self.per_client.entry(ip).or_default();
+        if Arc::strong_count(count) > MAX_TRANSFERS_PER_CLIENT {
+            return None;
+        }
+        Some(ClientSlot(Arc::clone(count)))
+    }
 }
 
 impl Listener {
@@ -171,9 +210,19 @@ impl Listener {
                 refuse(sock, peer, ErrorCode::NotDefined, msg, "error").await;
             }
             Ok(Packet::Rrq(req)) => {
+                let Some(slot) = self.client_slot(peer.ip()) else {
+                    debug!(target: LOG_TARGET, file = %req.filename, peer = %peer, "too many transfers from this client; request refused");
+                    let msg = "too many transfers from this address, retry later";
+                    refuse(&self.sock, peer, ErrorCode::NotDefined, msg, "busy").await;
+                    return;
+                };
                 let ctx = Arc::clone(&self.ctx);
                 let cancel = self.cancel.child_token();
-                self.tasks.spawn(run_transfer(ctx, peer, req, cancel));
+                self.tasks.spawn(async move {
+                    run_transfer(ctx, peer, req, cancel).await;
+                    // Also given back if the task is aborted (dropped).
+                    drop(slot);
+                });
             }
             Ok(Packet::Wrq(req)) => {
                 info!(target: LOG_TARGET, file = %req.filename, peer = %peer, result = "denied", "write request refused: server is read-only");
@@ -250,7 +299,7 @@ fn kind(p: &Packet) -> &'static str {
     }
 }
 
-fn count(result: &str) {
+pub(super) fn count(result: &str) {
     metrics::get()
         .tftp_transfers
         .get_or_create(&ResultLabel {
@@ -449,6 +498,7 @@ async fn transfer(
         file: Arc::new(file),
         buf: Vec::new(),
         start: 0,
+        read_ahead: Arc::clone(&ctx.read_ahead).try_acquire_owned().ok(),
     };
     let mut dbuf = Vec::with_capacity(4 + usize::from(negotiated.block_size()));
     let mut rbuf = vec![0u8; TRANSFER_BUF];
@@ -639,6 +689,9 @@ struct BlockReader {
     buf: Vec<u8>,
     /// File offset of `buf[0]`.
     start: u64,
+    /// A read-ahead permit, if one was free at the start: then `buf` holds
+    /// [`READ_AHEAD`] bytes, else one block.
+    read_ahead: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl BlockReader {
@@ -650,7 +703,11 @@ impl BlockReader {
         if !cached {
             let file = Arc::clone(&self.file);
             let mut buf = std::mem::take(&mut self.buf);
-            let want = len.max(READ_AHEAD);
+            let want = if self.read_ahead.is_some() {
+                len.max(READ_AHEAD)
+            } else {
+                len
+            };
             self.buf = tokio::task::spawn_blocking(move || -> io::Result<Vec<u8>> {
                 buf.resize(want, 0);
                 let got = read_up_to(&file, &mut buf, offset)?;

@@ -23,6 +23,17 @@
 //! block) and only folded to the 16-bit wire number at the edge, rolling over
 //! 65535 → 0 as tftp-hpa, atftp and iPXE expect for files past 32 MiB at 512-byte blocks.
 
+/// Largest `timeout` option accepted (seconds). RFC 2349 allows 255; a
+/// transfer that waits 255 s per retransmission holds its socket and
+/// read-ahead for half an hour after its client left. A larger request is
+/// not acknowledged, so the client keeps its own default and we ours.
+pub const MAX_TIMEOUT_SECS: u8 = 10;
+/// Retransmissions of the first OACK or DATA before the client answered
+/// once. Until then its source address is unverified (an RRQ is one
+/// spoofable datagram), and every retransmission is traffic we would send
+/// a victim; a real client on a LAN answers the first one.
+pub const MAX_UNVERIFIED_RETRIES: u32 = 2;
+
 /// RFC 1350 block size, used when the client did not negotiate `blksize`.
 pub const DEFAULT_BLKSIZE: u16 = 512;
 /// RFC 2348 bounds.
@@ -66,7 +77,7 @@ impl Negotiated {
                 }
                 "timeout" if n.timeout.is_none() => {
                     if let Ok(v) = value.parse::<u8>() {
-                        if v >= 1 {
+                        if (1..=MAX_TIMEOUT_SECS).contains(&v) {
                             n.timeout = Some(v);
                         }
                     }
@@ -163,6 +174,9 @@ pub struct Session {
     max_retries: u32,
     retransmits: u64,
     finished: bool,
+    /// The client answered once (an ACK of ours), so its source address is
+    /// real; until then [`MAX_UNVERIFIED_RETRIES`] applies.
+    verified: bool,
 }
 
 impl Session {
@@ -189,6 +203,7 @@ impl Session {
             max_retries,
             retransmits: 0,
             finished: false,
+            verified: false,
         }
     }
 
@@ -212,6 +227,7 @@ impl Session {
             }
             self.oack_pending = false;
             self.retries = 0;
+            self.verified = true;
             return self.send_window_from(1);
         }
         // Unfold the wire number relative to what is already acknowledged.
@@ -226,6 +242,7 @@ impl Session {
         }
         self.acked = abs;
         self.retries = 0;
+        self.verified = true;
         if abs == self.last_block {
             self.finished = true;
             return Action::Complete;
@@ -240,7 +257,12 @@ impl Session {
         if self.finished {
             return Action::Wait;
         }
-        if self.retries >= self.max_retries {
+        let budget = if self.verified {
+            self.max_retries
+        } else {
+            self.max_retries.min(MAX_UNVERIFIED_RETRIES)
+        };
+        if self.retries >= budget {
             self.finished = true;
             return Action::GiveUp;
         }
@@ -437,6 +459,45 @@ mod tests {
         assert_eq!(s.on_timeout(), Action::SendData { first: 2, last: 2 });
         assert_eq!(s.on_timeout(), Action::SendData { first: 2, last: 2 });
         assert_eq!(s.on_timeout(), Action::GiveUp);
+    }
+
+    #[test]
+    fn an_unverified_client_gets_few_retransmissions() {
+        // No answer to the first DATA: two retransmissions, not five.
+        let mut s = Session::new(10_000, 512, 1, false, 5);
+        assert_eq!(s.start(), Action::SendData { first: 1, last: 1 });
+        for _ in 0..MAX_UNVERIFIED_RETRIES {
+            assert_eq!(s.on_timeout(), Action::SendData { first: 1, last: 1 });
+        }
+        assert_eq!(s.on_timeout(), Action::GiveUp);
+        // Nor to the OACK.
+        let mut s = Session::new(10_000, 512, 1, true, 5);
+        assert_eq!(s.start(), Action::SendOack);
+        for _ in 0..MAX_UNVERIFIED_RETRIES {
+            assert_eq!(s.on_timeout(), Action::SendOack);
+        }
+        assert_eq!(s.on_timeout(), Action::GiveUp);
+        // Once the client answered, the full budget applies.
+        let mut s = Session::new(10_000, 512, 1, false, 5);
+        s.start();
+        s.on_ack(1);
+        for _ in 0..5 {
+            assert_eq!(s.on_timeout(), Action::SendData { first: 2, last: 2 });
+        }
+        assert_eq!(s.on_timeout(), Action::GiveUp);
+    }
+
+    #[test]
+    fn the_timeout_option_has_a_ceiling() {
+        let n = Negotiated::from_request(&opts(&[("timeout", "10")]), 1);
+        assert_eq!(n.timeout, Some(MAX_TIMEOUT_SECS));
+        let n = Negotiated::from_request(&opts(&[("timeout", "11")]), 1);
+        assert_eq!(
+            n.timeout, None,
+            "not acknowledged: the server keeps its default"
+        );
+        let n = Negotiated::from_request(&opts(&[("timeout", "255")]), 1);
+        assert!(n.oack_options().is_empty());
     }
 
     #[test]

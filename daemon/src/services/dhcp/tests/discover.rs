@@ -19,12 +19,13 @@ fn full_dora_binds_a_pool_address_and_acks_after_commit() {
         ip,
         mac: m,
         until,
+        held,
     } = a
     else {
         panic!("{a:?}")
     };
     assert!(pool().contains(&ip));
-    assert_eq!((m, until), (mac(1), s.now + OFFER_HOLD_SECS));
+    assert_eq!((m, until, held), (mac(1), s.now + OFFER_HOLD_SECS, true));
     assert_eq!(to, Destination::L2Unicast { mac: mac(1), ip });
     assert_eq!(reply.opcode(), Opcode::BootReply);
     assert_eq!(

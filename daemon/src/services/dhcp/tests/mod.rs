@@ -9,12 +9,14 @@
 //! - [`dispatch`]: the commit-then-reply contract, under paused time;
 //! - the others, by theme: [`discover`], [`request`], [`release_decline`],
 //!   [`bootp`], [`options`], [`malformed`], [`random`] (traffic checked
-//!   against a reference model).
+//!   against a reference model), [`flood`] (the flood guards: short and
+//!   pressure-aware offer holds, unsolicited REQUESTs, the shed queue).
 
 mod bootp;
 mod discover;
 mod dispatch;
 mod fake;
+mod flood;
 mod malformed;
 mod options;
 mod random;
@@ -123,6 +125,8 @@ fn decide_on(
             offers,
             server_id: SID,
             now,
+            // The tests' clock is whole seconds; the buckets see the same time.
+            now_ns: now * 1_000_000_000,
         };
         decide(msg, &view, alloc)
     })

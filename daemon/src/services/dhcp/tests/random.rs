@@ -48,13 +48,13 @@ impl Reference {
 /// - every acknowledged address is in the pool or the client's reservation;
 /// - every `Grant` the handler proposes is accepted by the state machine;
 /// - the server's live leases are exactly the reference's;
-/// - a DISCOVER is answered whenever the reference has a free address for it.
+/// - a DISCOVER is answered whenever the reference has a free address for it;
+/// - an OFFER holds its address only while the pool is not under pressure.
 #[test]
 #[allow(clippy::too_many_lines)] // one scenario loop; splitting it would hide the flow
 fn random_traffic_never_double_binds_an_address() {
     let reserved_in_pool = mac(2);
     let mut cfg = config();
-    cfg.subnets[0].lease_time = 200;
     cfg.reservations = vec![
         Reservation {
             mac: mac(1),
@@ -79,7 +79,14 @@ fn random_traffic_never_double_binds_an_address() {
     let macs: Vec<Mac> = (1..=50).map(mac).collect();
     let mut acks = 0;
     let mut exhausted = 0;
-    for seed in 1..=12u64 {
+    let mut unheld = 0;
+    // Short leases keep the pool under pressure without filling it (offers
+    // then hold nothing); long ones fill it (DISCOVERs find it exhausted).
+    for (lease_time, seed) in [200, 2000]
+        .into_iter()
+        .flat_map(|t| (1..=12u64).map(move |seed| (t, seed)))
+    {
+        cfg.subnets[0].lease_time = lease_time;
         let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let mut s = Server::with(cfg.clone());
         let mut clients: HashMap<Mac, Client> = macs.iter().map(|&m| (m, Client::Idle)).collect();
@@ -92,7 +99,7 @@ fn random_traffic_never_double_binds_an_address() {
                 Client::Bound(_, e) if e <= now => Client::Idle,
                 c => c,
             };
-            let ctx = format!("seed {seed} step {step} {m} {c:?}");
+            let ctx = format!("lease {lease_time} seed {seed} step {step} {m} {c:?}");
             let req = match (c, rng.below(10)) {
                 (Client::Offered(a), 0..=5) => select(m, a, SID),
                 (Client::Offered(_), 6) => select(m, pool()[rng.below(30) as usize], SID),
@@ -128,6 +135,7 @@ fn random_traffic_never_double_binds_an_address() {
                     ip: a,
                     mac: om,
                     until,
+                    held,
                     ..
                 } => {
                     assert_eq!(*om, m);
@@ -136,14 +144,22 @@ fn random_traffic_never_double_binds_an_address() {
                         free.contains(a) || reserved == Some(*a),
                         "{ctx}: offered {a}, free {free:?}"
                     );
-                    assert_eq!(
-                        s.offers.get(*a),
-                        Some((m, *until)),
+                    assert!(
+                        s.offers.was_offered(m, *a, now),
                         "{ctx}: offer not recorded"
                     );
                     assert_eq!(sent.map(|(r, _)| r.yiaddr()), Some(*a), "{ctx}");
                     refm.offers.retain(|_, (o, _)| *o != m);
-                    refm.offers.insert(*a, (m, *until));
+                    if *held {
+                        assert_eq!(
+                            s.offers.get(*a),
+                            Some((m, *until)),
+                            "{ctx}: hold not recorded"
+                        );
+                        refm.offers.insert(*a, (m, *until));
+                    } else {
+                        unheld += 1;
+                    }
                     clients.insert(m, Client::Offered(*a));
                 }
                 Action::CommitThenReply { cmd, reply, .. } => {
@@ -181,6 +197,10 @@ fn random_traffic_never_double_binds_an_address() {
                     refm.grant(a, m, lease.expires_at);
                     clients.insert(m, Client::Bound(a, lease.expires_at));
                     acks += 1;
+                }
+                Action::Shed { .. } => {
+                    assert!(sent.is_none(), "{ctx}");
+                    assert_eq!(kind, MessageType::Request, "{ctx}");
                 }
                 Action::Reply { reply, .. } => {
                     assert_eq!(reply.opts().msg_type(), Some(MessageType::Nak), "{ctx}");
@@ -252,8 +272,11 @@ fn random_traffic_never_double_binds_an_address() {
             }
         }
     }
-    eprintln!("{acks} ACKs, {exhausted} exhausted DISCOVERs");
-    // The traffic really exercised both the happy path and exhaustion.
+    eprintln!("{acks} ACKs, {exhausted} exhausted DISCOVERs, {unheld} offers not held");
+    assert!(unheld > 10, "the pool was never under pressure ({unheld})");
+    // The traffic really exercised the happy path and pressure. Exhaustion
+    // no longer comes from it: offers past 80 % hold nothing, so 50 clients
+    // on 30 addresses do not run the pool dry; the deterministic tests
+    // (`discover`, `release_decline`) drive it to exhaustion instead.
     assert!(acks > 3000, "only {acks} ACKs");
-    assert!(exhausted > 10, "pool never ran out ({exhausted})");
 }

@@ -1,11 +1,13 @@
 //! Loopback tests of the whole server: a small TFTP client written here with
 //! tokio's `UdpSocket`, plus tftp-hpa and atftp when they are installed.
 //! This file holds the server fixture, the client and the metric snapshots;
-//! the tests are by theme in `transfers`, `refusals`, `recovery` and `lifecycle`.
+//! the tests are by theme in `transfers`, `refusals`, `recovery`, `lifecycle`
+//! and `floods`.
 //!
 //! Every test that starts a server holds [`METRICS_LOCK`]: the metrics are
 //! process-wide, and the tests assert exact deltas of them.
 
+mod floods;
 mod lifecycle;
 mod recovery;
 mod refusals;

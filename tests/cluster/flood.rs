@@ -1,0 +1,224 @@
+//! Starvation (issue 8, point 4): a flood of more than 5,000 DISCOVERs/s
+//! from random MACs, plus SELECTING REQUESTs that no OFFER preceded, for
+//! 30 s, sent by `tandem-flood` (prebuilt frames on a raw socket) from
+//! client 1. Half of each flood comes from random Ethernet sources (what
+//! per-MAC limits cannot catch, so the daemon's guards must), half from
+//! client 1's own MAC with random client MACs inside (what XDP limits).
+//!
+//! During it: client 2, a real udhcpc, gets a lease within 3 s; client 3's
+//! running udhcpc renews; afterwards the cluster has had no leader change
+//! and the leader's XDP counted the flood as `ratelimited`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tandem_tests::clients::udhcpc_lease;
+use tandem_tests::cluster::agreed_leader;
+use tandem_tests::metrics::counter;
+use tandem_tests::{lab, phase, wait_until, Lab, LabProcess};
+
+use super::{in_pool, serving_cluster, POOL};
+
+const FLOOD_SECS: u64 = 30;
+/// Per flooder process; two send DISCOVERs (6,000/s together), two REQUESTs.
+const DISCOVER_RATE: u64 = 3_000;
+const REQUEST_RATE: u64 = 1_000;
+/// What the issue asks a real client to wait at most, mid-flood.
+const LEASE_WITHIN: Duration = Duration::from_secs(3);
+
+fn flooder(lab: &Lab, kind: &str, rate: u64, src: &str) -> (LabProcess, std::path::PathBuf) {
+    let log = lab.root().join(format!("flood-{kind}-{src}.log"));
+    let args = [
+        lab::INTERFACE.to_owned(),
+        kind.to_owned(),
+        rate.to_string(),
+        FLOOD_SECS.to_string(),
+        src.to_owned(),
+        lab::VIP.to_string(),
+        POOL.0.to_string(),
+        POOL.1.to_string(),
+    ];
+    let p = lab
+        .spawn_in(
+            &lab.client_ns(1),
+            env!("CARGO_BIN_EXE_tandem-flood"),
+            &args,
+            &log,
+        )
+        .unwrap_or_else(|e| panic!("starting the {kind}/{src} flooder: {e:#}"));
+    (p, log)
+}
+
+/// `sent=N failed=F secs=S rate=R` of a finished flooder: (sent, rate).
+fn flood_result(log: &Path) -> (f64, f64) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let field = |k: &str| -> f64 {
+        text.split_whitespace()
+            .find_map(|w| w.strip_prefix(k))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {k} in flooder output: {text}"))
+    };
+    (field("sent="), field("rate="))
+}
+
+fn leader_changes(lab: &Lab) -> f64 {
+    (1..=3)
+        .map(|i| counter(lab, i, "tandem_raft_leader_changes_total", &[]))
+        .sum()
+}
+
+/// A long-running udhcpc in client `j`, bound; its log.
+fn running_udhcpc(lab: &Lab, j: usize) -> (LabProcess, std::path::PathBuf) {
+    let script = lab.udhcpc_script().expect("udhcpc script");
+    let log = lab.root().join(format!("c{j}-udhcpc-running.log"));
+    let args = [
+        "udhcpc",
+        "-f",
+        "-i",
+        lab::INTERFACE,
+        "-t",
+        "5",
+        "-s",
+        script.to_str().expect("UTF-8"),
+    ];
+    let p = lab
+        .spawn_in(&lab.client_ns(j), "busybox", &args, &log)
+        .expect("starting udhcpc");
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(30), || read()
+            .contains("lease.event=bound")),
+        "udhcpc in client {j} never bound:\n{}",
+        read()
+    );
+    (p, log)
+}
+
+#[test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one story: before, during, after the flood"
+)]
+fn a_dhcp_flood_starves_no_client_and_moves_no_leader() {
+    let (lab, leader) = serving_cluster(3);
+
+    phase("client 3 holds a lease before the flood (a running udhcpc)");
+    let (renewer, renew_log) = running_udhcpc(&lab, 3);
+    let changes_before = leader_changes(&lab);
+    let xdp = |verdict: &str| {
+        counter(
+            &lab,
+            leader,
+            "tandem_xdp_packets_total",
+            &[("proto", "dhcp"), ("verdict", verdict)],
+        )
+    };
+    let limited_before = xdp("ratelimited");
+
+    phase("flood from client 1: 2 x 3,000 DISCOVERs/s + 2 x 1,000 REQUESTs/s for 30 s");
+    let started = Instant::now();
+    let floods = [
+        flooder(&lab, "discover", DISCOVER_RATE, "random"),
+        flooder(&lab, "discover", DISCOVER_RATE, "own"),
+        flooder(&lab, "request", REQUEST_RATE, "random"),
+        flooder(&lab, "request", REQUEST_RATE, "own"),
+    ];
+    // Let the flood fill what it can of the pool first.
+    std::thread::sleep(Duration::from_secs(5));
+
+    for round in 1..=2 {
+        phase(&format!(
+            "mid-flood, round {round}: client 2 (udhcpc) gets a lease within 3 s"
+        ));
+        let t = Instant::now();
+        let got = udhcpc_lease(&lab, 2, &["-T", "1"], Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("client 2 got no lease during the flood: {e:#}"));
+        let took = t.elapsed();
+        println!("client 2: {} in {took:?}", got.lease.ip);
+        assert!(in_pool(got.lease.ip), "{:?}", got.lease);
+        assert!(
+            took <= LEASE_WITHIN,
+            "client 2 waited {took:?} for its lease"
+        );
+
+        phase(&format!(
+            "mid-flood, round {round}: client 3 renews its lease (SIGUSR1)"
+        ));
+        let renews = |log: &Path| {
+            std::fs::read_to_string(log)
+                .unwrap_or_default()
+                .matches("lease.event=renew")
+                .count()
+        };
+        let before = renews(&renew_log);
+        assert!(
+            renewer.signal(libc::SIGUSR1).expect("signal udhcpc"),
+            "udhcpc exited"
+        );
+        assert!(
+            wait_until(Duration::from_secs(10), || renews(&renew_log) > before),
+            "client 3 did not renew during the flood:\n{}",
+            std::fs::read_to_string(&renew_log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_secs(5));
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(FLOOD_SECS),
+        "the checks ran after the flood had ended"
+    );
+
+    phase("the flood ends; what it achieved");
+    let mut own_sent = 0.0;
+    let mut discover_rate = 0.0;
+    for (p, log) in &floods {
+        assert!(
+            p.wait_timeout(Duration::from_secs(FLOOD_SECS + 30))
+                .is_some(),
+            "a flooder did not stop"
+        );
+        let (sent, rate) = flood_result(log);
+        println!("{}: sent {sent} frames, {rate:.0}/s", log.display());
+        let name = log.to_string_lossy();
+        if name.contains("-own") {
+            own_sent += sent;
+        }
+        if name.contains("discover") {
+            discover_rate += rate;
+        }
+    }
+    assert!(
+        discover_rate >= 5_000.0,
+        "only {discover_rate:.0} DISCOVERs/s were sent"
+    );
+
+    phase("after: no leader change, the leader unchanged, XDP counted the flood");
+    let changes = leader_changes(&lab) - changes_before;
+    assert!(
+        changes.abs() < 0.5,
+        "tandem_raft_leader_changes_total moved by {changes} during the flood"
+    );
+    assert_eq!(agreed_leader(&lab, &[1, 2, 3]), Some(leader));
+    // XDP counters are exported once a second.
+    let limited = wait_counter(|| xdp("ratelimited") - limited_before, own_sent * 0.5);
+    println!(
+        "XDP ratelimited {limited} of {own_sent} frames from client 1's own MAC; passed {}; shed {} (queue) {} (unsolicited)",
+        xdp("pass"),
+        counter(&lab, leader, "tandem_dhcp_shed_total", &[("reason", "queue_full")]),
+        counter(&lab, leader, "tandem_dhcp_shed_total", &[("reason", "unsolicited_request")]),
+    );
+    renewer.kill_and_wait();
+}
+
+/// Polls `value` for up to 3 s until it reaches `want`; returns the last value.
+fn wait_counter(mut value: impl FnMut() -> f64, want: f64) -> f64 {
+    let mut last = value();
+    let ok = wait_until(Duration::from_secs(3), || {
+        last = value();
+        last >= want
+    });
+    assert!(
+        ok,
+        "XDP counted {last} frames as ratelimited, want at least {want}"
+    );
+    last
+}
