@@ -29,8 +29,7 @@ fn replay(target: &str) -> usize {
     let body = TARGETS
         .iter()
         .find(|(n, _)| *n == target)
-        .map(|(_, f)| *f)
-        .unwrap_or_else(|| panic!("no fuzz target {target}"));
+        .map_or_else(|| panic!("no fuzz target {target}"), |(_, f)| *f);
     let corpus = files(&fuzz_dir().join("corpus").join(target));
     assert!(
         !corpus.is_empty(),

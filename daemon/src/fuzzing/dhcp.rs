@@ -251,31 +251,38 @@ fn check(f: &Fixture, req: &Request<'_>, action: &Action) {
                 "the state machine refuses the handler's grant {lease:?}"
             );
         }
-        Action::Commit { cmd } => {
-            let (ip, kind) = match cmd {
-                Command::Release { ip, at } => {
-                    assert_eq!(*at, NOW);
-                    (*ip, MessageType::Release)
-                }
-                Command::Decline { ip, mac, at, until } => {
-                    assert_eq!(*mac, req.mac);
-                    assert!(*at == NOW && *until > NOW, "quarantine {at}..{until}");
-                    (*ip, MessageType::Decline)
-                }
-                other => panic!("Commit with {other:?}"),
-            };
-            assert_eq!(req.kind, Some(kind));
-            // Only the holder of a live lease may release or decline it.
-            let l = state
-                .lease_of_ip(ip)
-                .unwrap_or_else(|| panic!("{kind:?} of {ip}, which has no lease"));
-            assert!(
-                l.mac == req.mac && l.state == LeaseState::Bound && l.is_active(NOW),
-                "{kind:?} of {ip} by {} accepted; lease {l:?}",
-                req.mac
-            );
-        }
+        Action::Commit { cmd } => check_commit(state, req, cmd),
     }
+}
+
+/// RELEASE and DECLINE: only a lease's own client may let it go.
+fn check_commit(state: &State, req: &Request<'_>, cmd: &Command) {
+    let (ip, kind) = match cmd {
+        Command::Release { ip, at } => {
+            assert_eq!(*at, NOW);
+            (*ip, MessageType::Release)
+        }
+        Command::Decline { ip, mac, at, until } => {
+            assert_eq!(*mac, req.mac);
+            assert!(*at == NOW && *until > NOW, "quarantine {at}..{until}");
+            (*ip, MessageType::Decline)
+        }
+        other => panic!("Commit with {other:?}"),
+    };
+    assert_eq!(req.kind, Some(kind));
+    // Only the client of a bound lease may release (while it lasts) or
+    // decline it (as Kea, also once expired: the address is still the one
+    // it was given, and quarantining it harms no other client).
+    let l = state
+        .lease_of_ip(ip)
+        .unwrap_or_else(|| panic!("{kind:?} of {ip}, which has no lease"));
+    assert!(
+        l.mac == req.mac
+            && l.state == LeaseState::Bound
+            && (kind == MessageType::Decline || l.is_active(NOW)),
+        "{kind:?} of {ip} by {} accepted; lease {l:?}",
+        req.mac
+    );
 }
 
 /// The reply encodes, decodes, and is a BOOTREPLY to this client.

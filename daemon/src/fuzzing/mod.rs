@@ -30,8 +30,11 @@ pub use dhcp::dhcp_decode_handle;
 pub use raft::raft_frame;
 pub use tftp::{tftp_packet, tftp_session};
 
+/// A target's body: arbitrary bytes in, a panic when an invariant fails.
+pub type Target = fn(&[u8]);
+
 /// The targets by name, as `fuzz/fuzz_targets/` and `fuzz/corpus/` name them.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("dhcp_decode_handle", dhcp_decode_handle),
     ("tftp_packet", tftp_packet),
     ("tftp_session", tftp_session),
