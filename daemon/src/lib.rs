@@ -18,11 +18,15 @@
 //! - [`api`]: the admin HTTP API, its client and DTOs.
 //! - [`ui`]: the CLI (and later the TUI), built on `api::client` only.
 //! - [`app`]: the composition root: wires everything and owns shutdown.
+//! - `fuzzing` (hidden): the fuzz targets' bodies, for `fuzz/` and its
+//!   regression test; above every layer, used by none.
 
 pub mod api;
 pub mod app;
 pub mod config;
 pub mod consensus;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 pub mod model;
 pub mod services;

@@ -29,6 +29,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("api", 5),
     ("ui", 6),
     ("app", 6),
+    ("fuzzing", 7),
 ];
 const LEAF: &str = "metrics";
 

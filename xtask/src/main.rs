@@ -8,11 +8,13 @@
 //! - [`testcmd`]: `cargo xtask test`, what CI runs (`.ci/run`).
 //! - [`demo`]: `cargo xtask demo`, three nodes form a cluster by join, serve a
 //!   real client, lose their leader, and the client keeps its address.
+//! - [`fuzz`]: `cargo xtask fuzz`, every cargo-fuzz target in turn (fuzz/).
 //! - `bench` (in this file): builds and runs `tandem-bench dhcp|tftp` (benches/).
 //! - [`util`]: running commands, the workspace root, building `tandem`.
 
 mod demo;
 mod deps;
+mod fuzz;
 mod labcmd;
 mod testcmd;
 mod util;
@@ -51,6 +53,19 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         args: Vec<String>,
     },
+    /// Run the cargo-fuzz targets (fuzz/) one at a time under the heavy lock;
+    /// prints executions and crashes per target, keeps crash inputs.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        secs: u64,
+        /// Only this target (e.g. `dhcp_decode_handle`).
+        #[arg(long)]
+        target: Option<String>,
+        /// Stop a target after this many executions, if that comes first.
+        #[arg(long)]
+        runs: Option<u64>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -88,6 +103,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Test { harness_args } => testcmd::run(&harness_args),
         Cmd::Demo => demo::run(),
         Cmd::Bench { args } => bench(&args),
+        Cmd::Fuzz { secs, target, runs } => fuzz::run(secs, runs, target.as_deref()),
     }
 }
 

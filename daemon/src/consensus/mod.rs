@@ -23,7 +23,7 @@ mod detect;
 mod handle;
 mod health;
 mod membership;
-mod network;
+pub(crate) mod network;
 mod node;
 mod status;
 mod types;

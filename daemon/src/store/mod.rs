@@ -57,7 +57,7 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 
 pub use error::StoreError;
 pub use log_store::LogStore;
-pub use snapshot::{SnapshotData, SnapshotPayload};
+pub use snapshot::{SnapshotData, SnapshotPayload, MAX_SNAPSHOT_JSON};
 pub use state_machine::{SnapshotBuilder, StateMachine};
 pub use types::StoreTypes;
 pub use view::StateView;

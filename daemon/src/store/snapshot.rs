@@ -4,6 +4,7 @@
 //! The latest snapshot (built here or installed from the leader) is kept in
 //! the `snapshot` table, so `get_current_snapshot` survives a restart.
 
+use std::io::Read as _;
 use std::sync::Arc;
 
 use openraft::storage::{Snapshot, SnapshotMeta};
@@ -34,6 +35,14 @@ pub struct SnapshotPayload<C: StoreTypes> {
 }
 
 const SNAPSHOT_FORMAT: u32 = 1;
+/// The largest snapshot content (JSON) [`SnapshotPayload::decode`] inflates:
+/// about 400,000 leases, six times a full /16 (a /16 of leases is ~10 MiB).
+/// Past it the snapshot is refused, so a few KiB of zstd cannot make a node
+/// allocate without bound (a zstd bomb).
+pub const MAX_SNAPSHOT_JSON: usize = 64 << 20;
+/// zstd's window for decoding (16 MiB): `encode` at level 3 uses at most
+/// 2^21, so only a crafted frame asks for more.
+const MAX_WINDOW_LOG: u32 = 24;
 /// zstd's default level: JSON lease rows repeat the same keys, so even the
 /// fast levels shrink them several times; snapshots are built off the async
 /// workers (`spawn_blocking`), so a higher level would only cost CPU.
@@ -61,10 +70,22 @@ impl<C: StoreTypes> SnapshotPayload<C> {
     }
 
     /// The inverse of [`SnapshotPayload::encode`]; rebuilds the state's
-    /// derived indexes.
+    /// derived indexes. Inflates at most [`MAX_SNAPSHOT_JSON`] bytes, with
+    /// a window of at most 2^[`MAX_WINDOW_LOG`] (what zstd allocates per
+    /// frame), so a small input cannot make it allocate without bound.
     pub fn decode(data: &[u8]) -> Result<Self, StoreError> {
-        let json = zstd::stream::decode_all(data)
-            .map_err(|e| StoreError::Snapshot(format!("decompress: {e}")))?;
+        let snap_err = |e: std::io::Error| StoreError::Snapshot(format!("decompress: {e}"));
+        let mut dec = zstd::stream::read::Decoder::new(data).map_err(snap_err)?;
+        dec.window_log_max(MAX_WINDOW_LOG).map_err(snap_err)?;
+        let mut json = Vec::new();
+        dec.take(MAX_SNAPSHOT_JSON as u64 + 1)
+            .read_to_end(&mut json)
+            .map_err(snap_err)?;
+        if json.len() > MAX_SNAPSHOT_JSON {
+            return Err(StoreError::Snapshot(format!(
+                "content larger than {MAX_SNAPSHOT_JSON} bytes"
+            )));
+        }
         let mut p: Self = serde_json::from_slice(&json)
             .map_err(|e| StoreError::Snapshot(format!("decode: {e}")))?;
         if p.format != SNAPSHOT_FORMAT {
@@ -246,5 +267,38 @@ pub(super) fn current<C: StoreTypes>(
             what: "snapshot table".into(),
             detail: "meta and data not both present".into(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+    use crate::consensus::TypeConfig;
+
+    /// A real payload's JSON, then spaces (valid JSON whitespace) past the
+    /// cap, in a few KiB of zstd: a bomb that parses if inflated whole.
+    #[test]
+    fn decode_refuses_content_past_the_cap_and_accepts_its_own() {
+        let p = SnapshotPayload::<TypeConfig> {
+            format: SNAPSHOT_FORMAT,
+            last_applied: None,
+            last_membership: StoredMembershipOf::<TypeConfig>::default(),
+            state: State::default(),
+        };
+        let good = p.encode().unwrap();
+        assert!(SnapshotPayload::<TypeConfig>::decode(&good).is_ok());
+
+        let mut enc = zstd::stream::Encoder::new(Vec::new(), 1).unwrap();
+        serde_json::to_writer(&mut enc, &p).unwrap();
+        let spaces = vec![b' '; 1 << 20];
+        for _ in 0..=(MAX_SNAPSHOT_JSON >> 20) {
+            enc.write_all(&spaces).unwrap();
+        }
+        let bomb = enc.finish().unwrap();
+        assert!(bomb.len() < 64 << 10, "{} bytes", bomb.len());
+        let err = SnapshotPayload::<TypeConfig>::decode(&bomb).unwrap_err();
+        assert!(err.to_string().contains("larger than"), "{err}");
     }
 }

@@ -16,7 +16,7 @@
 
 pub(super) mod client;
 mod server;
-mod wire;
+pub(crate) mod wire;
 
 pub use client::Network;
 pub use server::serve;

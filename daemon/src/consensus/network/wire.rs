@@ -22,10 +22,10 @@ pub(super) type Vote = openraft::type_config::alias::VoteOf<C>;
 pub(super) type Meta = openraft::type_config::alias::SnapshotMetaOf<C>;
 
 /// Frames larger than this are refused: a peer that sends one is broken or hostile.
-pub(super) const MAX_FRAME: u32 = 256 << 20;
+pub(crate) const MAX_FRAME: u32 = 256 << 20;
 
 #[derive(Serialize, Deserialize)]
-pub(super) enum Request {
+pub(crate) enum Request {
     Append(AppendEntriesRequest<C>),
     Vote(VoteRequest<C>),
     PreVote(VoteRequest<C>),
@@ -38,7 +38,7 @@ pub(super) enum Request {
 }
 
 #[derive(Serialize, Deserialize)]
-pub(super) enum Reply {
+pub(crate) enum Reply {
     Append(Result<AppendEntriesResponse<C>, String>),
     Vote(Result<VoteResponse<C>, String>),
     Snapshot(Result<SnapshotResponse<C>, String>),

@@ -21,9 +21,9 @@
 //! `tftp_bytes`, `tftp_active`, `tftp_denied`. Logs go to target `tandem::tftp`.
 
 mod config;
-mod packet;
+pub(crate) mod packet;
 mod server;
-mod session;
+pub(crate) mod session;
 #[cfg(test)]
 mod tests;
 mod unknown_tid;
