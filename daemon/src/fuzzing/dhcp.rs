@@ -146,6 +146,7 @@ pub fn dhcp_decode_handle(data: &[u8]) {
         offers: &f.offers,
         server_id: SID,
         now: NOW,
+        now_ns: NOW * 1_000_000_000,
     };
     let mut alloc = Allocator::new();
     let action = decide(&msg, &view, &mut alloc);
@@ -178,7 +179,7 @@ fn check(f: &Fixture, req: &Request<'_>, action: &Action) {
         return;
     }
     match action {
-        Action::Drop { .. } => {}
+        Action::Drop { .. } | Action::Shed { .. } => {}
         Action::Reply { reply, .. } => {
             let out = check_reply(req, reply);
             match out.opts().msg_type() {
