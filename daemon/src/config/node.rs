@@ -65,7 +65,7 @@ pub struct NodeConfig {
     pub raft_listen: SocketAddr,
     pub api_listen: SocketAddr,
     pub service: ServiceIface,
-    pub limits: super::PacketLimits,
+    pub limits: super::limits::PacketLimits,
 }
 
 impl NodeConfig {
