@@ -24,7 +24,8 @@
 //! the loop sees it ([`Cluster::fatal`]), steps down, counts it in
 //! `tandem_storage_errors_total`, shows it in `tandem status` while it shuts
 //! down, and [`run`] returns [`AppError::Storage`], which names the database
-//! file: `main` logs it and exits 1, so systemd restarts the node (once
+//! file (a panic of Raft's core: [`AppError::RaftPanicked`]): `main` logs it
+//! and exits 1, so systemd restarts the node (once
 //! space is freed, it recovers from what it had committed). No DHCP ACK is
 //! sent for a lease that was not committed: an ACK waits for the commit and
 //! apply, which a stopped core never reports. A panic while applying a
@@ -44,7 +45,7 @@ use crate::api::client::Client;
 use crate::api::dto::{MemberAddDto, OkDto};
 use crate::api::server::{self as api_server, Api, ServiceStatus};
 use crate::config::NodeConfig;
-use crate::consensus::{self, Cluster, JoinMarker, NodeStore, LEASE_CHECK_MS};
+use crate::consensus::{self, Cluster, JoinMarker, NodeStore, RaftFatal, LEASE_CHECK_MS};
 use crate::metrics;
 use crate::services::vip::Vip;
 use crate::steering::Steering;
@@ -69,6 +70,8 @@ pub enum AppError {
     /// Raft stopped on a storage error: the node cannot go on.
     #[error("storage failed on {path}: {cause}; stopped (free space or fix the disk, then restart: committed state is kept)")]
     Storage { path: PathBuf, cause: String },
+    #[error("the Raft core panicked; stopped (restart the node: committed state is kept)")]
+    RaftPanicked,
     #[error("admin API on {addr}: {source}")]
     Api {
         addr: std::net::SocketAddr,
@@ -81,7 +84,7 @@ pub enum AppError {
 enum EpochEnd {
     Shutdown,
     /// Raft stopped on its own ([`Cluster::fatal`]).
-    Fatal(String),
+    Fatal(RaftFatal),
     /// Discard this node's state and join the cluster at this API address.
     Join(String),
 }
@@ -134,12 +137,13 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), App
         let end = epoch(&cfg, &mut tr, &status_rx, joining, &shutdown, &mut notified).await?;
         match end {
             EpochEnd::Shutdown => break,
-            EpochEnd::Fatal(cause) => {
+            EpochEnd::Fatal(RaftFatal::Storage(cause)) => {
                 return Err(AppError::Storage {
                     path: cfg.data_dir.join(crate::store::DB_FILE),
                     cause,
                 });
             }
+            EpochEnd::Fatal(RaftFatal::Panicked) => return Err(AppError::RaftPanicked),
             EpochEnd::Join(addr) => {
                 let marker = JoinMarker::new(&cfg.data_dir);
                 marker.write(&addr).map_err(|source| AppError::Dir {
@@ -252,10 +256,11 @@ async fn epoch(
     };
     let why = match &end {
         EpochEnd::Shutdown => "shutdown",
-        EpochEnd::Fatal(cause) => {
+        EpochEnd::Fatal(RaftFatal::Storage(cause)) => {
             tr.storage_failed(cfg, cause);
             "storage failure"
         }
+        EpochEnd::Fatal(RaftFatal::Panicked) => "the Raft core panicked",
         EpochEnd::Join(_) => "joining another cluster",
     };
     tr.step_down(&cluster, why).await;
