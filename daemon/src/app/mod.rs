@@ -211,13 +211,7 @@ async fn epoch(
         let l = leadership.borrow_and_update().clone();
         if last_term != Some(l.term) {
             last_term = Some(l.term);
-            // At each election, a node that does not serve holds no VIP.
-            if tr.serving.is_none() && tr.vip.is_present().unwrap_or(false) {
-                tracing::warn!(target: "tandem::transition", term = l.term, index = cluster.last_log_index(), "releasing a VIP held while not serving");
-                if let Err(e) = tr.vip.remove() {
-                    tracing::error!(target: "tandem::transition", error = %e, "VIP removal failed");
-                }
-            }
+            tr.release_stray_vip(l.term, cluster.last_log_index());
         }
         if let Some(cause) = cluster.fatal() {
             break EpochEnd::Fatal(cause);
@@ -272,6 +266,16 @@ async fn epoch(
 }
 
 impl Transitions {
+    /// At each election, a node that does not serve holds no VIP.
+    fn release_stray_vip(&self, term: u64, index: u64) {
+        if self.serving.is_none() && self.vip.is_present().unwrap_or(false) {
+            tracing::warn!(target: "tandem::transition", term, index, "releasing a VIP held while not serving");
+            if let Err(e) = self.vip.remove() {
+                tracing::error!(target: "tandem::transition", error = %e, "VIP removal failed");
+            }
+        }
+    }
+
     /// What the epoch loop does with one [`Event`].
     async fn handle(&mut self, cluster: &Cluster, ev: Event) {
         match ev {
