@@ -66,6 +66,10 @@ fn serving_cluster(clients: usize) -> (Lab, usize) {
         "apply the service config (through node {leader}, the leader)"
     ));
     apply(&lab, leader, SERVICE_TOML);
+    // A node serves only once a config is applied: wait for it.
+    let (serving, _) =
+        tandem_tests::cluster::wait_one_serving_among(&lab, &[1, 2, 3], FAILOVER_TIMEOUT);
+    assert_eq!(serving, leader, "the leader does not serve after apply");
     (lab, leader)
 }
 

@@ -24,7 +24,8 @@
 //! the loop sees it ([`Cluster::fatal`]), steps down, counts it in
 //! `tandem_storage_errors_total`, shows it in `tandem status` while it shuts
 //! down, and [`run`] returns [`AppError::Storage`], which names the database
-//! file: `main` logs it and exits 1, so systemd restarts the node (once
+//! file (a panic of Raft's core: [`AppError::RaftPanicked`]): `main` logs it
+//! and exits 1, so systemd restarts the node (once
 //! space is freed, it recovers from what it had committed). No DHCP ACK is
 //! sent for a lease that was not committed: an ACK waits for the commit and
 //! apply, which a stopped core never reports. A panic while applying a
@@ -44,7 +45,7 @@ use crate::api::client::Client;
 use crate::api::dto::{MemberAddDto, OkDto};
 use crate::api::server::{self as api_server, Api, ServiceStatus};
 use crate::config::NodeConfig;
-use crate::consensus::{self, Cluster, JoinMarker, NodeStore, LEASE_CHECK_MS};
+use crate::consensus::{self, Cluster, JoinMarker, NodeStore, RaftFatal, LEASE_CHECK_MS};
 use crate::metrics;
 use crate::services::vip::Vip;
 use crate::steering::Steering;
@@ -69,6 +70,8 @@ pub enum AppError {
     /// Raft stopped on a storage error: the node cannot go on.
     #[error("storage failed on {path}: {cause}; stopped (free space or fix the disk, then restart: committed state is kept)")]
     Storage { path: PathBuf, cause: String },
+    #[error("the Raft core panicked; stopped (restart the node: committed state is kept)")]
+    RaftPanicked,
     #[error("admin API on {addr}: {source}")]
     Api {
         addr: std::net::SocketAddr,
@@ -81,7 +84,7 @@ pub enum AppError {
 enum EpochEnd {
     Shutdown,
     /// Raft stopped on its own ([`Cluster::fatal`]).
-    Fatal(String),
+    Fatal(RaftFatal),
     /// Discard this node's state and join the cluster at this API address.
     Join(String),
 }
@@ -138,12 +141,13 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), App
         let end = epoch(&cfg, &mut tr, &status_rx, joining, &shutdown, &mut notified).await?;
         match end {
             EpochEnd::Shutdown => break,
-            EpochEnd::Fatal(cause) => {
+            EpochEnd::Fatal(RaftFatal::Storage(cause)) => {
                 return Err(AppError::Storage {
                     path: cfg.data_dir.join(crate::store::DB_FILE),
                     cause,
                 });
             }
+            EpochEnd::Fatal(RaftFatal::Panicked) => return Err(AppError::RaftPanicked),
             EpochEnd::Join(addr) => {
                 let marker = JoinMarker::new(&cfg.data_dir);
                 marker.write(&addr).map_err(|source| AppError::Dir {
@@ -211,13 +215,7 @@ async fn epoch(
         let l = leadership.borrow_and_update().clone();
         if last_term != Some(l.term) {
             last_term = Some(l.term);
-            // At each election, a node that does not serve holds no VIP.
-            if tr.serving.is_none() && tr.vip.is_present().unwrap_or(false) {
-                tracing::warn!(target: "tandem::transition", term = l.term, index = cluster.last_log_index(), "releasing a VIP held while not serving");
-                if let Err(e) = tr.vip.remove() {
-                    tracing::error!(target: "tandem::transition", error = %e, "VIP removal failed");
-                }
-            }
+            tr.release_stray_vip(l.term, cluster.last_log_index());
         }
         if let Some(cause) = cluster.fatal() {
             break EpochEnd::Fatal(cause);
@@ -256,10 +254,11 @@ async fn epoch(
     };
     let why = match &end {
         EpochEnd::Shutdown => "shutdown",
-        EpochEnd::Fatal(cause) => {
+        EpochEnd::Fatal(RaftFatal::Storage(cause)) => {
             tr.storage_failed(cfg, cause);
             "storage failure"
         }
+        EpochEnd::Fatal(RaftFatal::Panicked) => "the Raft core panicked",
         EpochEnd::Join(_) => "joining another cluster",
     };
     tr.step_down(&cluster, why).await;
@@ -271,6 +270,16 @@ async fn epoch(
 }
 
 impl Transitions {
+    /// At each election, a node that does not serve holds no VIP.
+    fn release_stray_vip(&self, term: u64, index: u64) {
+        if self.serving.is_none() && self.vip.is_present().unwrap_or(false) {
+            tracing::warn!(target: "tandem::transition", term, index, "releasing a VIP held while not serving");
+            if let Err(e) = self.vip.remove() {
+                tracing::error!(target: "tandem::transition", error = %e, "VIP removal failed");
+            }
+        }
+    }
+
     /// What the epoch loop does with one [`Event`].
     async fn handle(&mut self, cluster: &Cluster, ev: Event) {
         match ev {

@@ -31,7 +31,7 @@ mod types;
 pub use handle::{ClusterHandle, ProposeError};
 pub use membership::{join, size_warning, JoinMarker, MembershipError};
 pub use node::{
-    Cluster, ConsensusError, EnsureError, Leadership, ELECTION_MAX_MS, ELECTION_MIN_MS,
+    Cluster, ConsensusError, EnsureError, Leadership, RaftFatal, ELECTION_MAX_MS, ELECTION_MIN_MS,
     HEARTBEAT_MS, LEADER_LEASE_MS, LEASE_CHECK_MS,
 };
 pub use status::{ClusterStatus, MemberRole, MemberStatus, Role};

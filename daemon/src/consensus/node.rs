@@ -17,6 +17,15 @@ use crate::metrics;
 use crate::model::{Command, CommandResponse, State};
 use crate::store::StateView;
 
+/// Why Raft stopped on its own ([`Cluster::fatal`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RaftFatal {
+    /// A storage error (disk full, I/O error), with its causes.
+    Storage(String),
+    /// Raft's core task panicked.
+    Panicked,
+}
+
 /// Why [`Cluster::ensure_applied`] could not confirm an up-to-date view.
 #[derive(Debug, thiserror::Error)]
 pub enum EnsureError {
@@ -268,14 +277,15 @@ impl Cluster {
     }
 
     /// Why Raft stopped on its own, if it did: a storage error (disk full,
-    /// I/O error) or a panic in its core, with every cause in the chain.
-    /// `None` while it runs or after an orderly [`Cluster::shutdown`].
+    /// I/O error; every cause in the chain) or a panic in its core. `None`
+    /// while it runs or after an orderly [`Cluster::shutdown`].
     #[must_use]
-    pub fn fatal(&self) -> Option<String> {
+    pub fn fatal(&self) -> Option<RaftFatal> {
         let m = self.raft.metrics();
         let m = m.borrow_watched();
         match &m.running_state {
             Ok(()) | Err(openraft::errors::Fatal::Stopped) => None,
+            Err(openraft::errors::Fatal::Panicked) => Some(RaftFatal::Panicked),
             Err(e) => {
                 let mut msg = e.to_string();
                 let mut src = std::error::Error::source(e);
@@ -287,7 +297,7 @@ impl Cluster {
                     }
                     src = s.source();
                 }
-                Some(msg)
+                Some(RaftFatal::Storage(msg))
             }
         }
     }
