@@ -3,7 +3,7 @@
 //!
 //! ```toml
 //! [limits]
-//! dhcp_per_mac    = { rate = 4, burst = 16 }        # packets/s, packets
+//! dhcp_per_mac    = { rate = 50, burst = 100 }      # packets/s, packets
 //! dhcp_per_relay  = { rate = 20000, burst = 20000 }
 //! tftp_per_client = { rate = 100, burst = 256 }
 //! arp_per_mac     = { rate = 10, burst = 32 }
@@ -12,10 +12,15 @@
 //! Every limit is a token bucket: `burst` packets at once, then `rate` per
 //! second. `rate = 0` switches one off. Why the defaults are what they are:
 //!
-//! - `dhcp_per_mac` 4/s, burst 16: a PXE boot runs up to three DORAs
+//! - `dhcp_per_mac` 50/s, burst 100: a PXE boot runs up to three DORAs
 //!   (firmware, iPXE, the OS) within a few seconds, about a dozen packets
 //!   with retransmissions; after that a client sends one packet per
-//!   renewal. A starvation tool sending from one MAC gets 4 packets/s.
+//!   renewal. Monitoring probes and test loops go faster (the lab's
+//!   broadcast probe sends 20 DISCOVERs/s from one MAC, a `udhcpc` loop a
+//!   few exchanges a second), so the limit sits well above them. A
+//!   starvation tool sending from one MAC gets 50 of its thousands a second
+//!   through; one that forges a new source MAC per packet is the daemon's
+//!   to hold (`services::dhcp::allocator`, flood policy).
 //! - `dhcp_per_relay` 20,000/s: every client behind a relay shares its
 //!   giaddr, so this bucket is for the relay as a whole. It sits above what
 //!   one node answers (about 6,000 exchanges, 12,000 packets, per second
@@ -63,7 +68,7 @@ pub struct PacketLimits {
 impl Default for PacketLimits {
     fn default() -> Self {
         PacketLimits {
-            dhcp_per_mac: PacketLimit::new(4, 16),
+            dhcp_per_mac: PacketLimit::new(50, 100),
             dhcp_per_relay: PacketLimit::new(20_000, 20_000),
             tftp_per_client: PacketLimit::new(100, 256),
             arp_per_mac: PacketLimit::new(10, 32),

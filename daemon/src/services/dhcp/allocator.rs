@@ -266,8 +266,7 @@ impl Pressure {
 
 /// Per-MAC limit of SELECTING REQUESTs that no OFFER of this node preceded:
 /// a client that got its OFFER from the old leader sends one or two; a
-/// flood sends thousands. The same numbers as the XDP `dhcp_per_mac`
-/// default: 4 per second, bursts of 16.
+/// flood sends thousands: 4 per second, bursts of 16.
 pub const UNSOLICITED_PER_MAC: Limit = Limit::new(4, 16);
 /// All unsolicited SELECTING REQUESTs together, whatever their MACs: a
 /// flood from random MACs gets a fresh per-MAC bucket for each packet, so
