@@ -158,7 +158,12 @@ fn run_target(
     prefix.push("/");
     let mut artifact_flag = std::ffi::OsString::from("-artifact_prefix=");
     artifact_flag.push(&prefix);
-    let out = Command::new("flock")
+    // libFuzzer reports on stderr; a file lets a long run be followed (tail -f).
+    let log_path = fuzz.join("target").join(format!("{target}.log"));
+    let log_file = std::fs::File::create(&log_path)
+        .with_context(|| format!("creating {}", log_path.display()))?;
+    println!("    log: {}", log_path.display());
+    let status = Command::new("flock")
         .args([HEAVY_LOCK, "nice", "-n", "19"])
         .arg(&bin)
         .args(LIBFUZZER_FLAGS)
@@ -167,9 +172,11 @@ fn run_target(
         .arg(artifact_flag)
         .arg(&work)
         .arg(&seeds)
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(log_file)
+        .status()
         .with_context(|| format!("starting {}", bin.display()))?;
-    let log = String::from_utf8_lossy(&out.stderr);
+    let log = String::from_utf8_lossy(&std::fs::read(&log_path).unwrap_or_default()).into_owned();
     let (execs, run_secs) = final_stats(&log);
     let mut crashes = Vec::new();
     for name in artifact_names(&artifacts)? {
@@ -183,7 +190,7 @@ fn run_target(
             .with_context(|| format!("keeping {}", kept.display()))?;
         crashes.push(kept);
     }
-    if !out.status.success() || !crashes.is_empty() {
+    if !status.success() || !crashes.is_empty() {
         // The panic message and the crash's stack are at the end.
         let tail: Vec<&str> = log.lines().rev().take(40).collect();
         for l in tail.iter().rev() {
@@ -191,8 +198,7 @@ fn run_target(
         }
         ensure!(
             !crashes.is_empty(),
-            "{target} failed ({}) without leaving a crash input",
-            out.status
+            "{target} failed ({status}) without leaving a crash input"
         );
     }
     println!(
