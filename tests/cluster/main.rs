@@ -14,7 +14,9 @@
 //!   writes with exit code 3.
 //! - [`durability`]: SIGKILL of all three and restart keeps every lease.
 //! - [`handover`]: planned handover under a client loop loses no request.
+//! - [`artifacts`]: put, replication with Range resume, corruption, rm, RSS.
 
+mod artifacts;
 mod clients_survive;
 mod dual_answer;
 mod durability;

@@ -26,11 +26,12 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::client::Client;
+use crate::api::client::{ApiTransport, Client};
 use crate::api::dto::{MemberAddDto, OkDto};
 use crate::api::server::{self as api_server, Api, ServiceStatus};
 use crate::config::NodeConfig;
 use crate::consensus::{self, Cluster, JoinMarker, NodeStore, LEASE_CHECK_MS};
+use crate::services::artifacts::{self, ArtifactConfig, Artifacts};
 use crate::services::vip::Vip;
 use crate::steering::Steering;
 use transitions::Transitions;
@@ -137,6 +138,27 @@ async fn epoch(
     let store = NodeStore::open(&cfg.data_dir)?;
     let raft_cancel = CancellationToken::new();
     let cluster = Cluster::start(cfg, &store, joining.is_none(), raft_cancel.clone()).await?;
+    let limits = ArtifactConfig {
+        max_bytes: cfg.artifact_max_bytes,
+        verify_every: cfg.artifact_verify_every,
+    };
+    let arts = Artifacts::open(
+        &cfg.data_dir,
+        &cfg.artifact_dir,
+        cfg.node_id,
+        limits,
+        store.view(),
+    )
+    .map_err(|source| AppError::Dir {
+        path: cfg.data_dir.join("blobs"),
+        source,
+    })?;
+    tokio::spawn(artifacts::run(
+        arts.clone(),
+        cluster.clone(),
+        ApiTransport,
+        raft_cancel.clone(),
+    ));
 
     let (join_tx, mut join_rx) = mpsc::channel(1);
     let api = Api {
@@ -145,6 +167,7 @@ async fn epoch(
         vip: cfg.service.vip.to_string(),
         me: Cluster::me(cfg),
         join: join_tx,
+        artifacts: arts,
     };
     let api_cancel = CancellationToken::new();
     let api_addr = cfg.api_listen;
@@ -191,6 +214,8 @@ async fn epoch(
         let lease = cluster.holds_lease();
         if l.is_leader && lease && tr.serving.is_none() {
             tr.become_leader(&cluster, &l).await;
+            // Leadership prefers completeness: once per won term.
+            tokio::spawn(artifacts::prefer_complete(cluster.clone(), l.term));
         } else if tr.serving.is_some() && !l.is_leader {
             tr.step_down(&cluster, "lost leadership").await;
         } else if tr.serving.is_some() && !lease {

@@ -15,6 +15,10 @@ struct Wire {
     data_dir: Option<PathBuf>,
     /// Where TFTP and HTTP boot serve files from; defaults to `<data_dir>/artifacts`.
     artifact_dir: Option<PathBuf>,
+    /// Uploads larger than this are refused (default 8 GiB: a DVD ISO fits).
+    artifact_max_bytes: Option<u64>,
+    /// How often held blobs are hashed again, in seconds (default 3600).
+    artifact_verify_secs: Option<u64>,
     cluster: Option<WireListen>,
     api: Option<WireListen>,
     service: Option<WireService>,
@@ -56,6 +60,8 @@ pub struct NodeConfig {
     pub node_id: u64,
     pub data_dir: PathBuf,
     pub artifact_dir: PathBuf,
+    pub artifact_max_bytes: u64,
+    pub artifact_verify_every: std::time::Duration,
     pub raft_listen: SocketAddr,
     pub api_listen: SocketAddr,
     pub service: ServiceIface,
@@ -139,6 +145,22 @@ impl Wire {
         let artifact_dir = self
             .artifact_dir
             .unwrap_or_else(|| data_dir.join("artifacts"));
+        let artifact_max_bytes = self.artifact_max_bytes.unwrap_or(8 << 30);
+        if artifact_max_bytes == 0 {
+            return Err(field_err(
+                "artifact_max_bytes",
+                "0 refuses every upload",
+                "leave it out (8 GiB) or give a size in bytes",
+            ));
+        }
+        let verify_secs = self.artifact_verify_secs.unwrap_or(3600);
+        if verify_secs == 0 {
+            return Err(field_err(
+                "artifact_verify_secs",
+                "0 would re-hash every blob continuously",
+                "leave it out (3600) or give seconds >= 1",
+            ));
+        }
         let raft_listen = listen("cluster.listen", self.cluster)?;
         let api_listen = listen("api.listen", self.api)?;
         if raft_listen == api_listen {
@@ -207,6 +229,8 @@ impl Wire {
             node_id,
             data_dir,
             artifact_dir,
+            artifact_max_bytes,
+            artifact_verify_every: std::time::Duration::from_secs(verify_secs),
             raft_listen,
             api_listen,
             service: ServiceIface {
