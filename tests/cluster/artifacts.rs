@@ -3,7 +3,7 @@
 //! bytes by sha256. Real daemons, real TCP, real TFTP (curl), nothing mocked.
 //!
 //! - a 64 MiB put is held on all three nodes within seconds, with matching
-//!   bytes under each node's artifact_dir; TFTP serves a put file by name;
+//!   bytes under each node's `artifact_dir`; TFTP serves a put file by name;
 //!   `artifact rm` removes the name everywhere and the blobs are collected;
 //! - a follower killed mid-fetch (its blob traffic throttled with htb on
 //!   its switch port) resumes with Range after a restart (its log names the
@@ -26,6 +26,11 @@ use super::others;
 const BIG: u64 = 64 << 20;
 /// How long all nodes may take to hold a 64 MiB artifact (unthrottled).
 const HELD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A byte count as the metrics render it (exact below 2^53).
+fn as_f64(bytes: u64) -> f64 {
+    f64::from(u32::try_from(bytes).expect("test sizes fit u32"))
+}
 
 fn path_str(p: &Path) -> &str {
     p.to_str().expect("lab paths are UTF-8")
@@ -134,7 +139,7 @@ fn put_replicates_to_every_node_tftp_serves_it_and_rm_collects_it() {
         );
         if i != leader {
             let fetched = counter(&lab, i, "tandem_artifact_fetch_bytes_total", &[]);
-            assert!(fetched >= BIG as f64, "node {i} fetched {fetched} bytes");
+            assert!(fetched >= as_f64(BIG), "node {i} fetched {fetched} bytes");
         }
     }
 
@@ -209,8 +214,7 @@ fn tc(lab: &Lab, args: &[&str]) {
 fn resume_offset(log: &str) -> Option<u64> {
     let line = log
         .lines()
-        .filter(|l| l.contains("resuming blob fetch with Range"))
-        .last()?;
+        .rfind(|l| l.contains("resuming blob fetch with Range"))?;
     let rest = &line[line.find("offset=")? + "offset=".len()..];
     rest.split(|c: char| !c.is_ascii_digit())
         .next()?
@@ -290,10 +294,10 @@ fn a_follower_killed_mid_fetch_resumes_and_a_corrupt_copy_is_fetched_again() {
     );
     // Since the restart it fetched only the rest.
     let fetched = counter(&lab, slow, "tandem_artifact_fetch_bytes_total", &[]);
-    assert_eq!(
-        fetched,
-        (BIG - offset) as f64,
-        "bytes fetched after the restart"
+    assert!(
+        (fetched - as_f64(BIG - offset)).abs() < 0.5,
+        "fetched {fetched} bytes after the restart, {} were missing",
+        BIG - offset
     );
 
     phase(&format!(

@@ -174,6 +174,7 @@ impl Client {
 /// How `put_file` and the artifact transport send one request: every
 /// artifact call goes through [`Client::send`], so another transport (TLS,
 /// bearer tokens) changes one place.
+#[derive(Clone, Copy)]
 pub enum SendBody<'a> {
     None,
     Json(&'a dyn erased::Json),

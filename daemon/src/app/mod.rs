@@ -138,27 +138,7 @@ async fn epoch(
     let store = NodeStore::open(&cfg.data_dir)?;
     let raft_cancel = CancellationToken::new();
     let cluster = Cluster::start(cfg, &store, joining.is_none(), raft_cancel.clone()).await?;
-    let limits = ArtifactConfig {
-        max_bytes: cfg.artifact_max_bytes,
-        verify_every: cfg.artifact_verify_every,
-    };
-    let arts = Artifacts::open(
-        &cfg.data_dir,
-        &cfg.artifact_dir,
-        cfg.node_id,
-        limits,
-        store.view(),
-    )
-    .map_err(|source| AppError::Dir {
-        path: cfg.data_dir.join("blobs"),
-        source,
-    })?;
-    tokio::spawn(artifacts::run(
-        arts.clone(),
-        cluster.clone(),
-        ApiTransport,
-        raft_cancel.clone(),
-    ));
+    let arts = start_artifacts(cfg, &store, &cluster, &raft_cancel)?;
 
     let (join_tx, mut join_rx) = mpsc::channel(1);
     let api = Api {
@@ -246,6 +226,38 @@ async fn epoch(
     api_cancel.cancel();
     let _ = api_task.await;
     Ok(end)
+}
+
+/// Opens the artifact store and starts its replication task (every node,
+/// until `cancel`; its peers are reached through the admin API).
+fn start_artifacts(
+    cfg: &NodeConfig,
+    store: &NodeStore,
+    cluster: &Cluster,
+    cancel: &CancellationToken,
+) -> Result<Artifacts, AppError> {
+    let limits = ArtifactConfig {
+        max_bytes: cfg.artifact_max_bytes,
+        verify_every: cfg.artifact_verify_every,
+    };
+    let arts = Artifacts::open(
+        &cfg.data_dir,
+        &cfg.artifact_dir,
+        cfg.node_id,
+        limits,
+        store.view(),
+    )
+    .map_err(|source| AppError::Dir {
+        path: cfg.data_dir.join("blobs"),
+        source,
+    })?;
+    tokio::spawn(artifacts::run(
+        arts.clone(),
+        cluster.clone(),
+        ApiTransport,
+        cancel.clone(),
+    ));
+    Ok(arts)
 }
 
 /// How a joining node asks a cluster to add it: `POST /v1/cluster/members`

@@ -117,7 +117,28 @@ fn listen(field: &str, v: Option<WireListen>) -> Result<SocketAddr, ConfigError>
 }
 
 impl Wire {
+    fn artifact_limits(&self) -> Result<(u64, std::time::Duration), ConfigError> {
+        let max = self.artifact_max_bytes.unwrap_or(8 << 30);
+        if max == 0 {
+            return Err(field_err(
+                "artifact_max_bytes",
+                "0 refuses every upload",
+                "leave it out (8 GiB) or give a size in bytes",
+            ));
+        }
+        let verify_secs = self.artifact_verify_secs.unwrap_or(3600);
+        if verify_secs == 0 {
+            return Err(field_err(
+                "artifact_verify_secs",
+                "0 would re-hash every blob continuously",
+                "leave it out (3600) or give seconds >= 1",
+            ));
+        }
+        Ok((max, std::time::Duration::from_secs(verify_secs)))
+    }
+
     fn validate(self) -> Result<NodeConfig, ConfigError> {
+        let (artifact_max_bytes, artifact_verify_every) = self.artifact_limits()?;
         let node_id = self.node_id.ok_or_else(|| {
             field_err(
                 "node_id",
@@ -145,22 +166,6 @@ impl Wire {
         let artifact_dir = self
             .artifact_dir
             .unwrap_or_else(|| data_dir.join("artifacts"));
-        let artifact_max_bytes = self.artifact_max_bytes.unwrap_or(8 << 30);
-        if artifact_max_bytes == 0 {
-            return Err(field_err(
-                "artifact_max_bytes",
-                "0 refuses every upload",
-                "leave it out (8 GiB) or give a size in bytes",
-            ));
-        }
-        let verify_secs = self.artifact_verify_secs.unwrap_or(3600);
-        if verify_secs == 0 {
-            return Err(field_err(
-                "artifact_verify_secs",
-                "0 would re-hash every blob continuously",
-                "leave it out (3600) or give seconds >= 1",
-            ));
-        }
         let raft_listen = listen("cluster.listen", self.cluster)?;
         let api_listen = listen("api.listen", self.api)?;
         if raft_listen == api_listen {
@@ -230,7 +235,7 @@ impl Wire {
             data_dir,
             artifact_dir,
             artifact_max_bytes,
-            artifact_verify_every: std::time::Duration::from_secs(verify_secs),
+            artifact_verify_every,
             raft_listen,
             api_listen,
             service: ServiceIface {

@@ -156,12 +156,12 @@ mod tests {
             Err(NameError::TooLong { len, .. }) if len == MAX_NAME_BYTES + 1
         ));
         assert_eq!(validate_name(&"a".repeat(MAX_NAME_BYTES)), Ok(()));
-        let deep = vec!["d"; MAX_NAME_DEPTH + 1].join("/");
+        let deep = ["d"; MAX_NAME_DEPTH + 1].join("/");
         assert!(matches!(
             validate_name(&deep),
             Err(NameError::TooDeep { .. })
         ));
-        assert_eq!(validate_name(&vec!["d"; MAX_NAME_DEPTH].join("/")), Ok(()));
+        assert_eq!(validate_name(&["d"; MAX_NAME_DEPTH].join("/")), Ok(()));
     }
 
     #[test]

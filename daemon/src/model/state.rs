@@ -210,36 +210,43 @@ impl State {
                 },
             },
             Command::ArtifactHeld { node, sha256, held } => {
-                if *held {
-                    if !self.is_named(sha256) {
-                        // A report that raced an `artifact rm`: nothing names it.
-                        return (
-                            CommandResponse::Rejected {
-                                reason: format!("no artifact has sha256 {sha256}"),
-                            },
-                            changes,
-                        );
-                    }
-                    if self
-                        .holders
-                        .entry(sha256.clone())
-                        .or_default()
-                        .insert(*node)
-                    {
-                        changes.holders.push(sha256.clone());
-                    }
-                } else if let Some(set) = self.holders.get_mut(sha256) {
-                    if set.remove(node) {
-                        if set.is_empty() {
-                            self.holders.remove(sha256);
-                        }
-                        changes.holders.push(sha256.clone());
-                    }
-                }
-                CommandResponse::Ok
+                self.artifact_held(*node, sha256, *held, &mut changes)
             }
         };
         (resp, changes)
+    }
+
+    fn artifact_held(
+        &mut self,
+        node: u64,
+        sha256: &str,
+        held: bool,
+        changes: &mut Changes,
+    ) -> CommandResponse {
+        if held {
+            if !self.is_named(sha256) {
+                // A report that raced an `artifact rm`: nothing names it.
+                return CommandResponse::Rejected {
+                    reason: format!("no artifact has sha256 {sha256}"),
+                };
+            }
+            if self
+                .holders
+                .entry(sha256.to_owned())
+                .or_default()
+                .insert(node)
+            {
+                changes.holders.push(sha256.to_owned());
+            }
+        } else if let Some(set) = self.holders.get_mut(sha256) {
+            if set.remove(&node) {
+                if set.is_empty() {
+                    self.holders.remove(sha256);
+                }
+                changes.holders.push(sha256.to_owned());
+            }
+        }
+        CommandResponse::Ok
     }
 
     fn put_artifact(
@@ -537,53 +544,53 @@ mod tests {
 
     #[test]
     fn artifact_commands_keep_holders_for_named_blobs_only() {
-        let mut s = State::default();
-        let a = "a".repeat(64);
-        let b = "b".repeat(64);
+        let mut st = State::default();
+        let sha_a = "a".repeat(64);
+        let sha_b = "b".repeat(64);
         // A report for a blob nothing names is refused.
         assert!(matches!(
-            s.apply(&held(1, 'a', true)),
+            st.apply(&held(1, 'a', true)),
             CommandResponse::Rejected { .. }
         ));
-        let (r, c) = s.apply_tracked(&put("ipxe.efi", 'a'));
-        assert_eq!(r, CommandResponse::Ok);
-        assert_eq!(c.artifacts, vec!["ipxe.efi".to_string()]);
-        let (_, c) = s.apply_tracked(&held(1, 'a', true));
-        assert_eq!(c.holders, vec![a.clone()]);
+        let (resp, ch) = st.apply_tracked(&put("ipxe.efi", 'a'));
+        assert_eq!(resp, CommandResponse::Ok);
+        assert_eq!(ch.artifacts, vec!["ipxe.efi".to_string()]);
+        let (_, ch) = st.apply_tracked(&held(1, 'a', true));
+        assert_eq!(ch.holders, vec![sha_a.clone()]);
         // Holding twice changes nothing.
-        let (_, c) = s.apply_tracked(&held(1, 'a', true));
-        assert!(c.holders.is_empty());
-        s.apply(&held(2, 'a', true));
-        assert_eq!(s.holders_of("ipxe.efi").unwrap().len(), 2);
+        let (_, ch) = st.apply_tracked(&held(1, 'a', true));
+        assert!(ch.holders.is_empty());
+        st.apply(&held(2, 'a', true));
+        assert_eq!(st.holders_of("ipxe.efi").unwrap().len(), 2);
         // A second name for the same blob shares its holders.
-        s.apply(&put("copy.efi", 'a'));
-        assert_eq!(s.holders_of("copy.efi"), s.holders_of("ipxe.efi"));
+        st.apply(&put("copy.efi", 'a'));
+        assert_eq!(st.holders_of("copy.efi"), st.holders_of("ipxe.efi"));
         // Renaming ipxe.efi to new bytes keeps a's holders (copy.efi names it).
-        let (_, c) = s.apply_tracked(&put("ipxe.efi", 'b'));
-        assert!(c.holders.is_empty());
-        assert!(s.holders_of("ipxe.efi").is_none());
+        let (_, ch) = st.apply_tracked(&put("ipxe.efi", 'b'));
+        assert!(ch.holders.is_empty());
+        assert!(st.holders_of("ipxe.efi").is_none());
         // Removing the last name of a drops its holders.
-        let (r, c) = s.apply_tracked(&Command::RemoveArtifact {
+        let (resp, ch) = st.apply_tracked(&Command::RemoveArtifact {
             name: "copy.efi".into(),
         });
-        assert_eq!(r, CommandResponse::Ok);
-        assert_eq!(c.holders, vec![a.clone()]);
-        assert!(!s.holders.contains_key(&a));
+        assert_eq!(resp, CommandResponse::Ok);
+        assert_eq!(ch.holders, vec![sha_a.clone()]);
+        assert!(!st.holders.contains_key(&sha_a));
         // Not held any more: the last holder leaving drops the entry.
-        s.apply(&held(3, 'b', true));
-        let (_, c) = s.apply_tracked(&held(3, 'b', false));
-        assert_eq!(c.holders, vec![b.clone()]);
-        assert!(!s.holders.contains_key(&b));
+        st.apply(&held(3, 'b', true));
+        let (_, ch) = st.apply_tracked(&held(3, 'b', false));
+        assert_eq!(ch.holders, vec![sha_b.clone()]);
+        assert!(!st.holders.contains_key(&sha_b));
         assert!(matches!(
-            s.apply(&Command::RemoveArtifact {
+            st.apply(&Command::RemoveArtifact {
                 name: "nope".into()
             }),
             CommandResponse::Rejected { .. }
         ));
         // Round-trips through serde (snapshots), and old snapshots load.
-        let json = serde_json::to_string(&s).unwrap();
-        let t: State = serde_json::from_str(&json).unwrap();
-        assert_eq!(t, s);
+        let json = serde_json::to_string(&st).unwrap();
+        let back: State = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, st);
         let old: State = serde_json::from_str(r#"{"config":{},"leases":{}}"#).unwrap();
         assert!(old.artifacts.is_empty() && old.holders.is_empty());
     }

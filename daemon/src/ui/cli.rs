@@ -258,15 +258,12 @@ fn cluster(client: &Client, cmd: &ClusterCmd) -> ExitCode {
 fn artifact(client: &Client, cmd: &ArtifactCmd) -> ExitCode {
     match cmd {
         ArtifactCmd::Put { file, name } => {
-            let name = match name {
-                Some(n) => n.clone(),
-                None => match file.file_name().and_then(|n| n.to_str()) {
-                    Some(n) => n.to_owned(),
-                    None => {
-                        eprintln!("tandem: {} has no file name; give --name", file.display());
-                        return ExitCode::from(2);
-                    }
-                },
+            let Some(name) = name
+                .clone()
+                .or_else(|| file.file_name()?.to_str().map(str::to_owned))
+            else {
+                eprintln!("tandem: {} has no file name; give --name", file.display());
+                return ExitCode::from(2);
             };
             if let Err(e) = crate::model::validate_name(&name) {
                 eprintln!("tandem: {e}");

@@ -23,6 +23,9 @@ use tokio::io::AsyncWriteExt;
 
 use crate::model::is_sha256_hex;
 
+/// A visitor of served files: (relative name, path, (dev, inode)).
+type Visit<'a> = dyn FnMut(&str, &Path, (u64, u64)) -> io::Result<()> + 'a;
+
 /// Read and hash in pieces of this size (flat memory whatever the file's size).
 const CHUNK: usize = 1 << 20;
 
@@ -268,11 +271,7 @@ impl BlobStore {
 
     /// Calls `f(relative name, path, (dev, inode))` for each regular file
     /// under `dir` (no symlinks followed).
-    fn walk(
-        &self,
-        dir: &Path,
-        f: &mut dyn FnMut(&str, &Path, (u64, u64)) -> io::Result<()>,
-    ) -> io::Result<()> {
+    fn walk(&self, dir: &Path, f: &mut Visit<'_>) -> io::Result<()> {
         for e in fs::read_dir(dir)? {
             let e = e?;
             let ft = e.file_type()?;

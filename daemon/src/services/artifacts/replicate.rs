@@ -310,7 +310,7 @@ fn tidy(
                     gone.push(sha);
                 }
                 Err(e) => {
-                    tracing::error!(target: LOG_TARGET, sha256 = %sha, error = %e, "cannot delete an unnamed blob")
+                    tracing::error!(target: LOG_TARGET, sha256 = %sha, error = %e, "cannot delete an unnamed blob");
                 }
             }
         }
