@@ -8,6 +8,7 @@
 //! caller also asks at most once per term.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::consensus::{Cluster, ClusterHandle};
@@ -26,6 +27,11 @@ const HEALTHY_LAG: u64 = 64;
 /// [`handover_target`]), hands leadership to it. Meanwhile this node serves
 /// and fetches as usual.
 pub async fn prefer_complete(cluster: Cluster, term: u64) {
+    // Once per term, even if this node serves twice in it (a lease lapse).
+    static CHECKED: AtomicU64 = AtomicU64::new(0);
+    if CHECKED.fetch_max(term, Ordering::Relaxed) >= term {
+        return;
+    }
     tokio::time::sleep(SETTLE).await;
     let l = cluster.leadership().borrow().clone();
     if !l.is_leader || l.term != term {

@@ -398,3 +398,88 @@ fn fetch_blob<T: Transport>(
     tracing::info!(target: LOG_TARGET, sha256 = %sha, size, from = %api, "blob fetched and verified");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use sha2::{Digest, Sha256};
+
+    use super::*;
+    use crate::services::artifacts::hex;
+
+    /// Serves a blob from bytes in memory, as `GET /v1/blobs` with Range
+    /// does, and can cut the body after some bytes (a killed connection).
+    #[derive(Clone)]
+    struct Bytes {
+        data: Arc<Vec<u8>>,
+        cut_after: Option<usize>,
+        offsets: Arc<Mutex<Vec<u64>>>,
+    }
+
+    impl Transport for Bytes {
+        fn fetch_blob(&self, _: &str, _: &str, offset: u64) -> Result<BlobStream, String> {
+            self.offsets.lock().unwrap().push(offset);
+            let start = usize::try_from(offset).unwrap();
+            let end = self
+                .cut_after
+                .map_or(self.data.len(), |c| (start + c).min(self.data.len()));
+            Ok(BlobStream {
+                start: offset,
+                body: Box::new(std::io::Cursor::new(self.data[start..end].to_vec())),
+            })
+        }
+
+        fn report_held(&self, _: &str, _: &HeldReport) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_interrupted_fetch_resumes_from_its_partial_file_and_verifies() {
+        let d = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(&d.path().join("data"), &d.path().join("served")).unwrap();
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 253) as u8).collect();
+        let sha = hex(&Sha256::digest(&data));
+        let size = data.len() as u64;
+        let mut t = Bytes {
+            data: Arc::new(data),
+            cut_after: Some(1_000_000),
+            offsets: Arc::default(),
+        };
+        let e = fetch_blob(&store, &t, "peer", &sha, size).unwrap_err();
+        assert!(e.contains("early"), "{e}");
+        assert_eq!(
+            std::fs::metadata(store.partial_path(&sha)).unwrap().len(),
+            1_000_000
+        );
+        assert!(
+            !store.blob_path(&sha).exists(),
+            "a partial blob is never a blob"
+        );
+        t.cut_after = None;
+        fetch_blob(&store, &t, "peer", &sha, size).unwrap();
+        assert_eq!(*t.offsets.lock().unwrap(), vec![0, 1_000_000]);
+        assert!(store.verify(&sha).unwrap());
+        assert!(!store.partial_path(&sha).exists());
+    }
+
+    #[test]
+    fn wrong_bytes_are_discarded_not_stored() {
+        let d = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(&d.path().join("data"), &d.path().join("served")).unwrap();
+        let t = Bytes {
+            data: Arc::new(vec![1; 4096]),
+            cut_after: None,
+            offsets: Arc::default(),
+        };
+        let sha = "ab".repeat(32);
+        let e = fetch_blob(&store, &t, "peer", &sha, 4096).unwrap_err();
+        assert!(e.contains("does not match"), "{e}");
+        assert!(!store.blob_path(&sha).exists());
+        assert!(
+            !store.partial_path(&sha).exists(),
+            "bad bytes are not resumed from"
+        );
+    }
+}
