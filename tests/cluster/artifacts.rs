@@ -307,6 +307,7 @@ fn a_follower_killed_mid_fetch_resumes_and_a_corrupt_copy_is_fetched_again() {
     lab.write_node_config_raw(other, &cfg).expect("node config");
     lab.restart_node(other).expect("restart");
     wait_held_everywhere(&lab, "big.img", &[1, 2, 3], Duration::from_secs(30));
+    let mark = node_log(&lab, other).len();
     {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -315,12 +316,20 @@ fn a_follower_killed_mid_fetch_resumes_and_a_corrupt_copy_is_fetched_again() {
         f.seek(SeekFrom::Start(1 << 20)).expect("seek");
         f.write_all(&[0xAA; 4096]).expect("corrupting");
     }
+    // Found corrupt, discarded, then fetched and verified again, in that order.
+    let refetched = || {
+        let log = node_log(&lab, other);
+        let since = log.get(mark..).unwrap_or("");
+        since
+            .find("corrupt blob discarded")
+            .is_some_and(|at| since[at..].contains("blob fetched and verified"))
+    };
     assert!(
-        wait_until(Duration::from_secs(20), || node_log(&lab, other)
-            .contains("corrupt blob discarded")),
-        "node {other} did not find the corruption"
+        wait_until(Duration::from_secs(60), refetched),
+        "node {other} did not find the corruption and fetch the blob again:\n{}",
+        node_log(&lab, other).get(mark..).unwrap_or("")
     );
-    wait_held_everywhere(&lab, "big.img", &[1, 2, 3], Duration::from_secs(60));
+    wait_held_everywhere(&lab, "big.img", &[1, 2, 3], Duration::from_secs(30));
     assert_eq!(
         sha256_file(&lab.node_artifact_dir(other).join("big.img")).expect("sha256"),
         sha,
