@@ -27,6 +27,9 @@
 //! blob, and `artifact rm` deletes only links to blobs, never a file that is
 //! no blob's link. (A served copy made across file systems, on `EXDEV`, is
 //! removed when its blob is; a stale copy left by a crash meanwhile stays.)
+//! A served name is the blob itself (a hard link): writing into it in place
+//! changes the blob, which the next verify pass finds corrupt and replaces
+//! from a peer. Replace files by `artifact put`, not by editing them.
 //!
 //! Only verified blobs ever appear under a name: a blob enters the store
 //! after its sha256 was checked (the upload's own hash, or a fetch checked
