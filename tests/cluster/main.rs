@@ -17,7 +17,9 @@
 //! - [`guard`]: a fresh node with the VIP, a leader with its TFTP port
 //!   taken, a leader whose disk fills up.
 //! - [`flood`]: a DHCP flood starves no real client and moves no leader.
+//! - [`artifacts`]: put, replication with Range resume, corruption, rm, RSS.
 
+mod artifacts;
 mod clients_survive;
 mod dual_answer;
 mod durability;

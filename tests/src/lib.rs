@@ -128,8 +128,11 @@ pub fn wait_single_server(lab: &Lab, timeout: Duration) -> usize {
 }
 
 /// Writes `toml` as `<node dir>/service.toml` and runs `tandem apply` on node
-/// `i`; panics if it fails.
+/// `i`; panics if it fails. `apply` refuses a profile that names an artifact
+/// no node holds, so the profile files it names are put first
+/// ([`put_profile_artifacts`]).
 pub fn apply(lab: &Lab, i: usize, toml: &str) {
+    put_profile_artifacts(lab, i, toml);
     let path = lab.node_dir(i).join("service.toml");
     std::fs::write(&path, toml).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
     let out = lab
@@ -140,6 +143,53 @@ pub fn apply(lab: &Lab, i: usize, toml: &str) {
         "tandem apply on node {i} failed: {}",
         describe_output(&out)
     );
+}
+
+/// The artifact names of a service config's profiles: the values of its
+/// `bios`, `uefi_x64` and `uefi_arm64` lines that are not URLs.
+#[must_use]
+pub fn profile_files(toml: &str) -> Vec<String> {
+    toml.lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            let v = v.trim().strip_prefix('"')?.strip_suffix('"')?;
+            (["bios", "uefi_x64", "uefi_arm64"].contains(&k.trim()) && !v.contains("://"))
+                .then(|| v.to_owned())
+        })
+        .collect()
+}
+
+/// Puts a small fixture file (its own name and a line of text) under each
+/// profile file name of `toml` that node `i` does not list yet.
+pub fn put_profile_artifacts(lab: &Lab, i: usize, toml: &str) {
+    let listed = json(
+        &lab.tandem(i, &["artifact", "list", "--json"])
+            .unwrap_or_else(|e| panic!("tandem artifact list on node {i}: {e:#}")),
+    )
+    .unwrap_or_else(|e| panic!("tandem artifact list --json on node {i}: {e:#}"));
+    let have: Vec<&str> = listed
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x["name"].as_str()).collect())
+        .unwrap_or_default();
+    for name in profile_files(toml) {
+        if have.contains(&name.as_str()) {
+            continue;
+        }
+        let path = lab.root().join("fixtures").join(&name);
+        std::fs::create_dir_all(path.parent().expect("under the lab root"))
+            .unwrap_or_else(|e| panic!("creating the fixture dir: {e}"));
+        std::fs::write(&path, format!("tandem test fixture {name}\n"))
+            .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        let p = path.to_str().expect("lab paths are UTF-8");
+        let out = lab
+            .tandem(i, &["artifact", "put", p, "--name", &name])
+            .unwrap_or_else(|e| panic!("tandem artifact put on node {i}: {e:#}"));
+        assert!(
+            out.status.success(),
+            "tandem artifact put {name} on node {i} failed: {}",
+            describe_output(&out)
+        );
+    }
 }
 
 #[cfg(test)]
@@ -178,5 +228,15 @@ mod tests {
         assert_eq!(cfg.subnets.len(), 1);
         assert_eq!(cfg.subnets[0].pools[0].len(), 200);
         assert!(cfg.profile("pxe").is_some());
+        let files: Vec<String> = cfg
+            .profiles
+            .iter()
+            .flat_map(|p| {
+                tandem::model::profile_artifacts(p)
+                    .into_iter()
+                    .map(str::to_owned)
+            })
+            .collect();
+        assert_eq!(profile_files(SERVICE_TOML), files);
     }
 }

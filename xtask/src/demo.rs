@@ -1,12 +1,14 @@
 //! `cargo xtask demo`: the whole appliance in a couple of minutes, told as a
 //! story. Three nodes form a cluster, a real client (busybox udhcpc) gets a
-//! lease and downloads a file over TFTP from the VIP, the lease shows up on a
+//! lease and downloads a file over TFTP from the VIP (put once with `tandem
+//! artifact put`, and held on every node), the lease shows up on a
 //! follower, then the leader is killed with SIGKILL and the demo measures how soon a
 //! surviving node serves and the client renews the same address.
 //!
 //! It relies only on the CLI contracts of DESIGN.md section 4:
 //! `tandem daemon --config PATH`, `tandem --api URL status --json`,
-//! `tandem --api URL cluster join HOST:PORT`, `tandem --api URL apply FILE`
+//! `tandem --api URL cluster join HOST:PORT`, `tandem --api URL apply FILE`,
+//! `tandem --api URL artifact put FILE --name N | list [--json]`
 //! and `tandem --api URL lease list [--json]`.
 //!
 //! Every step is timed; the first failing step ends the demo with an error
@@ -32,6 +34,8 @@ const CLIENTS: usize = 2;
 /// drops or repeats a block cannot match by accident.
 const ARTIFACT: &str = "demo.bin";
 const ARTIFACT_SIZE: usize = 1 << 20;
+/// Where the Debian `ipxe` package puts its binaries.
+const IPXE_DIR: &str = "/usr/lib/ipxe";
 
 /// From daemon start to `"serving": true`: election, VIP, responders.
 const SERVING_TIMEOUT: Duration = Duration::from_secs(60);
@@ -204,6 +208,66 @@ fn scenario(story: &mut Story, lab: &Lab, bin: &Path) -> Result<Figures> {
         Ok(leader)
     })?;
 
+    let want = story.step(
+        "tandem artifact put: a 1 MiB artifact and the iPXE binaries, held on every node",
+        || {
+            let via = follower_of(leader);
+            let mut bytes = vec![0u8; ARTIFACT_SIZE];
+            std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+            let src = lab.root().join(ARTIFACT);
+            std::fs::write(&src, &bytes).with_context(|| format!("writing {}", src.display()))?;
+            let mut files = vec![(src, ARTIFACT.to_owned())];
+            // The profile of SERVICE_TOML boots these; `apply` refuses a
+            // profile whose files no node holds.
+            for f in ["undionly.kpxe", "ipxe.efi"] {
+                files.push((Path::new(IPXE_DIR).join(f), f.to_owned()));
+            }
+            println!("    through node {via}, a follower: the CLI sends each file to the leader");
+            for (path, name) in &files {
+                let p = path.to_str().context("non-UTF-8 path")?;
+                let out = lab.tandem(via, &["artifact", "put", p, "--name", name])?;
+                ensure!(
+                    out.status.success(),
+                    "tandem artifact put {name} failed: {}",
+                    describe_output(&out)
+                );
+                print_indented(&out.stdout);
+            }
+            let t = Instant::now();
+            let held_everywhere = || {
+                all_nodes().all(|i| {
+                    lab.tandem(i, &["artifact", "list", "--json"])
+                        .ok()
+                        .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+                        .and_then(|v| v.as_array().cloned())
+                        .is_some_and(|l| {
+                            l.len() == files.len()
+                                && l.iter()
+                                    .all(|a| a["holders"].as_array().map_or(0, Vec::len) == NODES)
+                        })
+                })
+            };
+            while !held_everywhere() {
+                ensure!(
+                    t.elapsed() < Duration::from_secs(30),
+                    "the artifacts are not held on every node after 30 s"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            println!(
+                "    held on all {NODES} nodes {} ms later; tandem artifact list on node {}:",
+                t.elapsed().as_millis(),
+                leader
+            );
+            print_indented(&lab.tandem(leader, &["artifact", "list"])?.stdout);
+            for i in all_nodes() {
+                let got = sha256_file(&lab.node_artifact_dir(i).join(ARTIFACT))?;
+                println!("    node {i}: {ARTIFACT} sha256 {got}");
+            }
+            sha256_file(&files[0].0)
+        },
+    )?;
+
     story.step("tandem apply the service config through a follower", || {
         let via = follower_of(leader);
         let service = lab.node_dir(via).join("service.toml");
@@ -221,20 +285,6 @@ fn scenario(story: &mut Story, lab: &Lab, bin: &Path) -> Result<Figures> {
         );
         print_indented(&out.stdout);
         Ok(())
-    })?;
-
-    let want = story.step("a 1 MiB artifact in every node's artifact dir", || {
-        println!(
-            "    artifacts are not replicated yet (a later feature): the demo copies {ARTIFACT} to each node"
-        );
-        let mut bytes = vec![0u8; ARTIFACT_SIZE];
-        std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-        for i in 1..=NODES {
-            let path = lab.node_artifact_dir(i).join(ARTIFACT);
-            std::fs::write(&path, &bytes)
-                .with_context(|| format!("writing {}", path.display()))?;
-        }
-        sha256_file(&lab.node_artifact_dir(1).join(ARTIFACT))
     })?;
 
     let (lease, dhcp) = story.step(

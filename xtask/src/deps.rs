@@ -35,6 +35,8 @@ const APT_PACKAGES: &[&str] = &[
     // Benchmarks only: the keepalived + dnsmasq failover baseline and CPU load.
     "keepalived",
     "stress-ng",
+    // iPXE binaries (undionly.kpxe, ipxe.efi) the demo loads with `tandem artifact put`.
+    "ipxe",
 ];
 
 /// Servers that package scripts may start; they must not hold ports 67/69 on

@@ -170,3 +170,190 @@ impl Client {
         ))
     }
 }
+
+/// How `put_file` and the artifact transport send one request: every
+/// artifact call goes through [`Client::send`], so another transport (TLS,
+/// bearer tokens) changes one place.
+#[derive(Clone, Copy)]
+pub enum SendBody<'a> {
+    None,
+    Json(&'a dyn erased::Json),
+    File(&'a std::fs::File),
+}
+
+/// Object-safe JSON bodies for [`SendBody`].
+pub mod erased {
+    pub trait Json {
+        fn to_json(&self) -> Result<Vec<u8>, serde_json::Error>;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+            serde_json::to_vec(self)
+        }
+    }
+}
+
+impl Client {
+    /// A client for long transfers: no overall deadline (a 1 GiB artifact
+    /// takes a while), but a connection that stalls for 30 s fails.
+    #[must_use]
+    pub fn for_transfers(base: &str) -> Client {
+        let mut c = Client::new(base);
+        c.agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(5)))
+            .timeout_per_read(Some(Duration::from_secs(30)))
+            .timeout_per_write(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        c
+    }
+
+    /// Sends one request to `self.base + path`. The one place artifact
+    /// calls reach the network.
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: SendBody<'_>,
+    ) -> Result<ureq::http::Response<ureq::Body>, ClientError> {
+        let url = self.url(path);
+        let unreachable = |e: ureq::Error| ClientError::Unreachable {
+            url: url.clone(),
+            message: e.to_string(),
+        };
+        let mut req = ureq::http::Request::builder().method(method).uri(&url);
+        for (k, v) in headers {
+            req = req.header(*k, v.as_str());
+        }
+        let r = match body {
+            SendBody::None => {
+                let req = req.body(()).map_err(|e| ClientError::Protocol {
+                    url: url.clone(),
+                    message: e.to_string(),
+                })?;
+                self.agent.run(req)
+            }
+            SendBody::Json(j) => {
+                let bytes = j.to_json().map_err(|e| ClientError::Protocol {
+                    url: url.clone(),
+                    message: e.to_string(),
+                })?;
+                let req = req
+                    .header("content-type", "application/json")
+                    .body(bytes)
+                    .map_err(|e| ClientError::Protocol {
+                        url: url.clone(),
+                        message: e.to_string(),
+                    })?;
+                self.agent.run(req)
+            }
+            SendBody::File(f) => {
+                let req = req.body(f).map_err(|e| ClientError::Protocol {
+                    url: url.clone(),
+                    message: e.to_string(),
+                })?;
+                self.agent.run(req)
+            }
+        };
+        r.map_err(unreachable)
+    }
+
+    /// `tandem artifact put`: streams `path` to the leader as `name`. Asks
+    /// this node who leads first, so the file is sent once; follows one 421
+    /// if leadership moved meanwhile.
+    pub fn put_file(
+        &self,
+        name: &str,
+        path: &std::path::Path,
+    ) -> Result<super::dto::ArtifactDto, ClientError> {
+        let status: super::dto::StatusDto = self.get("/v1/status")?;
+        let mut base = if status.role == "leader" {
+            self.base.clone()
+        } else {
+            let leader = status
+                .leader
+                .and_then(|l| status.members.iter().find(|m| m.id == l))
+                .ok_or_else(|| ClientError::NoLeader("no leader known".into()))?;
+            format!("http://{}", leader.api)
+        };
+        let route = format!("/v1/artifacts/{name}");
+        for _ in 0..2 {
+            let file = std::fs::File::open(path).map_err(|e| ClientError::Failed {
+                status: 0,
+                message: format!("cannot read {}: {e}", path.display()),
+            })?;
+            let c = Client::for_transfers(&base);
+            let r = c.send("PUT", &route, &[], SendBody::File(&file));
+            match r {
+                Ok(mut resp) if resp.status().as_u16() == 421 => {
+                    let text = resp.body_mut().read_to_string().unwrap_or_default();
+                    match serde_json::from_str::<ErrorDto>(&text)
+                        .ok()
+                        .and_then(|e| e.leader_api)
+                    {
+                        Some(l) if format!("http://{l}") != base => base = format!("http://{l}"),
+                        _ => return Err(ClientError::NoLeader(text)),
+                    }
+                }
+                other => return Self::finish(&c.url(&route), Ok(other?)),
+            }
+        }
+        Err(ClientError::NoLeader(
+            "leadership moved while uploading; retry".into(),
+        ))
+    }
+}
+
+/// The artifact replication's [`Transport`]: the admin API, via
+/// [`Client::send`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ApiTransport;
+
+impl crate::services::artifacts::Transport for ApiTransport {
+    fn fetch_blob(
+        &self,
+        api: &str,
+        sha256: &str,
+        offset: u64,
+    ) -> Result<crate::services::artifacts::BlobStream, String> {
+        let c = Client::for_transfers(api);
+        let headers = if offset > 0 {
+            vec![("range", format!("bytes={offset}-"))]
+        } else {
+            vec![]
+        };
+        let resp = c
+            .send(
+                "GET",
+                &format!("/v1/blobs/{sha256}"),
+                &headers,
+                SendBody::None,
+            )
+            .map_err(|e| e.to_string())?;
+        let start = match resp.status().as_u16() {
+            200 => 0,
+            206 => offset,
+            s => return Err(format!("{api} answered {s} for blob {sha256}")),
+        };
+        Ok(crate::services::artifacts::BlobStream {
+            start,
+            body: Box::new(resp.into_body().into_reader()),
+        })
+    }
+
+    fn report_held(
+        &self,
+        leader_api: &str,
+        report: &crate::services::artifacts::HeldReport,
+    ) -> Result<(), String> {
+        let c = Client::new(leader_api);
+        let url = c.url("/v1/holders");
+        let r = c.send("POST", "/v1/holders", &[], SendBody::Json(report));
+        let r = r.map_err(|e| e.to_string())?;
+        Client::finish::<super::dto::OkDto>(&url, Ok(r))
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+}

@@ -85,3 +85,15 @@ pub struct HandoverDto {
 pub struct OkDto {
     pub message: String,
 }
+
+/// One artifact of `GET /v1/artifacts` (`tandem artifact list --json`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ArtifactDto {
+    pub name: String,
+    pub sha256: String,
+    pub size: u64,
+    /// Unix seconds when the name was put.
+    pub added_at: u64,
+    /// Nodes that hold a verified copy.
+    pub holders: Vec<u64>,
+}

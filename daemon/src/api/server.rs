@@ -31,6 +31,8 @@ pub struct Api {
     /// Asks the app to discard this node's state and join the cluster at the
     /// given API address.
     pub join: mpsc::Sender<String>,
+    /// The artifact store (routes in `api::artifacts`).
+    pub artifacts: crate::services::artifacts::Artifacts,
 }
 
 fn err(code: StatusCode, msg: impl Into<String>) -> Response {
@@ -120,6 +122,9 @@ async fn put_config(AxState(api): AxState<Api>, Json(cfg): Json<ServiceConfig>) 
     if let Err(e) = crate::config::service::validate(&cfg) {
         return err(StatusCode::UNPROCESSABLE_ENTITY, e.to_string());
     }
+    if let Some(m) = api.cluster.read(|s| missing_artifact(s, &cfg)) {
+        return err(StatusCode::UNPROCESSABLE_ENTITY, m);
+    }
     let dto = ApplyDto {
         applied_index: 0,
         subnets: cfg.subnets.len(),
@@ -137,6 +142,22 @@ async fn put_config(AxState(api): AxState<Api>, Json(cfg): Json<ServiceConfig>) 
         }
         Err(r) => r,
     }
+}
+
+/// The first profile file that names an artifact no node holds, as the
+/// refusal `apply` answers with.
+fn missing_artifact(s: &crate::model::State, cfg: &ServiceConfig) -> Option<String> {
+    cfg.profiles.iter().find_map(|p| {
+        crate::model::profile_artifacts(p)
+            .into_iter()
+            .find(|n| s.holders_of(n).is_none_or(std::collections::BTreeSet::is_empty))
+            .map(|n| {
+                format!(
+                    "profile {:?} names artifact {n:?}, which no node holds; `tandem artifact put FILE --name {n}` first",
+                    p.name
+                )
+            })
+    })
 }
 
 fn membership_err(api: &Api, e: MembershipError) -> Response {
@@ -256,6 +277,7 @@ pub async fn serve(
     api: Api,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
+    let artifacts = super::artifacts::routes(api.cluster.clone(), api.artifacts.clone());
     let app = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/leases", get(leases))
@@ -266,7 +288,8 @@ pub async fn serve(
         .route("/v1/cluster/join", post(join))
         .route("/v1/cluster/leave", post(leave))
         .route("/metrics", get(prometheus))
-        .with_state(api);
+        .with_state(api)
+        .merge(artifacts);
     tracing::info!(target: "tandem::api", addr = ?listener.local_addr().ok(), "admin API listening");
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { cancel.cancelled().await })

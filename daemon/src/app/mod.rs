@@ -41,12 +41,13 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::client::Client;
+use crate::api::client::{ApiTransport, Client};
 use crate::api::dto::{MemberAddDto, OkDto};
 use crate::api::server::{self as api_server, Api, ServiceStatus};
 use crate::config::NodeConfig;
 use crate::consensus::{self, Cluster, JoinMarker, NodeStore, RaftFatal, LEASE_CHECK_MS};
 use crate::metrics;
+use crate::services::artifacts::{self, ArtifactConfig, Artifacts};
 use crate::services::vip::Vip;
 use crate::steering::Steering;
 use transitions::Transitions;
@@ -172,6 +173,7 @@ async fn epoch(
     let store = NodeStore::open(&cfg.data_dir)?;
     let raft_cancel = CancellationToken::new();
     let cluster = Cluster::start(cfg, &store, joining.is_none(), raft_cancel.clone()).await?;
+    let arts = start_artifacts(cfg, &store, &cluster, &raft_cancel)?;
 
     let (join_tx, mut join_rx) = mpsc::channel(1);
     let api = Api {
@@ -180,6 +182,7 @@ async fn epoch(
         vip: cfg.service.vip.to_string(),
         me: Cluster::me(cfg),
         join: join_tx,
+        artifacts: arts,
     };
     let api_cancel = CancellationToken::new();
     let api_addr = cfg.api_listen;
@@ -223,6 +226,8 @@ async fn epoch(
         let lease = cluster.holds_lease();
         if l.is_leader && lease && tr.serving.is_none() {
             tr.try_lead(&cluster, &l).await;
+            // Leadership prefers completeness: once per won term.
+            tokio::spawn(artifacts::prefer_complete(cluster.clone(), l.term));
         } else if tr.serving.is_some() && !l.is_leader {
             tr.step_down(&cluster, "lost leadership").await;
         } else if tr.serving.is_some() && !lease {
@@ -310,6 +315,38 @@ impl Transitions {
             )),
         );
     }
+}
+
+/// Opens the artifact store and starts its replication task (every node,
+/// until `cancel`; its peers are reached through the admin API).
+fn start_artifacts(
+    cfg: &NodeConfig,
+    store: &NodeStore,
+    cluster: &Cluster,
+    cancel: &CancellationToken,
+) -> Result<Artifacts, AppError> {
+    let limits = ArtifactConfig {
+        max_bytes: cfg.artifact_max_bytes,
+        verify_every: cfg.artifact_verify_every,
+    };
+    let arts = Artifacts::open(
+        &cfg.data_dir,
+        &cfg.artifact_dir,
+        cfg.node_id,
+        limits,
+        store.view(),
+    )
+    .map_err(|source| AppError::Dir {
+        path: cfg.data_dir.join("blobs"),
+        source,
+    })?;
+    tokio::spawn(artifacts::run(
+        arts.clone(),
+        cluster.clone(),
+        ApiTransport,
+        cancel.clone(),
+    ));
+    Ok(arts)
 }
 
 /// How a joining node asks a cluster to add it: `POST /v1/cluster/members`

@@ -15,6 +15,10 @@ struct Wire {
     data_dir: Option<PathBuf>,
     /// Where TFTP and HTTP boot serve files from; defaults to `<data_dir>/artifacts`.
     artifact_dir: Option<PathBuf>,
+    /// Uploads larger than this are refused (default 8 GiB: a DVD ISO fits).
+    artifact_max_bytes: Option<u64>,
+    /// How often held blobs are hashed again, in seconds (default 3600).
+    artifact_verify_secs: Option<u64>,
     cluster: Option<WireListen>,
     api: Option<WireListen>,
     service: Option<WireService>,
@@ -62,6 +66,8 @@ pub struct NodeConfig {
     pub node_id: u64,
     pub data_dir: PathBuf,
     pub artifact_dir: PathBuf,
+    pub artifact_max_bytes: u64,
+    pub artifact_verify_every: std::time::Duration,
     pub raft_listen: SocketAddr,
     pub api_listen: SocketAddr,
     pub service: ServiceIface,
@@ -118,7 +124,28 @@ fn listen(field: &str, v: Option<WireListen>) -> Result<SocketAddr, ConfigError>
 }
 
 impl Wire {
+    fn artifact_limits(&self) -> Result<(u64, std::time::Duration), ConfigError> {
+        let max = self.artifact_max_bytes.unwrap_or(8 << 30);
+        if max == 0 {
+            return Err(field_err(
+                "artifact_max_bytes",
+                "0 refuses every upload",
+                "leave it out (8 GiB) or give a size in bytes",
+            ));
+        }
+        let verify_secs = self.artifact_verify_secs.unwrap_or(3600);
+        if verify_secs == 0 {
+            return Err(field_err(
+                "artifact_verify_secs",
+                "0 would re-hash every blob continuously",
+                "leave it out (3600) or give seconds >= 1",
+            ));
+        }
+        Ok((max, std::time::Duration::from_secs(verify_secs)))
+    }
+
     fn validate(self) -> Result<NodeConfig, ConfigError> {
+        let (artifact_max_bytes, artifact_verify_every) = self.artifact_limits()?;
         let node_id = self.node_id.ok_or_else(|| {
             field_err(
                 "node_id",
@@ -216,6 +243,8 @@ impl Wire {
             node_id,
             data_dir,
             artifact_dir,
+            artifact_max_bytes,
+            artifact_verify_every,
             raft_listen,
             api_listen,
             service: ServiceIface {

@@ -424,6 +424,14 @@ metrics! {
     tftp_denied: Counter =
         "tandem_tftp_denied_total", "TFTP requests refused for escaping the artifact directory.";
     http_requests: Family<CodeLabel, Counter> = "tandem_http_requests_total", "HTTP boot requests by status code.";
+    // Artifacts
+    artifacts_held: Gauge = "tandem_artifacts_held", "Blobs this node holds verified.";
+    artifact_fetch_bytes: Counter =
+        "tandem_artifact_fetch_bytes_total", "Blob bytes fetched from other nodes.";
+    artifact_fetch_resumed: Counter =
+        "tandem_artifact_fetch_resumed_total", "Blob fetches resumed with Range from a partial file.";
+    artifact_corrupt: Counter =
+        "tandem_artifact_corrupt_total", "Blobs found corrupt and discarded.";
     // XDP
     xdp_packets: Family<ProtoVerdict, AbsoluteCounter> = "tandem_xdp_packets_total",
         "XDP verdicts by protocol and verdict; absolute values read from the kernel counters map.";

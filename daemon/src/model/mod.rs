@@ -9,15 +9,22 @@
 //! - [`ServiceConfig`] and its parts ([`Subnet`], [`Reservation`], [`BootProfile`]):
 //!   the declarative config that `tandem apply` replaces as a whole.
 //! - [`Command`], [`CommandResponse`]: what a Raft log entry asks the state machine to do.
+//! - [`Artifact`], [`validate_name`], [`profile_artifacts`]: the artifact index
+//!   (name -> sha256, size) and the rules for names.
 //! - [`NodeInfo`]: what the cluster records of a member (its Raft and API addresses).
 //! - [`State`]: the state machine's data, and the pure `apply` that changes it.
 
+mod artifact;
 mod config;
 mod lease;
 mod mac;
 mod node;
 mod state;
 
+pub use artifact::{
+    is_sha256_hex, profile_artifacts, validate_name, Artifact, NameError, MAX_ARTIFACTS,
+    MAX_NAME_BYTES, MAX_NAME_DEPTH,
+};
 pub use config::{BootProfile, BootpPolicy, PoolRange, Reservation, ServiceConfig, Subnet};
 pub use lease::{Lease, LeaseState};
 pub use mac::{Mac, ParseMacError};

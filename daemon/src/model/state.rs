@@ -1,8 +1,9 @@
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
+use super::artifact::{is_sha256_hex, validate_name, Artifact, MAX_ARTIFACTS};
 use super::config::ServiceConfig;
 use super::lease::{Lease, LeaseState};
 use super::mac::Mac;
@@ -28,6 +29,23 @@ pub enum Command {
         at: u64,
         until: u64,
     },
+    /// Name (or rename) the blob `sha256` `name` (`tandem artifact put`).
+    /// The leader proposes it only after the blob is durable in its store.
+    PutArtifact {
+        name: String,
+        sha256: String,
+        size: u64,
+        at: u64,
+    },
+    /// Drop the name (`tandem artifact rm`); a blob no name refers to any
+    /// more loses its holders, and every node deletes it.
+    RemoveArtifact { name: String },
+    /// `node` holds (or no longer holds) a verified copy of the blob.
+    ArtifactHeld {
+        node: u64,
+        sha256: String,
+        held: bool,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +65,14 @@ pub enum CommandResponse {
 pub struct State {
     pub config: ServiceConfig,
     pub leases: BTreeMap<Ipv4Addr, Lease>,
+    /// The artifact index: name -> blob. (`default`: snapshots and backups
+    /// written before artifacts existed have neither map.)
+    #[serde(default)]
+    pub artifacts: BTreeMap<String, Artifact>,
+    /// sha256 -> the nodes that hold a verified copy. Only blobs some name
+    /// refers to have an entry, and no entry is empty.
+    #[serde(default)]
+    pub holders: BTreeMap<String, BTreeSet<u64>>,
     /// mac -> ip of its newest lease record; rebuilt after load.
     #[serde(skip)]
     by_mac: HashMap<Mac, Ipv4Addr>,
@@ -54,7 +80,10 @@ pub struct State {
 
 impl PartialEq for State {
     fn eq(&self, o: &Self) -> bool {
-        self.config == o.config && self.leases == o.leases
+        self.config == o.config
+            && self.leases == o.leases
+            && self.artifacts == o.artifacts
+            && self.holders == o.holders
     }
 }
 
@@ -164,8 +193,120 @@ impl State {
                 changes.leases.push(*ip);
                 CommandResponse::Ok
             }
+            Command::PutArtifact {
+                name,
+                sha256,
+                size,
+                at,
+            } => self.put_artifact(name, sha256, *size, *at, &mut changes),
+            Command::RemoveArtifact { name } => match self.artifacts.remove(name) {
+                Some(old) => {
+                    changes.artifacts.push(name.clone());
+                    self.forget_unnamed(&old.sha256, &mut changes);
+                    CommandResponse::Ok
+                }
+                None => CommandResponse::Rejected {
+                    reason: format!("no artifact named {name:?}"),
+                },
+            },
+            Command::ArtifactHeld { node, sha256, held } => {
+                self.artifact_held(*node, sha256, *held, &mut changes)
+            }
         };
         (resp, changes)
+    }
+
+    fn artifact_held(
+        &mut self,
+        node: u64,
+        sha256: &str,
+        held: bool,
+        changes: &mut Changes,
+    ) -> CommandResponse {
+        if held {
+            if !self.is_named(sha256) {
+                // A report that raced an `artifact rm`: nothing names it.
+                return CommandResponse::Rejected {
+                    reason: format!("no artifact has sha256 {sha256}"),
+                };
+            }
+            if self
+                .holders
+                .entry(sha256.to_owned())
+                .or_default()
+                .insert(node)
+            {
+                changes.holders.push(sha256.to_owned());
+            }
+        } else if let Some(set) = self.holders.get_mut(sha256) {
+            if set.remove(&node) {
+                if set.is_empty() {
+                    self.holders.remove(sha256);
+                }
+                changes.holders.push(sha256.to_owned());
+            }
+        }
+        CommandResponse::Ok
+    }
+
+    fn put_artifact(
+        &mut self,
+        name: &str,
+        sha256: &str,
+        size: u64,
+        at: u64,
+        changes: &mut Changes,
+    ) -> CommandResponse {
+        if let Err(e) = validate_name(name) {
+            return CommandResponse::Rejected {
+                reason: e.to_string(),
+            };
+        }
+        if !is_sha256_hex(sha256) {
+            return CommandResponse::Rejected {
+                reason: format!("{sha256:?} is not a lower-case hex SHA-256"),
+            };
+        }
+        if !self.artifacts.contains_key(name) && self.artifacts.len() >= MAX_ARTIFACTS {
+            return CommandResponse::Rejected {
+                reason: format!(
+                    "the index holds {MAX_ARTIFACTS} artifacts already; remove some first"
+                ),
+            };
+        }
+        let new = Artifact {
+            sha256: sha256.to_owned(),
+            size,
+            added_at: at,
+        };
+        let old = self.artifacts.insert(name.to_owned(), new);
+        changes.artifacts.push(name.to_owned());
+        if let Some(old) = old {
+            if old.sha256 != sha256 {
+                self.forget_unnamed(&old.sha256, changes);
+            }
+        }
+        CommandResponse::Ok
+    }
+
+    /// Whether some name refers to the blob `sha256`.
+    #[must_use]
+    pub fn is_named(&self, sha256: &str) -> bool {
+        self.artifacts.values().any(|a| a.sha256 == sha256)
+    }
+
+    /// Drops the holders of a blob that no name refers to any more.
+    fn forget_unnamed(&mut self, sha256: &str, changes: &mut Changes) {
+        if !self.is_named(sha256) && self.holders.remove(sha256).is_some() {
+            changes.holders.push(sha256.to_owned());
+        }
+    }
+
+    /// The nodes that hold the blob of artifact `name`.
+    #[must_use]
+    pub fn holders_of(&self, name: &str) -> Option<&BTreeSet<u64>> {
+        let a = self.artifacts.get(name)?;
+        self.holders.get(&a.sha256)
     }
 }
 
@@ -176,6 +317,10 @@ pub struct Changes {
     pub config: bool,
     /// Addresses whose lease record was inserted, changed or removed.
     pub leases: Vec<Ipv4Addr>,
+    /// Artifact names whose index entry was inserted, changed or removed.
+    pub artifacts: Vec<String>,
+    /// Blobs (sha256) whose holder set was inserted, changed or removed.
+    pub holders: Vec<String>,
 }
 
 impl std::fmt::Display for Command {
@@ -198,6 +343,13 @@ impl std::fmt::Display for Command {
             Command::Release { ip, at } => write!(f, "release({ip} at {at})"),
             Command::Decline { ip, mac, until, .. } => {
                 write!(f, "decline({ip} by {mac} until {until})")
+            }
+            Command::PutArtifact {
+                name, sha256, size, ..
+            } => write!(f, "put_artifact({name} -> {sha256}, {size} bytes)"),
+            Command::RemoveArtifact { name } => write!(f, "remove_artifact({name})"),
+            Command::ArtifactHeld { node, sha256, held } => {
+                write!(f, "artifact_held(node {node} {sha256} {held})")
             }
         }
     }
@@ -368,8 +520,105 @@ mod tests {
             changes,
             Changes {
                 config: true,
-                leases: vec![]
+                ..Changes::default()
             }
         );
+    }
+
+    fn put(name: &str, sha: char) -> Command {
+        Command::PutArtifact {
+            name: name.into(),
+            sha256: sha.to_string().repeat(64),
+            size: 10,
+            at: 1,
+        }
+    }
+
+    fn held(node: u64, sha: char, held: bool) -> Command {
+        Command::ArtifactHeld {
+            node,
+            sha256: sha.to_string().repeat(64),
+            held,
+        }
+    }
+
+    #[test]
+    fn artifact_commands_keep_holders_for_named_blobs_only() {
+        let mut st = State::default();
+        let sha_a = "a".repeat(64);
+        let sha_b = "b".repeat(64);
+        // A report for a blob nothing names is refused.
+        assert!(matches!(
+            st.apply(&held(1, 'a', true)),
+            CommandResponse::Rejected { .. }
+        ));
+        let (resp, ch) = st.apply_tracked(&put("ipxe.efi", 'a'));
+        assert_eq!(resp, CommandResponse::Ok);
+        assert_eq!(ch.artifacts, vec!["ipxe.efi".to_string()]);
+        let (_, ch) = st.apply_tracked(&held(1, 'a', true));
+        assert_eq!(ch.holders, vec![sha_a.clone()]);
+        // Holding twice changes nothing.
+        let (_, ch) = st.apply_tracked(&held(1, 'a', true));
+        assert!(ch.holders.is_empty());
+        st.apply(&held(2, 'a', true));
+        assert_eq!(st.holders_of("ipxe.efi").unwrap().len(), 2);
+        // A second name for the same blob shares its holders.
+        st.apply(&put("copy.efi", 'a'));
+        assert_eq!(st.holders_of("copy.efi"), st.holders_of("ipxe.efi"));
+        // Renaming ipxe.efi to new bytes keeps a's holders (copy.efi names it).
+        let (_, ch) = st.apply_tracked(&put("ipxe.efi", 'b'));
+        assert!(ch.holders.is_empty());
+        assert!(st.holders_of("ipxe.efi").is_none());
+        // Removing the last name of a drops its holders.
+        let (resp, ch) = st.apply_tracked(&Command::RemoveArtifact {
+            name: "copy.efi".into(),
+        });
+        assert_eq!(resp, CommandResponse::Ok);
+        assert_eq!(ch.holders, vec![sha_a.clone()]);
+        assert!(!st.holders.contains_key(&sha_a));
+        // Not held any more: the last holder leaving drops the entry.
+        st.apply(&held(3, 'b', true));
+        let (_, ch) = st.apply_tracked(&held(3, 'b', false));
+        assert_eq!(ch.holders, vec![sha_b.clone()]);
+        assert!(!st.holders.contains_key(&sha_b));
+        assert!(matches!(
+            st.apply(&Command::RemoveArtifact {
+                name: "nope".into()
+            }),
+            CommandResponse::Rejected { .. }
+        ));
+        // Round-trips through serde (snapshots), and old snapshots load.
+        let json = serde_json::to_string(&st).unwrap();
+        let back: State = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, st);
+        let old: State = serde_json::from_str(r#"{"config":{},"leases":{}}"#).unwrap();
+        assert!(old.artifacts.is_empty() && old.holders.is_empty());
+    }
+
+    #[test]
+    fn put_artifact_refuses_bad_names_hashes_and_a_full_index() {
+        let mut s = State::default();
+        assert!(matches!(
+            s.apply(&put("../etc/passwd", 'a')),
+            CommandResponse::Rejected { reason } if reason.contains("'.'")
+        ));
+        assert!(matches!(
+            s.apply(&Command::PutArtifact {
+                name: "x".into(),
+                sha256: "A".repeat(64),
+                size: 1,
+                at: 1
+            }),
+            CommandResponse::Rejected { .. }
+        ));
+        for i in 0..super::super::artifact::MAX_ARTIFACTS {
+            assert_eq!(s.apply(&put(&format!("f{i}"), 'c')), CommandResponse::Ok);
+        }
+        assert!(matches!(
+            s.apply(&put("one-more", 'c')),
+            CommandResponse::Rejected { .. }
+        ));
+        // Replacing an existing name is still allowed.
+        assert_eq!(s.apply(&put("f0", 'd')), CommandResponse::Ok);
     }
 }

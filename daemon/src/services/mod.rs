@@ -5,8 +5,11 @@
 //! - `tftp`: socket loop | per-transfer session state machine | artifact file access.
 //! - `link`: layer-2 frames and sockets on the service interface (raw sends to
 //!   clients without an address, gratuitous ARP, the ARP receiver).
+//! - `artifacts`: the content-addressed artifact store and its replication
+//!   (unlike the responders, it runs on every node).
 //! - `vip`: adding/removing the VIP, gratuitous ARP and ARP duty.
 
+pub mod artifacts;
 pub mod dhcp;
 pub mod link;
 pub mod tftp;

@@ -2,7 +2,7 @@
 //! The only module that touches redb. One file, `<data_dir>/tandem.redb`,
 //! holds the Raft log, the vote, the committed and purged log ids, the state
 //! machine (last applied log id, last membership, service config, one row per
-//! lease) and the latest snapshot.
+//! lease, one per artifact name and one per held blob) and the latest snapshot.
 //!
 //! The store is generic over the Raft type config ([`StoreTypes`]), as
 //! openraft's own `examples/sm-mem` and `log-mem` are: it needs only that the
@@ -202,6 +202,10 @@ fn init_tables(db: &Database, path: &Path) -> Result<(), StoreError> {
             .map_err(redb_err("open: open sm_meta"))?;
         txn.open_table(tables::LEASES)
             .map_err(redb_err("open: open sm_leases"))?;
+        txn.open_table(tables::ARTIFACTS)
+            .map_err(redb_err("open: open sm_artifacts"))?;
+        txn.open_table(tables::HOLDERS)
+            .map_err(redb_err("open: open sm_holders"))?;
         txn.open_table(tables::SNAPSHOT)
             .map_err(redb_err("open: open snapshot"))?;
     }

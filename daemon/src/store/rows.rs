@@ -2,7 +2,7 @@
 //! state machine (which writes rows batch by batch) and snapshots (which
 //! read and replace them all), so neither depends on the other.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use openraft::type_config::alias::{LogIdOf, StoredMembershipOf};
@@ -12,7 +12,7 @@ use super::codec;
 use super::error::{redb_err, StoreError};
 use super::tables::{self, sm_meta};
 use super::types::StoreTypes;
-use crate::model::{Lease, ServiceConfig, State};
+use crate::model::{Artifact, Lease, ServiceConfig, State};
 
 /// The applied point as stored in redb.
 pub(super) struct Applied<C: StoreTypes> {
@@ -29,6 +29,46 @@ pub(super) fn lease_key(ip: Ipv4Addr) -> u32 {
 /// A lease row, sealed with its key as the salt.
 pub(super) fn encode_lease(lease: &Lease) -> Result<Vec<u8>, StoreError> {
     codec::encode(u64::from(lease_key(lease.ip)), lease, "lease")
+}
+
+/// An artifact index row: the name travels inside the sealed value too.
+pub(super) fn encode_artifact(name: &str, a: &Artifact) -> Result<Vec<u8>, StoreError> {
+    codec::encode(0, &(name, a), "artifact")
+}
+
+/// A holders row: the sha256 travels inside the sealed value too.
+pub(super) fn encode_holders(sha256: &str, nodes: &BTreeSet<u64>) -> Result<Vec<u8>, StoreError> {
+    codec::encode(0, &(sha256, nodes), "artifact holders")
+}
+
+/// Reads every row of a `&str`-keyed table whose sealed value is
+/// `(key, T)`, checking that the two keys agree.
+fn load_keyed<T: serde::de::DeserializeOwned>(
+    txn: &ReadTransaction,
+    def: redb::TableDefinition<&'static str, &'static [u8]>,
+    what: &'static str,
+) -> Result<BTreeMap<String, T>, StoreError> {
+    let table = txn
+        .open_table(def)
+        .map_err(redb_err("load state: open artifact table"))?;
+    let mut out = BTreeMap::new();
+    for row in table
+        .iter()
+        .map_err(redb_err("load state: scan artifact table"))?
+    {
+        let (k, v) = row.map_err(redb_err("load state: next artifact row"))?;
+        let key = k.value().to_owned();
+        let (inner, value): (String, T) =
+            codec::decode(0, v.value(), &|| format!("{what} {key:?}"))?;
+        if inner != key {
+            return Err(StoreError::Corrupt {
+                what: format!("{what} {key:?}"),
+                detail: format!("holds the row of {inner:?}"),
+            });
+        }
+        out.insert(key, value);
+    }
+    Ok(out)
 }
 
 /// Reads and decodes one sealed value of a `&str`-keyed table.
@@ -83,6 +123,8 @@ pub(super) fn load_applied<C: StoreTypes>(txn: &ReadTransaction) -> Result<Appli
     let mut state = State::default();
     state.config = config;
     state.leases = leases;
+    state.artifacts = load_keyed(txn, tables::ARTIFACTS, "artifact")?;
+    state.holders = load_keyed(txn, tables::HOLDERS, "artifact holders")?;
     state.reindex();
     Ok(Applied {
         log_id: last_applied,

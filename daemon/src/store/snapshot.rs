@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use super::codec;
 use super::error::{redb_err, StoreError};
-use super::rows::{encode_lease, get_meta, lease_key, load_applied};
+use super::rows::{
+    encode_artifact, encode_holders, encode_lease, get_meta, lease_key, load_applied,
+};
 use super::tables::{self, sm_meta};
 use super::types::StoreTypes;
 use crate::model::State;
@@ -189,6 +191,26 @@ pub(super) fn install<C: StoreTypes>(
             leases
                 .insert(key, encode_lease(lease)?.as_slice())
                 .map_err(redb_err("install snapshot: write lease"))?;
+        }
+        let mut arts = txn
+            .open_table(tables::ARTIFACTS)
+            .map_err(redb_err("install snapshot: open artifacts"))?;
+        arts.retain(|_, _| false)
+            .map_err(redb_err("install snapshot: clear artifacts"))?;
+        for (name, a) in &payload.state.artifacts {
+            arts.insert(name.as_str(), encode_artifact(name, a)?.as_slice())
+                .map_err(redb_err("install snapshot: write artifact"))?;
+        }
+        let mut holders = txn
+            .open_table(tables::HOLDERS)
+            .map_err(redb_err("install snapshot: open holders"))?;
+        holders
+            .retain(|_, _| false)
+            .map_err(redb_err("install snapshot: clear holders"))?;
+        for (sha, h) in &payload.state.holders {
+            holders
+                .insert(sha.as_str(), encode_holders(sha, h)?.as_slice())
+                .map_err(redb_err("install snapshot: write holders"))?;
         }
         let mut m = txn
             .open_table(tables::SM_META)

@@ -1,5 +1,5 @@
 //! The state machine: openraft's `RaftStateMachine`, persisted in the
-//! `sm_meta` and `sm_leases` tables, with the in-memory [`State`] of
+//! `sm_meta`, `sm_leases`, `sm_artifacts` and `sm_holders` tables, with the in-memory [`State`] of
 //! [`StateView`] as the read view.
 //!
 //! # Why `apply` does not fsync
@@ -32,9 +32,9 @@
 //! One write transaction per batch (up to [`MAX_BATCH`] entries). Only the
 //! lease rows that `State::apply_tracked` reports changed are rewritten (a
 //! Grant touches its address and the client's previous one), never the
-//! whole state.
+//! whole state; likewise the artifact and holder rows.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::marker::PhantomData;
 use std::net::Ipv4Addr;
@@ -48,12 +48,12 @@ use redb::{Database, Durability, ReadableDatabase};
 
 use super::codec;
 use super::error::{blocking, redb_err, StoreError};
-use super::rows::{encode_lease, get_meta, lease_key};
+use super::rows::{encode_artifact, encode_holders, encode_lease, get_meta, lease_key};
 use super::snapshot::{self, SnapshotData};
 use super::tables::{self, sm_meta};
 use super::types::StoreTypes;
 use super::view::StateView;
-use crate::model::{CommandResponse, Lease, ServiceConfig};
+use crate::model::{Artifact, CommandResponse, Lease, ServiceConfig};
 
 /// Entries applied per redb transaction at most; bounds memory when a
 /// restarted node re-applies a long log.
@@ -80,6 +80,10 @@ struct BatchWrite<C: StoreTypes> {
     config: Option<ServiceConfig>,
     /// `Some(lease)` to (re)write a row, `None` to delete it.
     rows: Vec<(Ipv4Addr, Option<Lease>)>,
+    /// Artifact index rows, `None` to delete.
+    artifacts: BTreeMap<String, Option<Artifact>>,
+    /// Holder rows by sha256, `None` to delete.
+    holders: BTreeMap<String, Option<BTreeSet<u64>>>,
 }
 
 impl<C: StoreTypes> StateMachine<C> {
@@ -100,6 +104,8 @@ impl<C: StoreTypes> StateMachine<C> {
         let write = {
             let mut st = self.view.write();
             let mut dirty = BTreeSet::new();
+            let mut artifacts_dirty = BTreeSet::new();
+            let mut holders_dirty = BTreeSet::new();
             let mut config_dirty = false;
             let mut membership = None;
             let mut last_applied = None;
@@ -120,6 +126,8 @@ impl<C: StoreTypes> StateMachine<C> {
                             .unwrap_or_else(|_| abort_on_apply_panic(log_id.index));
                         config_dirty |= changes.config;
                         dirty.extend(changes.leases);
+                        artifacts_dirty.extend(changes.artifacts);
+                        holders_dirty.extend(changes.holders);
                         resp
                     }
                     EntryPayload::Membership(m) => {
@@ -137,6 +145,20 @@ impl<C: StoreTypes> StateMachine<C> {
                 rows: dirty
                     .into_iter()
                     .map(|ip| (ip, st.leases.get(&ip).cloned()))
+                    .collect(),
+                artifacts: artifacts_dirty
+                    .into_iter()
+                    .map(|n| {
+                        let row = st.artifacts.get(&n).cloned();
+                        (n, row)
+                    })
+                    .collect(),
+                holders: holders_dirty
+                    .into_iter()
+                    .map(|h| {
+                        let row = st.holders.get(&h).cloned();
+                        (h, row)
+                    })
                     .collect(),
             }
         };
@@ -197,6 +219,34 @@ fn write_batch<C: StoreTypes>(db: &Database, w: &BatchWrite<C>) -> Result<(), St
                         .remove(lease_key(*ip))
                         .map_err(redb_err("apply: delete lease"))?;
                 }
+            }
+        }
+        if !w.artifacts.is_empty() {
+            let mut t = txn
+                .open_table(tables::ARTIFACTS)
+                .map_err(redb_err("apply: open artifacts"))?;
+            for (name, row) in &w.artifacts {
+                match row {
+                    Some(a) => t
+                        .insert(name.as_str(), encode_artifact(name, a)?.as_slice())
+                        .map(drop),
+                    None => t.remove(name.as_str()).map(drop),
+                }
+                .map_err(redb_err("apply: write artifact"))?;
+            }
+        }
+        if !w.holders.is_empty() {
+            let mut t = txn
+                .open_table(tables::HOLDERS)
+                .map_err(redb_err("apply: open holders"))?;
+            for (sha, row) in &w.holders {
+                match row {
+                    Some(h) => t
+                        .insert(sha.as_str(), encode_holders(sha, h)?.as_slice())
+                        .map(drop),
+                    None => t.remove(sha.as_str()).map(drop),
+                }
+                .map_err(redb_err("apply: write holders"))?;
             }
         }
         let mut meta = txn

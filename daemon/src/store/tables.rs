@@ -6,14 +6,19 @@
 //!   raft_meta   &str           -> vote | committed | last_purged | format
 //!   sm_meta     &str           -> last_applied | last_membership | config
 //!   sm_leases   u32 (IPv4, BE) -> Lease                    one row per address
+//!   sm_artifacts &str name     -> (name, Artifact)         the artifact index
+//!   sm_holders  &str sha256    -> (sha256, node ids)       who holds each blob
 //!   snapshot    &str           -> meta | data              the latest snapshot
 //! ```
 //!
 //! Invariants:
 //! - `raft_log` keys are contiguous; every key is greater than the index of
 //!   `raft_meta.last_purged`.
-//! - `sm_meta.last_applied`, `sm_meta.config` and `sm_leases` are written in
-//!   the same transaction, so they always describe the same point of the log.
+//! - `sm_meta.last_applied`, `sm_meta.config`, `sm_leases`, `sm_artifacts`
+//!   and `sm_holders` are written in the same transaction, so they always
+//!   describe the same point of the log.
+//! - Artifact and holder rows repeat their key inside the sealed value, so a
+//!   row under the wrong key is reported (string keys have no numeric salt).
 //! - `snapshot.meta` and `snapshot.data` are written together.
 
 use redb::TableDefinition;
@@ -24,6 +29,8 @@ pub(super) const SM_META: TableDefinition<&str, &[u8]> = TableDefinition::new("s
 /// Keyed by the address as a big-endian `u32`, so the table's order is the
 /// address order of `State::leases`.
 pub(super) const LEASES: TableDefinition<u32, &[u8]> = TableDefinition::new("sm_leases");
+pub(super) const ARTIFACTS: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_artifacts");
+pub(super) const HOLDERS: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_holders");
 pub(super) const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
 
 /// Keys of [`RAFT_META`].
@@ -48,5 +55,6 @@ pub(super) mod snapshot {
     pub const DATA: &str = "data";
 }
 
-/// The layout described above.
+/// The layout described above. (Version 1 files without the artifact
+/// tables are the same layout with an empty index: opening creates them.)
 pub(super) const FORMAT_VERSION: u32 = 1;

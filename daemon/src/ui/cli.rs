@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::api::client::{Client, ClientError};
-use crate::api::dto::{ApplyDto, HandoverDto, JoinDto, OkDto, StatusDto};
+use crate::api::dto::{ApplyDto, ArtifactDto, HandoverDto, JoinDto, OkDto, StatusDto};
 use crate::model::{Lease, LeaseState, ServiceConfig};
 
 pub const DEFAULT_CONFIG: &str = "/etc/tandem/node.toml";
@@ -53,6 +53,29 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: ClusterCmd,
     },
+    /// Boot files (kernels, initrds, iPXE binaries), stored by sha256 on every node.
+    Artifact {
+        #[command(subcommand)]
+        cmd: ArtifactCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ArtifactCmd {
+    /// Upload FILE to the leader; every node then fetches and serves it.
+    Put {
+        file: PathBuf,
+        /// The name clients ask for (default: FILE's file name).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Every artifact with its size, sha256 and the nodes that hold it.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove the name; every node deletes the bytes no name refers to.
+    Rm { name: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -164,6 +187,7 @@ pub fn run_admin(cli: &Cli) -> ExitCode {
             }
         }
         Cmd::Cluster { cmd } => cluster(&client, cmd),
+        Cmd::Artifact { cmd } => artifact(&client, cmd),
         Cmd::Export => match client.get::<ServiceConfig>("/v1/config") {
             Ok(c) => {
                 print!("{}", crate::config::service::to_toml(&c));
@@ -228,6 +252,61 @@ fn cluster(client: &Client, cmd: &ClusterCmd) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => fail(&e),
+    }
+}
+
+fn artifact(client: &Client, cmd: &ArtifactCmd) -> ExitCode {
+    match cmd {
+        ArtifactCmd::Put { file, name } => {
+            let Some(name) = name
+                .clone()
+                .or_else(|| file.file_name()?.to_str().map(str::to_owned))
+            else {
+                eprintln!("tandem: {} has no file name; give --name", file.display());
+                return ExitCode::from(2);
+            };
+            if let Err(e) = crate::model::validate_name(&name) {
+                eprintln!("tandem: {e}");
+                return ExitCode::from(2);
+            }
+            match client.put_file(&name, file) {
+                Ok(a) => {
+                    println!("{}  {}  {} bytes", a.name, a.sha256, a.size);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        ArtifactCmd::List { json } => match client.get::<Vec<ArtifactDto>>("/v1/artifacts") {
+            Ok(l) if *json => {
+                print_json(&l);
+                ExitCode::SUCCESS
+            }
+            Ok(l) => {
+                println!("{:<32} {:>12}  {:<64}  HOLDERS", "NAME", "SIZE", "SHA256");
+                for a in &l {
+                    let h: Vec<String> = a.holders.iter().map(u64::to_string).collect();
+                    println!(
+                        "{:<32} {:>12}  {}  {}",
+                        a.name,
+                        a.size,
+                        a.sha256,
+                        h.join(",")
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
+        ArtifactCmd::Rm { name } => {
+            match client.delete::<OkDto>(&format!("/v1/artifacts/{name}")) {
+                Ok(ok) => {
+                    println!("{}", ok.message);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
     }
 }
 

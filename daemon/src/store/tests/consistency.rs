@@ -16,11 +16,27 @@ use crate::store::rows::load_applied;
 use crate::store::Store;
 
 /// A random command over a small pool (16 addresses, 24 clients), so
-/// grants collide, clients move, and releases and declines hit live leases.
+/// grants collide, clients move, and releases and declines hit live leases;
+/// and over a small artifact index (6 names, 4 blobs, 3 nodes), so names
+/// move between blobs, blobs lose their last name, and holders come and go.
 fn random_command(rng: &mut StdRng, at: u64) -> Command {
     let ip = Ipv4Addr::new(10, 0, 0, rng.random_range(1..=16));
     let mac: u8 = rng.random_range(1..=24);
-    match rng.random_range(0..100) {
+    let name = format!("boot/file-{}", rng.random_range(0..6));
+    let sha = ["a", "b", "c", "d"][rng.random_range(0..4)].repeat(64);
+    match rng.random_range(0..130) {
+        100..=109 => Command::PutArtifact {
+            name,
+            sha256: sha,
+            size: at,
+            at,
+        },
+        110..=114 => Command::RemoveArtifact { name },
+        115..=129 => Command::ArtifactHeld {
+            node: rng.random_range(1..=3),
+            sha256: sha,
+            held: rng.random_bool(0.7),
+        },
         0..=69 => {
             let mut l = lease(ip, mac, at);
             l.expires_at = at + rng.random_range(1..40);
@@ -58,6 +74,8 @@ fn stored_state(store: &Store<C>) -> (Option<u64>, State) {
 fn assert_same_state(what: &str, a: &State, b: &State) {
     assert_eq!(a.config, b.config, "{what}: configs differ");
     assert_eq!(a.leases, b.leases, "{what}: leases differ");
+    assert_eq!(a.artifacts, b.artifacts, "{what}: artifact index differs");
+    assert_eq!(a.holders, b.holders, "{what}: holders differ");
 }
 
 #[tokio::test]
@@ -70,6 +88,7 @@ async fn apply_then_reload_matches_memory() {
         let mut sm = store.state_machine();
         let mut reference = State::default();
         let mut index = 0;
+        let mut saw_holders = false;
         for _batch in 0..40 {
             let n = rng.random_range(1..=12);
             let entries: Vec<EntryOf<C>> = (0..n)
@@ -84,6 +103,7 @@ async fn apply_then_reload_matches_memory() {
             append(&mut ls, entries.clone()).await;
             apply(&mut sm, entries).await;
 
+            saw_holders |= !reference.holders.is_empty();
             let memory = store.view().read(State::clone);
             assert_same_state(
                 &format!("seed {seed} index {index}: view vs reference"),
@@ -105,6 +125,7 @@ async fn apply_then_reload_matches_memory() {
                 .any(|l| l.state == LeaseState::Declined),
             "seed {seed} never declined"
         );
+        assert!(saw_holders, "seed {seed} never had a held artifact");
     }
 }
 
@@ -147,6 +168,10 @@ async fn snapshot_installs_the_whole_state_on_another_store() {
         .unwrap();
 
     let state_a = a.view().read(State::clone);
+    assert!(
+        !state_a.artifacts.is_empty() && !state_a.holders.is_empty(),
+        "the snapshot carries artifacts and holders"
+    );
     assert_same_state("B's view vs A", &b.view().read(State::clone), &state_a);
     assert_eq!(b.view().applied_index(), Some(200));
     let (applied, stored) = stored_state(&b);

@@ -151,3 +151,74 @@ async fn wait_applied_resolves_only_once_the_index_is_applied() {
         "the view includes index 3"
     );
 }
+
+/// The artifact index and its holders come back from the tables on reopen,
+/// and a removal deletes rows rather than leaving them behind.
+#[tokio::test]
+async fn artifact_index_and_holders_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let sha = |c: &str| c.repeat(64);
+    let cmds = vec![
+        Command::PutArtifact {
+            name: "ipxe.efi".into(),
+            sha256: sha("a"),
+            size: 1_000,
+            at: 5,
+        },
+        Command::PutArtifact {
+            name: "linux/vmlinuz".into(),
+            sha256: sha("b"),
+            size: 2_000,
+            at: 6,
+        },
+        Command::ArtifactHeld {
+            node: 1,
+            sha256: sha("a"),
+            held: true,
+        },
+        Command::ArtifactHeld {
+            node: 2,
+            sha256: sha("a"),
+            held: true,
+        },
+        Command::ArtifactHeld {
+            node: 2,
+            sha256: sha("b"),
+            held: true,
+        },
+        Command::RemoveArtifact {
+            name: "linux/vmlinuz".into(),
+        },
+        Command::ArtifactHeld {
+            node: 1,
+            sha256: sha("a"),
+            held: false,
+        },
+    ];
+    let entries: Vec<EntryOf<C>> = cmds
+        .into_iter()
+        .zip(1..)
+        .map(|(c, i)| EntryOf::<C>::new_normal(lid(1, i), c))
+        .collect();
+    println!("=== phase: write");
+    let expected = {
+        let store = Store::<C>::open(dir.path()).unwrap();
+        let (mut ls, mut sm) = (store.log_store(), store.state_machine());
+        append(&mut ls, entries.clone()).await;
+        // Two batches, so rows written by one are deleted by the next.
+        apply(&mut sm, entries[..5].to_vec()).await;
+        apply(&mut sm, entries[5..].to_vec()).await;
+        store.view().read(State::clone)
+    };
+    assert_eq!(expected.artifacts.len(), 1);
+    assert_eq!(
+        expected.holders.get(&sha("a")),
+        Some(&BTreeSet::from([2u64]))
+    );
+    assert!(!expected.holders.contains_key(&sha("b")));
+    println!("=== phase: reopen");
+    let store = Store::<C>::open(dir.path()).unwrap();
+    let s = store.view().read(State::clone);
+    assert_eq!(s.artifacts, expected.artifacts);
+    assert_eq!(s.holders, expected.holders);
+}
