@@ -5,13 +5,14 @@
 //!   becomes leader ──▶ 1 apply to commit index (Cluster::ensure_applied)
 //!                      2 XDP role map := leader
 //!                      3 VIP add + gratuitous ARPs
-//!                      4 DHCP + TFTP responders, ARP duty start
+//!                      4 DHCP + TFTP responders, ARP duty, HTTP boot start
 //!                      5 status: serving
 //!   loses leadership / lease / shutdown ──▶ the same steps in reverse
 //! ```
 //! Every step is logged with term and index and checked; the whole transition
 //! is timed into `tandem_transition_seconds{direction}`.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -22,7 +23,9 @@ use crate::api::server::ServiceStatus;
 use crate::config::NodeConfig;
 use crate::consensus::{Cluster, EnsureError, Leadership};
 use crate::metrics::{self, DirectionLabel};
+use crate::services::artifacts::ArtifactLookup;
 use crate::services::dhcp::server::{self as dhcp, DhcpConfig};
+use crate::services::http::{self, HttpConfig};
 use crate::services::tftp::{self, TftpConfig};
 use crate::services::vip::Vip;
 use crate::steering::{Role, Steering};
@@ -112,6 +115,7 @@ impl Transitions {
             iface: self.cfg.service.interface.clone(),
             server_id: self.cfg.vip_addr(),
             port: self.cfg.service.dhcp_port,
+            http_port: self.cfg.service.http_port,
         };
         let (cl, c) = (cluster.clone(), serve_cancel.clone());
         // On the Raft runtime: see `Cluster::runtime`.
@@ -147,6 +151,8 @@ impl Transitions {
                 }
             }),
         ));
+        // Last: HTTP boot.
+        tasks.push(("http", self.spawn_http(cluster, serve_cancel.clone())));
         self.serving = Some(Serving {
             cancel: serve_cancel,
             tasks,
@@ -164,6 +170,23 @@ impl Transitions {
         tracing::info!(target: "tandem::transition", term, index, seconds = secs, "step 5: serving");
     }
 
+    /// The HTTP boot server on VIP:`http_port`. Until the artifact store's
+    /// index is wired in, the artifacts are the files in `artifact_dir`, as
+    /// for TFTP.
+    fn spawn_http(&self, cluster: &Cluster, cancel: CancellationToken) -> JoinHandle<()> {
+        let cfg = HttpConfig {
+            addr: std::net::SocketAddr::from((self.cfg.vip_addr(), self.cfg.service.http_port)),
+            limits: http::Limits::default(),
+        };
+        let arts: Arc<dyn ArtifactLookup> = Arc::new(http::DirLookup::new(&self.cfg.artifact_dir));
+        let cl = cluster.clone();
+        tokio::spawn(async move {
+            if let Err(e) = http::serve(cfg, cl, arts, cancel).await {
+                tracing::error!(target: "tandem::transition", error = %e, "HTTP boot responder failed");
+            }
+        })
+    }
+
     /// The reverse: stop responders, XDP drop, remove the VIP.
     pub(super) async fn step_down(&mut self, cluster: &Cluster, why: &str) {
         let t = Instant::now();
@@ -177,7 +200,8 @@ impl Transitions {
             // removal) is never held up.
             s.cancel.cancel();
             let deadline = tokio::time::Instant::now() + Duration::from_millis(30);
-            for (name, h) in s.tasks {
+            // In reverse order of start: HTTP boot first.
+            for (name, h) in s.tasks.into_iter().rev() {
                 let abort = h.abort_handle();
                 if tokio::time::timeout_at(deadline, h).await.is_err() {
                     tracing::warn!(target: "tandem::transition", term, index, task = name, "responder did not stop in time; aborted");

@@ -8,8 +8,8 @@
 //! - [`fake`]: the fake cluster and the recording sink;
 //! - [`dispatch`]: the commit-then-reply contract, under paused time;
 //! - the others, by theme: [`discover`], [`request`], [`release_decline`],
-//!   [`bootp`], [`options`], [`malformed`], [`random`] (traffic checked
-//!   against a reference model).
+//!   [`bootp`], [`options`], [`profiles`] (the boot chains), [`malformed`],
+//!   [`random`] (traffic checked against a reference model).
 
 mod bootp;
 mod discover;
@@ -17,6 +17,7 @@ mod dispatch;
 mod fake;
 mod malformed;
 mod options;
+mod profiles;
 mod random;
 mod release_decline;
 mod request;
@@ -98,6 +99,7 @@ fn config() -> ServiceConfig {
             uefi_x64: Some("ipxe.efi".into()),
             uefi_arm64: Some("ipxe-arm64.efi".into()),
             ipxe_script: Some("http://10.0.0.10/boot.ipxe".into()),
+            ..BootProfile::default()
         }],
     }
 }
@@ -122,6 +124,7 @@ fn decide_on(
             state,
             offers,
             server_id: SID,
+            http_port: 80,
             now,
         };
         decide(msg, &view, alloc)
