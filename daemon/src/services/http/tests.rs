@@ -489,3 +489,114 @@ async fn cancel_drops_transfers_at_once() {
     // The listener is gone too.
     assert!(TcpStream::connect(f.addr).await.is_err());
 }
+
+/// User + system CPU seconds of process `pid` so far (/proc/PID/stat).
+fn cpu_secs(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the parenthesised command: utime and stime are 14 and 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// 50 × 32 MiB over loopback with curl (4 in parallel), once from this server and once
+/// from nginx (sendfile on, one worker) serving the same file; prints MiB/s and
+/// the server's CPU seconds. Heavy: run it under the shared lock,
+/// `flock /tmp/heavy.lock cargo test --release -p tandem --lib http::tests::throughput -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark; needs nginx-light and curl, and the heavy lock"]
+async fn throughput_against_nginx() {
+    const N: usize = 50;
+    const SIZE: u64 = 32 << 20;
+    let f = Fixture::start(Limits::default()).await;
+    let mut data = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(std::fs::File::open("/dev/urandom").unwrap(), SIZE),
+        &mut data,
+    )
+    .unwrap();
+    std::fs::write(f.dir.path().join("k.bin"), &data).unwrap();
+    let curl = |port: u16| {
+        let mut args = vec![
+            "-s".to_owned(),
+            "-f".to_owned(),
+            "--parallel".into(),
+            "--parallel-max".into(),
+            "4".into(),
+        ];
+        for _ in 0..N {
+            args.extend([
+                "-o".into(),
+                "/dev/null".into(),
+                format!("http://127.0.0.1:{port}/k.bin"),
+            ]);
+        }
+        let t = Instant::now();
+        let st = std::process::Command::new("curl")
+            .args(&args)
+            .status()
+            .unwrap();
+        assert!(st.success(), "curl failed");
+        t.elapsed().as_secs_f64()
+    };
+    let mib = f64::from(u32::try_from(N).unwrap() * u32::try_from(SIZE >> 20).unwrap());
+    // Warm the ETag cache and the page cache first, for both servers alike.
+    assert_eq!(request(f.addr, "HEAD", "/k.bin", &[]).await.status, 200);
+    let me = std::process::id().to_string();
+    let port = f.addr.port();
+    let (wall, cpu) = tokio::task::spawn_blocking(move || {
+        let c0 = cpu_secs(&me);
+        let wall = curl(port);
+        (wall, cpu_secs(&me) - c0)
+    })
+    .await
+    .unwrap();
+    println!(
+        "=== tandem HTTP: {N} x 32 MiB in {wall:.2} s = {:.0} MiB/s, server CPU {cpu:.2} s",
+        mib / wall
+    );
+
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nport = l.local_addr().unwrap().port();
+    drop(l);
+    let conf = f.dir.path().join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off; master_process off; worker_processes 1; error_log stderr;\n\
+             pid {d}/nginx.pid; events {{}}\n\
+             http {{ access_log off; sendfile on; tcp_nopush on; \
+             client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; \
+             uwsgi_temp_path {d}; scgi_temp_path {d};\n\
+             server {{ listen 127.0.0.1:{nport}; root {d}; }} }}\n",
+            d = f.dir.path().display()
+        ),
+    )
+    .unwrap();
+    let mut nginx = std::process::Command::new("nginx")
+        .args([
+            "-c",
+            conf.to_str().unwrap(),
+            "-p",
+            f.dir.path().to_str().unwrap(),
+        ])
+        .spawn()
+        .expect("nginx (nginx-light)");
+    let pid = nginx.id().to_string();
+    let up = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        std::net::TcpStream::connect(("127.0.0.1", nport)).is_ok()
+    });
+    assert!(up, "nginx did not start");
+    let c0 = cpu_secs(&pid);
+    let nwall = curl(nport);
+    let ncpu = cpu_secs(&pid) - c0;
+    let _ = nginx.kill();
+    let _ = nginx.wait();
+    println!(
+        "=== nginx:       {N} x 32 MiB in {nwall:.2} s = {:.0} MiB/s, server CPU {ncpu:.2} s",
+        mib / nwall
+    );
+    f.cancel.cancel();
+}
