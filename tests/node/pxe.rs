@@ -211,10 +211,19 @@ fn ipxe_vm_boots_kernel_and_initrd_over_http_from_the_vip() {
     let started = Instant::now();
     let (vm, serial) = start_vm(&lab, "vm0");
     let took = wait_boot(&vm, &serial, started);
-    println!("=== clean PXE boot: {:.1} s from VM start to the marker", took.as_secs_f64());
+    println!(
+        "=== clean PXE boot: {:.1} s from VM start to the marker",
+        took.as_secs_f64()
+    );
 
     phase("the serial log shows the chain, and the server counted the fetches");
     let log = serial_text(&serial);
+    let ra = std::fs::read_to_string(lab.root().join("ra_zero.log")).unwrap_or_default();
+    println!(
+        "=== RA answerer: {} router solicitations answered",
+        ra.matches("answered RS").count()
+    );
+    println!("=== serial console:\n{log}");
     let script = format!("http://{}/boot/{VM_MAC}.ipxe", lab::VIP);
     assert!(log.contains(&script), "iPXE did not fetch {script}:\n{log}");
     // The script, the kernel and the initrd: at least three 200s.
