@@ -12,10 +12,12 @@
 //! - [`durability`]: SIGKILL and restart keep leases; the stale VIP goes.
 //! - [`bad_input`]: malformed DHCP packets, invalid node and service configs.
 //! - [`xdp`]: steering counters, and the role map silencing DHCP.
+//! - [`pxe`]: a QEMU VM boots kernel and initrd by iPXE over HTTP from the VIP.
 
 mod bad_input;
 mod dhcp;
 mod durability;
+mod pxe;
 mod tftp;
 mod xdp;
 

@@ -13,7 +13,9 @@ use crate::util::{find_on_path, require_root, run_cmd};
 
 /// What the tests, the demo and the eBPF build use (see TOOLCHAIN.md).
 const APT_PACKAGES: &[&str] = &[
-    "busybox",
+    // Static, so the PXE test copies it into its initramfs as it is; it
+    // replaces `busybox` and has the same applets (udhcpc).
+    "busybox-static",
     "isc-dhcp-client",
     "tftp-hpa",
     "atftp",
@@ -32,6 +34,15 @@ const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     // promtool: a daemon unit test checks the /metrics text with `promtool check metrics`.
     "prometheus",
+    // Real PXE boots (tests/node/pxe.rs): QEMU with its iPXE NIC ROMs, the
+    // iPXE binaries operators load as artifacts, and the cloud kernel (LZ4,
+    // twice as fast to boot under TCG as the generic one).
+    "qemu-system-x86",
+    "ipxe-qemu",
+    "ipxe",
+    "linux-image-cloud-amd64",
+    // Benchmarks only: nginx is the HTTP boot throughput baseline.
+    "nginx-light",
     // Benchmarks only: the keepalived + dnsmasq failover baseline and CPU load.
     "keepalived",
     "stress-ng",
@@ -52,6 +63,7 @@ const SERVER_COMMS: &[&str] = &[
     "keepalived",
     // Installed for promtool; its server has no business running here either.
     "prometheus",
+    "nginx",
 ];
 
 const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";

@@ -174,6 +174,7 @@ async fn epoch(
     let raft_cancel = CancellationToken::new();
     let cluster = Cluster::start(cfg, &store, joining.is_none(), raft_cancel.clone()).await?;
     let arts = start_artifacts(cfg, &store, &cluster, &raft_cancel)?;
+    tr.artifacts = Some(arts.clone());
 
     let (join_tx, mut join_rx) = mpsc::channel(1);
     let api = Api {

@@ -7,7 +7,7 @@
 //!   becomes leader ──▶ 1 apply to commit index (Cluster::ensure_applied)
 //!                      2 XDP role map := leader
 //!                      3 ARP probe for the VIP; no conflict: VIP add + gratuitous ARPs
-//!                      4 DHCP + TFTP responders (TFTP bound in 3), ARP duty start
+//!                      4 DHCP + TFTP responders (TFTP bound in 3), ARP duty, HTTP boot start
 //!                      5 status: serving
 //!   loses leadership / lease / shutdown ──▶ the same steps in reverse
 //!   a responder ends (error, exit, panic) ──▶ step down, hold back, hand over
@@ -39,6 +39,7 @@
 //! VIP that a running cluster holds.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
@@ -50,7 +51,9 @@ use crate::config::NodeConfig;
 use crate::consensus::{Cluster, EnsureError, Leadership};
 use crate::metrics::{self, DirectionLabel, ResponderLabel};
 use crate::model::ServiceConfig;
+use crate::services::artifacts::{ArtifactLookup, Artifacts};
 use crate::services::dhcp::server::{self as dhcp, DhcpConfig};
+use crate::services::http::{self, HttpConfig};
 use crate::services::tftp::{self, TftpConfig};
 use crate::services::vip::{Conflict, Vip};
 use crate::steering::{Role, Steering};
@@ -167,6 +170,8 @@ pub(super) struct Transitions {
     pub(super) status: watch::Sender<ServiceStatus>,
     /// Start-up warnings (they hold for the process's life).
     pub(super) warnings: Vec<String>,
+    /// This epoch's artifact store, which HTTP boot serves from.
+    pub(super) artifacts: Option<Artifacts>,
     /// Current problems by kind (`P_*`), replaced as they change.
     problems: BTreeMap<&'static str, String>,
     responder_hold: Backoff,
@@ -193,6 +198,7 @@ impl Transitions {
             serving: None,
             status,
             warnings,
+            artifacts: None,
             problems: BTreeMap::new(),
             responder_hold: Backoff::new(RESPONDER_HOLD, RESPONDER_HOLD_MAX),
             conflict_hold: Backoff::new(CONFLICT_HOLD, CONFLICT_HOLD_MAX),
@@ -503,6 +509,7 @@ impl Transitions {
             iface: self.cfg.service.interface.clone(),
             server_id: self.cfg.vip_addr(),
             port: self.cfg.service.dhcp_port,
+            http_port: self.cfg.service.http_port,
         };
         let (cl, c) = (cluster.clone(), cancel.clone());
         // On the Raft runtime: see `Cluster::runtime`.
@@ -536,7 +543,27 @@ impl Transitions {
                     .map_err(|e| e.to_string())
             }),
         ));
+        // Last: HTTP boot.
+        tasks.push(("http", self.spawn_http(cluster, cancel.clone())));
         tasks
+
+    /// The HTTP boot server on VIP:`http_port`, serving the artifacts this
+    /// node holds verified (the store's lookup).
+    fn spawn_http(&self, cluster: &Cluster, cancel: CancellationToken) -> Task {
+        let cfg = HttpConfig {
+            addr: std::net::SocketAddr::from((self.cfg.vip_addr(), self.cfg.service.http_port)),
+            limits: http::Limits::default(),
+        };
+        let Some(arts) = self.artifacts.clone() else {
+            return tokio::spawn(async { Err("no artifact store open".to_owned()) });
+        };
+        let arts: Arc<dyn ArtifactLookup> = Arc::new(arts);
+        let cl = cluster.clone();
+        tokio::spawn(async move {
+            http::serve(cfg, cl, arts, cancel)
+                .await
+                .map_err(|e| e.to_string())
+        })
     }
 
     /// The reverse: stop responders, XDP drop, remove the VIP.
@@ -552,7 +579,8 @@ impl Transitions {
             // removal) is never held up.
             s.cancel.cancel();
             let deadline = tokio::time::Instant::now() + Duration::from_millis(30);
-            for (name, h) in s.tasks {
+            // In reverse order of start: HTTP boot first.
+            for (name, h) in s.tasks.into_iter().rev() {
                 let abort = h.abort_handle();
                 if tokio::time::timeout_at(deadline, h).await.is_err() {
                     tracing::warn!(target: "tandem::transition", term, index, task = name, "responder did not stop in time; aborted");

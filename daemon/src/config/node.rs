@@ -144,6 +144,8 @@ impl Wire {
         Ok((max, std::time::Duration::from_secs(verify_secs)))
     }
 
+    // One check per field, in the file's order; splitting it scatters them.
+    #[allow(clippy::too_many_lines)]
     fn validate(self) -> Result<NodeConfig, ConfigError> {
         let (artifact_max_bytes, artifact_verify_every) = self.artifact_limits()?;
         let node_id = self.node_id.ok_or_else(|| {

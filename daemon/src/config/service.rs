@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::{field_err, ConfigError};
-use crate::model::ServiceConfig;
+use crate::model::{BootProfile, ServiceConfig};
 
 /// Parses a service config file's text and validates it.
 pub fn parse(text: &str) -> Result<ServiceConfig, ConfigError> {
@@ -32,6 +32,9 @@ pub fn validate(c: &ServiceConfig) -> Result<(), ConfigError> {
             "duplicate profile name",
             "give every [[profile]] its own name",
         ));
+    }
+    for (i, p) in c.profiles.iter().enumerate() {
+        validate_profile(i, p)?;
     }
     for (i, s) in c.subnets.iter().enumerate() {
         let f = |x: &str| format!("subnet[{i}].{x}");
@@ -156,6 +159,78 @@ pub fn validate(c: &ServiceConfig) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// The longest kernel command line x86 Linux takes (`COMMAND_LINE_SIZE`).
+const MAX_CMDLINE: usize = 2048;
+
+/// A profile's names go into URLs and its command line into an iPXE script
+/// line: each must be one line, and names one word.
+fn validate_profile(i: usize, p: &BootProfile) -> Result<(), ConfigError> {
+    let f = |x: &str| format!("profile[{i}].{x}");
+    let name_ok = !p.name.is_empty()
+        && p.name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if !name_ok {
+        return Err(field_err(
+            f("name"),
+            format!("{:?} is not a plain name", p.name),
+            "use letters, digits, '-', '_' and '.' (it appears in /boot/profile/NAME.ipxe)",
+        ));
+    }
+    let files = [
+        ("bios", &p.bios),
+        ("uefi_x64", &p.uefi_x64),
+        ("uefi_arm64", &p.uefi_arm64),
+        ("ipxe_script", &p.ipxe_script),
+        ("kernel", &p.kernel),
+        ("initrd", &p.initrd),
+    ];
+    for (field, v) in files {
+        let Some(v) = v else { continue };
+        let url = v.contains("://");
+        if v.is_empty() || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(field_err(
+                f(field),
+                format!("{v:?} is empty or has spaces or control characters"),
+                "give an artifact name such as \"vmlinuz\" or a URL",
+            ));
+        }
+        if url
+            && !(v.starts_with("http://") || v.starts_with("https://") || v.starts_with("tftp://"))
+        {
+            return Err(field_err(
+                f(field),
+                format!("{v:?} is not an http, https or tftp URL"),
+                "write http://HOST/PATH, or an artifact name",
+            ));
+        }
+        if !url && (v.starts_with('/') || v.split('/').any(|s| s.is_empty() || s == "..")) {
+            return Err(field_err(
+                f(field),
+                format!("{v:?} is not an artifact name"),
+                "name the artifact as `tandem artifact list` shows it, without '/' or '..' segments",
+            ));
+        }
+    }
+    if let Some(c) = &p.cmdline {
+        if c.chars().any(char::is_control) || c.len() > MAX_CMDLINE {
+            return Err(field_err(
+                f("cmdline"),
+                "has a control character (a newline?) or is too long",
+                format!("write one line of at most {MAX_CMDLINE} characters"),
+            ));
+        }
+    }
+    if p.kernel.is_none() && (p.initrd.is_some() || p.cmdline.is_some()) {
+        return Err(field_err(
+            f("kernel"),
+            "missing, but initrd or cmdline is set",
+            "set kernel = \"ARTIFACT\" (or remove initrd and cmdline)",
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,12 +255,23 @@ name = "default"
 bios = "undionly.kpxe"
 uefi_x64 = "ipxe.efi"
 ipxe_script = "http://10.99.0.10/boot.ipxe"
+
+[[profile]]
+name = "linux"
+kernel = "vmlinuz"
+initrd = "initrd.img"
+cmdline = "console=ttyS0 quiet"
 "#;
 
     #[test]
     fn round_trips_through_export() {
         let c = parse(GOOD).unwrap();
         assert_eq!(c.subnets[0].lease_time, 600);
+        assert_eq!(c.profiles[1].kernel.as_deref(), Some("vmlinuz"));
+        assert_eq!(
+            c.profiles[1].cmdline.as_deref(),
+            Some("console=ttyS0 quiet")
+        );
         let again = parse(&to_toml(&c)).unwrap();
         assert_eq!(again, c);
     }
@@ -214,6 +300,25 @@ ipxe_script = "http://10.99.0.10/boot.ipxe"
                 "subnet[0].router",
             ),
             ("domain =", "domian =", "domian"),
+            (
+                "kernel = \"vmlinuz\"",
+                "kernel = \"../vmlinuz\"",
+                "profile[1].kernel",
+            ),
+            (
+                "kernel = \"vmlinuz\"",
+                "kernel = \"ftp://x/vmlinuz\"",
+                "profile[1].kernel",
+            ),
+            ("initrd.img", "initrd img", "profile[1].initrd"),
+            ("kernel = \"vmlinuz\"", "", "profile[1].kernel"),
+            ("quiet\"", "quiet\\nshell\"", "profile[1].cmdline"),
+            ("name = \"linux\"", "name = \"li nux\"", "profile[1].name"),
+            (
+                "uefi_x64 = \"ipxe.efi\"",
+                "uefi_x64 = \"/ipxe.efi\"",
+                "profile[0].uefi_x64",
+            ),
         ] {
             let bad = GOOD.replace(from, to);
             assert_ne!(bad, GOOD, "replacement of {from} did not apply");

@@ -151,7 +151,12 @@ pub struct Reservation {
 /// Which file a PXE client boots, by its architecture (option 93), and the
 /// iPXE script URL for clients that already run iPXE (user-class "iPXE"),
 /// so that they never chain-load `undionly.kpxe` again.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// With `kernel` set, the HTTP boot server renders an iPXE script for the
+/// profile (`/boot/profile/NAME.ipxe`, and `/boot/MAC.ipxe` for a
+/// reservation naming it), and iPXE clients are pointed at it unless
+/// `ipxe_script` names another.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BootProfile {
     pub name: String,
@@ -167,6 +172,16 @@ pub struct BootProfile {
     /// Boot file name (a URL) for clients whose user-class is "iPXE".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipxe_script: Option<String>,
+    /// The kernel the rendered script boots: an artifact name (fetched from
+    /// the VIP over HTTP) or an `http://` / `https://` URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
+    /// The initrd loaded with it, named like `kernel`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initrd: Option<String>,
+    /// The kernel command line, one line (e.g. `console=ttyS0 quiet`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmdline: Option<String>,
 }
 
 impl ServiceConfig {

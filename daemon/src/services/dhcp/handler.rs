@@ -44,6 +44,8 @@ pub struct View<'a> {
     pub offers: &'a Offers,
     /// Server identifier = the VIP; also the default next-server (siaddr).
     pub server_id: Ipv4Addr,
+    /// HTTP boot port on the VIP (`service.http_port`), for boot URLs.
+    pub http_port: u16,
     /// Unix seconds.
     pub now: u64,
     /// A monotonic clock in ns (any origin), for the token buckets of
@@ -165,7 +167,13 @@ pub fn handle(req: &Request<'_>, view: &View<'_>, alloc: &mut Allocator) -> Acti
             server_id: view.server_id,
             now: view.now,
         },
-        replies: Replies::new(req, &view.state.config, subnet, view.server_id),
+        replies: Replies::new(
+            req,
+            &view.state.config,
+            subnet,
+            view.server_id,
+            view.http_port,
+        ),
     };
 
     match req.kind {

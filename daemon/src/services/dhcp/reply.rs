@@ -11,6 +11,7 @@ use dhcproto::Encodable;
 
 use super::request::Request;
 use crate::model::{BootProfile, Mac, Reservation, ServiceConfig, Subnet};
+use crate::services::http;
 
 /// iPXE's encapsulated option space (175) and its "no-pxedhcp" setting (176):
 /// set to 1, iPXE does not wait ~3 s for proxy DHCP offers that never come.
@@ -83,6 +84,9 @@ pub struct Replies<'a> {
     config: &'a ServiceConfig,
     subnet: &'a Subnet,
     server_id: Ipv4Addr,
+    /// The HTTP boot port on the VIP, for the URLs handed to iPXE and UEFI
+    /// HTTP boot clients.
+    http_port: u16,
 }
 
 impl<'a> Replies<'a> {
@@ -92,12 +96,14 @@ impl<'a> Replies<'a> {
         config: &'a ServiceConfig,
         subnet: &'a Subnet,
         server_id: Ipv4Addr,
+        http_port: u16,
     ) -> Self {
         Replies {
             req,
             config,
             subnet,
             server_id,
+            http_port,
         }
     }
 
@@ -224,63 +230,117 @@ impl<'a> Replies<'a> {
     }
 
     /// Boot file from the reservation's profile or the subnet's (see
-    /// [`boot_file`]), and iPXE's no-pxedhcp when the client is iPXE.
+    /// [`boot_file`]), iPXE's no-pxedhcp when the client is iPXE, and the
+    /// vendor class `HTTPClient` echoed to a UEFI HTTP boot client (its
+    /// firmware ignores offers without it).
     fn add_boot(&self, reply: &mut Message, res: Option<&Reservation>) {
         let req = self.req;
         if req.ipxe {
             reply.opts_mut().insert(ipxe_no_pxedhcp());
         }
-        let Some(name) = res
-            .and_then(|r| r.profile.as_deref())
-            .or(self.subnet.profile.as_deref())
-        else {
+        let reserved = res.and_then(|r| r.profile.as_deref());
+        let Some(name) = reserved.or(self.subnet.profile.as_deref()) else {
             return;
         };
         let Some(profile) = self.config.profile(name) else {
             tracing::debug!(target: "tandem::dhcp", profile = name, "boot profile not found");
             return;
         };
-        let legacy = req.kind.is_none() || req.pxe_client;
-        let Some(file) = boot_file(profile, req.ipxe, req.arch, legacy) else {
+        let base = http::base_url(self.server_id.into(), self.http_port);
+        let Some(boot) = boot_file(profile, req, &base, reserved.is_some()) else {
             return;
         };
+        if boot.http_client {
+            reply
+                .opts_mut()
+                .insert(DhcpOption::ClassIdentifier(HTTP_CLIENT_CLASS.to_vec()));
+        }
+        let file = boot.file;
         if file.len() <= MAX_FILE_FIELD {
-            reply.set_fname_str(file);
+            reply.set_fname_str(&file);
         } else {
             reply
                 .opts_mut()
-                .insert(DhcpOption::BootfileName(file.as_bytes().to_vec()));
+                .insert(DhcpOption::BootfileName(file.into_bytes()));
         }
     }
 }
 
-/// Which file of `profile` this client boots.
+/// The vendor class (option 60) of UEFI HTTP boot clients, and of the
+/// servers that answer them.
+pub const HTTP_CLIENT_CLASS: &[u8] = b"HTTPClient";
+
+/// The boot file for one client, and whether it is an HTTP boot answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootFile {
+    /// For the `file` field (or option 67 when longer).
+    pub file: String,
+    /// Echo option 60 `HTTPClient` (UEFI HTTP boot).
+    pub http_client: bool,
+}
+
+/// Which file of `profile` this client boots; `base` is the HTTP boot
+/// server's URL (`http://VIP[:port]`), `reserved` says the profile is the
+/// client's reservation's.
 ///
-/// - iPXE (user class) gets `ipxe_script` or nothing: never a NBP it would
+/// - iPXE (user class): `ipxe_script` if set; else, if the profile has a
+///   kernel, the rendered script: `/boot/MAC.ipxe` when reserved, else
+///   `/boot/profile/NAME.ipxe`; else nothing. Never a NBP, which iPXE would
 ///   chain-load again.
-/// - By architecture (RFC 4578 / IANA processor architecture types):
+/// - UEFI HTTP boot (vendor class `HTTPClient`, or arch 16 x64 / 19 ARM64):
+///   the URL of `uefi_x64` / `uefi_arm64`.
+/// - By architecture (RFC 4578 / IANA processor architecture types), by TFTP:
 ///   0 → `bios`; 7 (x64 UEFI) and 9 (EFI BC, which every real firmware using
 ///   it is x86-64) → `uefi_x64`; 11 → `uefi_arm64`.
-/// - 6 (IA-32 UEFI) gets nothing: a 32-bit UEFI firmware cannot execute an
-///   x86-64 EFI image, so handing it `uefi_x64` would fail at boot in a way
-///   that is harder to diagnose than "no boot file".
-/// - No option 93: `bios` when `legacy_default` (a `PXEClient` vendor class or
-///   a BOOTP client), else nothing (an ordinary OS asking for an address).
+/// - 6 (IA-32 UEFI) and 15 (IA-32 HTTP) get nothing: a 32-bit UEFI firmware
+///   cannot execute an x86-64 EFI image, so handing it `uefi_x64` would fail
+///   at boot in a way that is harder to diagnose than "no boot file".
+/// - No option 93: `bios` for a `PXEClient` vendor class or a BOOTP client,
+///   else nothing (an ordinary OS asking for an address).
 #[must_use]
 pub fn boot_file(
     profile: &BootProfile,
-    ipxe: bool,
-    arch: Option<u16>,
-    legacy_default: bool,
-) -> Option<&str> {
-    if ipxe {
-        return profile.ipxe_script.as_deref();
+    req: &Request<'_>,
+    base: &str,
+    reserved: bool,
+) -> Option<BootFile> {
+    let plain = |f: Option<&String>| {
+        f.map(|f| BootFile {
+            file: f.clone(),
+            http_client: false,
+        })
+    };
+    if req.ipxe {
+        if profile.ipxe_script.is_some() {
+            return plain(profile.ipxe_script.as_ref());
+        }
+        profile.kernel.as_ref()?;
+        let path = if reserved {
+            http::reservation_script_path(req.mac)
+        } else {
+            http::profile_script_path(&profile.name)
+        };
+        return Some(BootFile {
+            file: format!("{base}{path}"),
+            http_client: false,
+        });
     }
-    let arch = arch.or(if legacy_default { Some(0) } else { None })?;
-    match arch {
-        0 => profile.bios.as_deref(),
-        7 | 9 => profile.uefi_x64.as_deref(),
-        11 => profile.uefi_arm64.as_deref(),
+    if req.http_client || matches!(req.arch, Some(16 | 19)) {
+        let f = match req.arch? {
+            16 => profile.uefi_x64.as_deref(),
+            19 => profile.uefi_arm64.as_deref(),
+            _ => None,
+        }?;
+        return Some(BootFile {
+            file: http::artifact_url(base, f),
+            http_client: true,
+        });
+    }
+    let legacy_default = req.kind.is_none() || req.pxe_client;
+    match req.arch.or(legacy_default.then_some(0))? {
+        0 => plain(profile.bios.as_ref()),
+        7 | 9 => plain(profile.uefi_x64.as_ref()),
+        11 => plain(profile.uefi_arm64.as_ref()),
         _ => None,
     }
 }
@@ -343,46 +403,7 @@ pub fn fit(reply: &mut Message, max: usize, requested: &[OptionCode]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dhcproto::v4::{Architecture, MessageType};
-
-    fn profile() -> BootProfile {
-        BootProfile {
-            name: "p".into(),
-            bios: Some("undionly.kpxe".into()),
-            uefi_x64: Some("ipxe.efi".into()),
-            uefi_arm64: Some("ipxe-arm64.efi".into()),
-            ipxe_script: Some("http://10.0.0.10/boot.ipxe".into()),
-        }
-    }
-
-    #[test]
-    fn boot_file_by_arch_and_ipxe() {
-        let p = profile();
-        assert_eq!(
-            boot_file(&p, true, Some(0), true),
-            Some("http://10.0.0.10/boot.ipxe")
-        );
-        assert_eq!(boot_file(&p, false, Some(0), false), Some("undionly.kpxe"));
-        assert_eq!(boot_file(&p, false, Some(7), false), Some("ipxe.efi"));
-        assert_eq!(boot_file(&p, false, Some(9), false), Some("ipxe.efi"));
-        assert_eq!(boot_file(&p, false, Some(6), false), None);
-        assert_eq!(
-            boot_file(&p, false, Some(11), false),
-            Some("ipxe-arm64.efi")
-        );
-        assert_eq!(boot_file(&p, false, None, true), Some("undionly.kpxe"));
-        assert_eq!(boot_file(&p, false, None, false), None);
-        // iPXE without a script never falls back to the BIOS NBP.
-        let no_script = BootProfile {
-            ipxe_script: None,
-            ..p
-        };
-        assert_eq!(boot_file(&no_script, true, Some(0), true), None);
-        let mut r = Message::default();
-        r.opts_mut()
-            .insert(DhcpOption::ClientSystemArchitecture(Architecture::X64));
-        assert_eq!(super::super::request::client_arch(&r), Some(7));
-    }
+    use dhcproto::v4::MessageType;
 
     #[test]
     fn fit_drops_cosmetic_options_first() {

@@ -124,6 +124,8 @@ pub struct Request<'a> {
     pub ipxe: bool,
     /// Option 60 starts with "PXEClient": a legacy PXE ROM if `arch` is unset.
     pub pxe_client: bool,
+    /// Option 60 starts with "HTTPClient": UEFI HTTP boot.
+    pub http_client: bool,
     /// Option 12, if it is a plausible DNS label (see [`client_hostname`]).
     pub hostname: Option<&'a str>,
     /// The largest reply (UDP payload) the client accepts: option 57 for
@@ -174,7 +176,8 @@ impl<'a> Request<'a> {
             },
             arch: client_arch(msg),
             ipxe: is_ipxe(msg),
-            pxe_client: is_pxe_client(msg),
+            pxe_client: vendor_class_starts(msg, b"PXEClient"),
+            http_client: vendor_class_starts(msg, b"HTTPClient"),
             hostname: client_hostname(msg),
             max_len: if kind.is_none() {
                 MIN_PACKET_SIZE
@@ -229,13 +232,13 @@ pub(super) fn client_arch(req: &Message) -> Option<u16> {
     }
 }
 
-/// Whether the vendor class (option 60) starts with "PXEClient": a PXE ROM
-/// that did not say its architecture is a legacy BIOS one (PXE 2.1 ROMs
-/// before RFC 4578).
-fn is_pxe_client(req: &Message) -> bool {
+/// Whether the vendor class (option 60) starts with `prefix`: `PXEClient`
+/// (a PXE ROM that did not say its architecture is a legacy BIOS one, as
+/// PXE 2.1 ROMs before RFC 4578) or `HTTPClient` (UEFI HTTP boot).
+fn vendor_class_starts(req: &Message, prefix: &[u8]) -> bool {
     matches!(
         req.opts().get(OptionCode::ClassIdentifier),
-        Some(DhcpOption::ClassIdentifier(v)) if v.starts_with(b"PXEClient")
+        Some(DhcpOption::ClassIdentifier(v)) if v.starts_with(prefix)
     )
 }
 
@@ -352,6 +355,7 @@ mod tests {
             arch: Some(7),
             ipxe: true,
             pxe_client: true,
+            http_client: false,
             hostname: Some("node-7"),
             max_len: 1472,
             params: &params,

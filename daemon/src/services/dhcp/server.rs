@@ -67,6 +67,8 @@ pub struct DhcpConfig {
     /// The VIP: server identifier and the source of every reply.
     pub server_id: Ipv4Addr,
     pub port: u16,
+    /// HTTP boot port on the VIP, for the URLs in boot replies.
+    pub http_port: u16,
 }
 
 /// Everything a reply needs to leave the node.
@@ -284,6 +286,7 @@ pub async fn serve<C: ClusterHandle>(
                 state,
                 offers: &offers,
                 server_id: cfg.server_id,
+                http_port: cfg.http_port,
                 now,
                 now_ns,
             };

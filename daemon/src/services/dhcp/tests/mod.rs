@@ -8,9 +8,10 @@
 //! - [`fake`]: the fake cluster and the recording sink;
 //! - [`dispatch`]: the commit-then-reply contract, under paused time;
 //! - the others, by theme: [`discover`], [`request`], [`release_decline`],
-//!   [`bootp`], [`options`], [`malformed`], [`random`] (traffic checked
-//!   against a reference model), [`flood`] (the flood guards: short and
-//!   pressure-aware offer holds, unsolicited REQUESTs, the shed queue).
+//!   [`bootp`], [`options`], [`profiles`] (the boot chains), [`malformed`],
+//!   [`random`] (traffic checked against a reference model), [`flood`] (the
+//!   flood guards: short and pressure-aware offer holds, unsolicited
+//!   REQUESTs, the shed queue).
 
 mod bootp;
 mod discover;
@@ -19,6 +20,7 @@ mod fake;
 mod flood;
 mod malformed;
 mod options;
+mod profiles;
 mod random;
 mod release_decline;
 mod request;
@@ -100,6 +102,7 @@ fn config() -> ServiceConfig {
             uefi_x64: Some("ipxe.efi".into()),
             uefi_arm64: Some("ipxe-arm64.efi".into()),
             ipxe_script: Some("http://10.0.0.10/boot.ipxe".into()),
+            ..BootProfile::default()
         }],
     }
 }
@@ -124,6 +127,7 @@ fn decide_on(
             state,
             offers,
             server_id: SID,
+            http_port: 80,
             now,
             // The tests' clock is whole seconds; the buckets see the same time.
             now_ns: now * 1_000_000_000,
