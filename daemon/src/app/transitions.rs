@@ -546,6 +546,7 @@ impl Transitions {
         // Last: HTTP boot.
         tasks.push(("http", self.spawn_http(cluster, cancel.clone())));
         tasks
+    }
 
     /// The HTTP boot server on VIP:`http_port`, serving the artifacts this
     /// node holds verified (the store's lookup).

@@ -91,6 +91,9 @@ fn fixture() -> &'static Fixture {
                 uefi_x64: Some("ipxe.efi".into()),
                 uefi_arm64: Some("ipxe-arm64.efi".into()),
                 ipxe_script: Some("http://10.0.0.10/boot.ipxe".into()),
+                kernel: Some("vmlinuz".into()),
+                initrd: Some("initrd.img".into()),
+                cmdline: Some("console=ttyS0".into()),
             }],
         };
         let mut state = State::default();
@@ -145,6 +148,7 @@ pub fn dhcp_decode_handle(data: &[u8]) {
         state: &f.state,
         offers: &f.offers,
         server_id: SID,
+        http_port: 80,
         now: NOW,
         now_ns: NOW * 1_000_000_000,
     };
