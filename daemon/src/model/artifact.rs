@@ -104,7 +104,7 @@ pub fn is_sha256_hex(s: &str) -> bool {
 /// not artifacts. New file fields of [`BootProfile`] belong here.
 #[must_use]
 pub fn profile_artifacts(p: &BootProfile) -> Vec<&str> {
-    [&p.bios, &p.uefi_x64, &p.uefi_arm64]
+    [&p.bios, &p.uefi_x64, &p.uefi_arm64, &p.kernel, &p.initrd]
         .into_iter()
         .flatten()
         .map(String::as_str)
@@ -180,7 +180,13 @@ mod tests {
             uefi_x64: Some("http://10.0.0.10/ipxe.efi".into()),
             uefi_arm64: Some("arm/ipxe.efi".into()),
             ipxe_script: Some("boot.ipxe".into()),
+            kernel: Some("vmlinuz".into()),
+            initrd: Some("https://example.com/initrd.img".into()),
+            cmdline: Some("console=ttyS0".into()),
         };
-        assert_eq!(profile_artifacts(&p), vec!["undionly.kpxe", "arm/ipxe.efi"]);
+        assert_eq!(
+            profile_artifacts(&p),
+            vec!["undionly.kpxe", "arm/ipxe.efi", "vmlinuz"]
+        );
     }
 }
