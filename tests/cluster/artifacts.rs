@@ -210,6 +210,42 @@ fn tc(lab: &Lab, args: &[&str]) {
     );
 }
 
+/// Throttles API traffic (source port 7481: blob bodies) toward `node` to
+/// 100 Mbit/s with htb + u32 on its switch port; Raft traffic stays fast.
+fn throttle_api_toward(lab: &Lab, node: usize) {
+    phase(&format!(
+        "throttle API traffic toward node {node} to 100 Mbit/s (htb + u32 on its switch port)"
+    ));
+    let port = format!("n{node}");
+    tc(
+        lab,
+        &[
+            "qdisc", "add", "dev", &port, "root", "handle", "1:", "htb", "default", "10",
+        ],
+    );
+    tc(
+        lab,
+        &[
+            "class", "add", "dev", &port, "parent", "1:", "classid", "1:10", "htb", "rate",
+            "10gbit",
+        ],
+    );
+    tc(
+        lab,
+        &[
+            "class", "add", "dev", &port, "parent", "1:", "classid", "1:20", "htb", "rate",
+            "100mbit", "ceil", "100mbit",
+        ],
+    );
+    tc(
+        lab,
+        &[
+            "filter", "add", "dev", &port, "parent", "1:", "protocol", "ip", "u32", "match", "ip",
+            "sport", "7481", "0xffff", "flowid", "1:20",
+        ],
+    );
+}
+
 /// The `offset=N` of the last "resuming blob fetch" line in `log`.
 fn resume_offset(log: &str) -> Option<u64> {
     let line = log
@@ -229,37 +265,7 @@ fn a_follower_killed_mid_fetch_resumes_and_a_corrupt_copy_is_fetched_again() {
     let o = others(&[leader]);
     let (slow, other) = (o[0], o[1]);
 
-    phase(&format!(
-        "throttle API traffic toward node {slow} to 100 Mbit/s (htb + u32 on its switch port)"
-    ));
-    let port = format!("n{slow}");
-    tc(
-        &lab,
-        &[
-            "qdisc", "add", "dev", &port, "root", "handle", "1:", "htb", "default", "10",
-        ],
-    );
-    tc(
-        &lab,
-        &[
-            "class", "add", "dev", &port, "parent", "1:", "classid", "1:10", "htb", "rate",
-            "10gbit",
-        ],
-    );
-    tc(
-        &lab,
-        &[
-            "class", "add", "dev", &port, "parent", "1:", "classid", "1:20", "htb", "rate",
-            "100mbit", "ceil", "100mbit",
-        ],
-    );
-    tc(
-        &lab,
-        &[
-            "filter", "add", "dev", &port, "parent", "1:", "protocol", "ip", "u32", "match", "ip",
-            "sport", "7481", "0xffff", "flowid", "1:20",
-        ],
-    );
+    throttle_api_toward(&lab, slow);
 
     let (file, sha) = random_file(&lab, "big.img", BIG);
     phase(&format!(
