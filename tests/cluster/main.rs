@@ -14,6 +14,8 @@
 //!   writes with exit code 3.
 //! - [`durability`]: SIGKILL of all three and restart keeps every lease.
 //! - [`handover`]: planned handover under a client loop loses no request.
+//! - [`trust`]: no credentials, no change (API 401, Raft refused at the TLS
+//!   handshake); join tokens; a removed node's certificate is refused.
 
 mod clients_survive;
 mod dual_answer;
@@ -23,6 +25,7 @@ mod formation;
 mod handover;
 mod no_lost_leases;
 mod quorum;
+mod trust;
 
 use std::net::Ipv4Addr;
 use std::time::Duration;

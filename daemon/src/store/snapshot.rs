@@ -34,6 +34,27 @@ pub struct SnapshotPayload<C: StoreTypes> {
 }
 
 const SNAPSHOT_FORMAT: u32 = 1;
+/// The most a snapshot may decompress to: a peer's snapshot is input, and
+/// zstd turns a few KiB into gigabytes. Millions of leases fit.
+pub const MAX_DECOMPRESSED: u64 = 1 << 30;
+
+/// zstd decompression that stops past [`MAX_DECOMPRESSED`] bytes.
+fn decompress_bounded(data: &[u8], max: u64) -> Result<Vec<u8>, StoreError> {
+    use std::io::Read as _;
+    let err = |e: std::io::Error| StoreError::Snapshot(format!("decompress: {e}"));
+    let mut out = Vec::new();
+    zstd::stream::read::Decoder::new(data)
+        .map_err(err)?
+        .take(max + 1)
+        .read_to_end(&mut out)
+        .map_err(err)?;
+    if out.len() as u64 > max {
+        return Err(StoreError::Snapshot(format!(
+            "decompresses to more than {max} bytes; refused"
+        )));
+    }
+    Ok(out)
+}
 /// zstd's default level: JSON lease rows repeat the same keys, so even the
 /// fast levels shrink them several times; snapshots are built off the async
 /// workers (`spawn_blocking`), so a higher level would only cost CPU.
@@ -63,8 +84,7 @@ impl<C: StoreTypes> SnapshotPayload<C> {
     /// The inverse of [`SnapshotPayload::encode`]; rebuilds the state's
     /// derived indexes.
     pub fn decode(data: &[u8]) -> Result<Self, StoreError> {
-        let json = zstd::stream::decode_all(data)
-            .map_err(|e| StoreError::Snapshot(format!("decompress: {e}")))?;
+        let json = decompress_bounded(data, MAX_DECOMPRESSED)?;
         let mut p: Self = serde_json::from_slice(&json)
             .map_err(|e| StoreError::Snapshot(format!("decode: {e}")))?;
         if p.format != SNAPSHOT_FORMAT {
@@ -189,6 +209,9 @@ pub(super) fn install<C: StoreTypes>(
         let v = codec::encode(0, &payload.state.config, "service config")?;
         m.insert(sm_meta::CONFIG, v.as_slice())
             .map_err(redb_err("install snapshot: write config"))?;
+        let v = codec::encode(0, &payload.state.trust, "trust state")?;
+        m.insert(sm_meta::TRUST, v.as_slice())
+            .map_err(redb_err("install snapshot: write trust"))?;
     }
     store_current::<C>(&txn, meta, data)?;
     txn.commit().map_err(redb_err("install snapshot: commit"))?;
@@ -246,5 +269,21 @@ pub(super) fn current<C: StoreTypes>(
             what: "snapshot table".into(),
             detail: "meta and data not both present".into(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decompression_stops_at_the_bound() {
+        // 64 MiB of zeros compress to a few KiB: a small bomb.
+        let bomb =
+            zstd::stream::encode_all(std::io::Read::take(std::io::repeat(0), 64 << 20), 3).unwrap();
+        assert!(bomb.len() < 1 << 16);
+        let e = decompress_bounded(&bomb, 1 << 20).unwrap_err().to_string();
+        assert!(e.contains("more than"), "{e}");
+        assert_eq!(decompress_bounded(&bomb, 64 << 20).unwrap().len(), 64 << 20);
     }
 }

@@ -4,7 +4,7 @@
 //! ```text
 //!   raft_log    u64 index      -> Entry<TypeConfig>        log store
 //!   raft_meta   &str           -> vote | committed | last_purged | format
-//!   sm_meta     &str           -> last_applied | last_membership | config
+//!   sm_meta     &str           -> last_applied | last_membership | config | trust
 //!   sm_leases   u32 (IPv4, BE) -> Lease                    one row per address
 //!   snapshot    &str           -> meta | data              the latest snapshot
 //! ```
@@ -12,7 +12,7 @@
 //! Invariants:
 //! - `raft_log` keys are contiguous; every key is greater than the index of
 //!   `raft_meta.last_purged`.
-//! - `sm_meta.last_applied`, `sm_meta.config` and `sm_leases` are written in
+//! - `sm_meta.last_applied`, `sm_meta.config`, `sm_meta.trust` and `sm_leases` are written in
 //!   the same transaction, so they always describe the same point of the log.
 //! - `snapshot.meta` and `snapshot.data` are written together.
 
@@ -40,6 +40,8 @@ pub(super) mod sm_meta {
     pub const LAST_APPLIED: &str = "last_applied";
     pub const LAST_MEMBERSHIP: &str = "last_membership";
     pub const CONFIG: &str = "config";
+    /// Join tokens and revoked node ids (`model::TrustState`).
+    pub const TRUST: &str = "trust";
 }
 
 /// Keys of [`SNAPSHOT`].
