@@ -90,7 +90,7 @@ pub fn form(bench: &Bench, nodes: &[usize], service_toml: &str) -> Result<usize>
     }
     let seed = format!("{}:{API_PORT}", bench.lab.node_ip(first));
     for &i in rest {
-        let out = bench.lab.tandem(i, &["cluster", "join", &seed])?;
+        let out = bench.lab.join(i, first)?;
         ensure!(
             out.status.success(),
             "tandem cluster join {seed} on node {i}: {}",

@@ -6,7 +6,7 @@
 //!
 //! This is what lets the failover probe timestamp replies in-process (no
 //! child process, no pipe, no parser between the packet and the clock) and
-//! what lets the stability bench read `/metrics` without spawning a CLI per
+//! what lets the stability bench read `/metrics` (HTTPS) without spawning a CLI per
 //! poll on a machine whose CPUs are saturated on purpose.
 
 use std::io::{Read, Write};
@@ -42,24 +42,51 @@ pub fn udp_socket(ns: &str, addr: SocketAddrV4) -> Result<UdpSocket> {
     })
 }
 
-/// `GET path` on `addr` inside `ns` (HTTP/1.1, `Connection: close`);
-/// returns the body of a 200 answer.
-pub fn http_get(ns: &str, addr: SocketAddrV4, path: &str, timeout: Duration) -> Result<String> {
-    let mut stream = in_ns(ns, || {
+/// `GET path` on `addr` inside `ns` over HTTPS (HTTP/1.1, `Connection:
+/// close`), the server verified against `ca_pem` (the cluster CA); returns
+/// the body of a 200 answer.
+pub fn https_get(
+    ns: &str,
+    addr: SocketAddrV4,
+    path: &str,
+    ca_pem: &str,
+    timeout: Duration,
+) -> Result<String> {
+    use rustls::pki_types::pem::PemObject as _;
+    let stream = in_ns(ns, || {
         TcpStream::connect_timeout(&SocketAddr::V4(addr), timeout)
             .with_context(|| format!("connecting to {addr} in {ns}"))
     })?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.context("CA PEM")?)?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::IpAddress(std::net::IpAddr::V4(*addr.ip()).into());
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name)?;
+    let mut tls = rustls::StreamOwned::new(conn, stream);
     write!(
-        stream,
+        tls,
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )?;
+    tls.flush()?;
     let mut raw = Vec::new();
-    stream
-        .read_to_end(&mut raw)
-        .with_context(|| format!("reading the answer to GET {path} from {addr}"))?;
-    parse_http_response(&raw).with_context(|| format!("GET http://{addr}{path}"))
+    match tls.read_to_end(&mut raw) {
+        Ok(_) => {}
+        // A server that closes without close_notify after a complete answer.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
+        Err(e) => {
+            return Err(e).with_context(|| format!("reading the answer to GET {path} from {addr}"))
+        }
+    }
+    parse_http_response(&raw).with_context(|| format!("GET https://{addr}{path}"))
 }
 
 /// The body of a complete HTTP/1.x response with status 200; handles

@@ -77,7 +77,8 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
 /// (leader changes counter, term) of node `i`, read from its `/metrics`.
 fn raft_counters(bench: &Bench, i: usize) -> Result<(f64, f64)> {
     let addr = SocketAddrV4::new(bench.lab.node_ip(i), API_PORT);
-    let text = nsenter::http_get(&bench.lab.node_ns(i), addr, "/metrics", API_TIMEOUT)?;
+    let ca = std::fs::read_to_string(bench.lab.node_ca_path(i))?;
+    let text = nsenter::https_get(&bench.lab.node_ns(i), addr, "/metrics", &ca, API_TIMEOUT)?;
     let changes = metric(&text, "tandem_raft_leader_changes_total")
         .context("no tandem_raft_leader_changes_total")?;
     let term = metric(&text, "tandem_raft_term").context("no tandem_raft_term")?;
@@ -87,7 +88,9 @@ fn raft_counters(bench: &Bench, i: usize) -> Result<(f64, f64)> {
 /// Node `i`'s view of the leader, from `GET /v1/status`.
 fn polled_leader(bench: &Bench, i: usize) -> Option<u64> {
     let addr = SocketAddrV4::new(bench.lab.node_ip(i), API_PORT);
-    let text = nsenter::http_get(&bench.lab.node_ns(i), addr, "/v1/status", API_TIMEOUT).ok()?;
+    let ca = std::fs::read_to_string(bench.lab.node_ca_path(i)).ok()?;
+    let text =
+        nsenter::https_get(&bench.lab.node_ns(i), addr, "/v1/status", &ca, API_TIMEOUT).ok()?;
     serde_json::from_str::<serde_json::Value>(&text).ok()?["leader"].as_u64()
 }
 

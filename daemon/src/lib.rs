@@ -1,13 +1,15 @@
 //! # Layout
 //! `tandem` is one binary; this library is all of it but `main`.
 //!
-//! Dependencies point one way: `model → config → store → consensus →
+//! Dependencies point one way: `model → config → trust → store → consensus →
 //! {services, steering} → api → {ui, app}`. `metrics` is a leaf usable
 //! anywhere. No two files import each other, directly or round a loop;
 //! `daemon/tests/layering.rs` checks both from the source.
 //!
 //! - [`model`]: leases, MACs, service config, Raft commands. No I/O.
 //! - [`config`]: the node file (`node.toml`) and validation of service config.
+//! - [`trust`]: the cluster CA, node certificates, admin and join tokens,
+//!   and the rustls configs of Raft (mutual TLS) and the API.
 //! - [`store`]: redb only: Raft log, vote and state machine in one file,
 //!   generic over the Raft type config.
 //! - [`consensus`]: openraft (with `store`, the only user): type config,
@@ -32,4 +34,5 @@ pub mod model;
 pub mod services;
 pub mod steering;
 pub mod store;
+pub mod trust;
 pub mod ui;

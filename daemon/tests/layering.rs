@@ -2,7 +2,7 @@
 //! states it): dependencies point one way,
 //!
 //! ```text
-//!   model → config → store → consensus → {services, steering} → api → {ui, app}
+//!   model → config → trust → store → consensus → {services, steering} → api → {ui, app}
 //! ```
 //!
 //! `metrics` is a leaf anyone may use, and there is no import cycle between
@@ -22,14 +22,15 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, u32)] = &[
     ("model", 0),
     ("config", 1),
-    ("store", 2),
-    ("consensus", 3),
-    ("services", 4),
-    ("steering", 4),
-    ("api", 5),
-    ("ui", 6),
-    ("app", 6),
-    ("fuzzing", 7),
+    ("trust", 2),
+    ("store", 3),
+    ("consensus", 4),
+    ("services", 5),
+    ("steering", 5),
+    ("api", 6),
+    ("ui", 7),
+    ("app", 7),
+    ("fuzzing", 8),
 ];
 const LEAF: &str = "metrics";
 
@@ -328,7 +329,7 @@ fn dependencies_point_one_way_and_files_have_no_cycles() {
     violations.dedup();
     assert!(
         violations.is_empty(),
-        "layering (model → config → store → consensus → {{services, steering}} → api → {{ui, app}}; metrics a leaf) broken:\n{}",
+        "layering (model → config → trust → store → consensus → {{services, steering}} → api → {{ui, app}}; metrics a leaf) broken:\n{}",
         violations.join("\n")
     );
 

@@ -5,7 +5,7 @@
 //! ```text
 //! <root>/n<i>/node.toml      written by write_node_config
 //!            /daemon.log     stdout+stderr of every run of the daemon, appended
-//!            /data/          data_dir (redb)
+//!            /data/          data_dir (redb, tls/ca.pem, admin.token)
 //!            /artifacts/     artifact_dir
 //! ```
 
@@ -54,10 +54,23 @@ impl Lab {
         self.node_dir(i).join("artifacts")
     }
 
-    /// Node `i`'s admin API, e.g. `http://10.99.0.11:7481`.
+    /// Node `i`'s admin API, e.g. `https://10.99.0.11:7481`.
     #[must_use]
     pub fn node_api(&self, i: usize) -> String {
-        format!("http://{}:{API_PORT}", self.node_ip(i))
+        format!("https://{}:{API_PORT}", self.node_ip(i))
+    }
+
+    /// The cluster CA certificate node `i` holds (`<data>/tls/ca.pem`): what
+    /// `curl --cacert` needs to talk to its API.
+    #[must_use]
+    pub fn node_ca_path(&self, i: usize) -> PathBuf {
+        self.node_data_dir(i).join("tls").join("ca.pem")
+    }
+
+    /// Node `i`'s admin token file (`<data>/admin.token`).
+    #[must_use]
+    pub fn node_token_path(&self, i: usize) -> PathBuf {
+        self.node_data_dir(i).join("admin.token")
     }
 
     /// Node `i`'s Raft address, e.g. `10.99.0.11:7480`.
@@ -220,13 +233,38 @@ impl Lab {
     }
 
     /// Runs the `tandem` CLI in node `i`'s namespace against node `i`'s API:
-    /// `tandem --api http://10.99.0.(10+i):7481 ARGS..`, with a 30 s timeout.
+    /// `tandem --api https://10.99.0.(10+i):7481 --config <dir>/node.toml
+    /// ARGS..`, with a 30 s timeout. Through the node config the CLI finds
+    /// the node's CA and admin token, as on a real member.
     pub fn tandem(&self, i: usize, args: &[&str]) -> Result<Output> {
         let bin = self.bin().clone();
         let api = self.node_api(i);
-        let mut full: Vec<&str> = vec!["--api", &api];
+        let config = self.node_config_path(i);
+        let config = config.to_str().context("lab paths are UTF-8")?;
+        let mut full: Vec<&str> = vec!["--api", &api, "--config", config];
         full.extend_from_slice(args);
         self.exec_in(&self.node_ns(i), &bin, &full, CLI_TIMEOUT)
+    }
+
+    /// A one-time join token from node `i`: `tandem cluster token`'s stdout.
+    pub fn join_token(&self, i: usize) -> Result<String> {
+        let out = self.tandem(i, &["cluster", "token"])?;
+        if !out.status.success() {
+            bail!(
+                "tandem cluster token on node {i}: {}",
+                crate::describe_output(&out)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    /// Makes node `i` join node `seed`'s cluster, as an operator does: a join
+    /// token from `seed`, then `tandem cluster join <seed API> --token T` on
+    /// node `i`. Returns the join command's output.
+    pub fn join(&self, i: usize, seed: usize) -> Result<Output> {
+        let token = self.join_token(seed)?;
+        let addr = format!("{}:{API_PORT}", self.node_ip(seed));
+        self.tandem(i, &["cluster", "join", &addr, "--token", &token])
     }
 }
 

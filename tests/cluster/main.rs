@@ -18,6 +18,8 @@
 //!   taken, a leader whose disk fills up.
 //! - [`flood`]: a DHCP flood starves no real client and moves no leader.
 //! - [`artifacts`]: put, replication with Range resume, corruption, rm, RSS.
+//! - [`trust`]: no credentials, no change (API 401, Raft refused at the TLS
+//!   handshake); join tokens; a removed node's certificate is refused.
 
 mod artifacts;
 mod clients_survive;
@@ -30,6 +32,7 @@ mod guard;
 mod handover;
 mod no_lost_leases;
 mod quorum;
+mod trust;
 
 use std::net::Ipv4Addr;
 use std::time::Duration;

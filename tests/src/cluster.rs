@@ -45,11 +45,11 @@ pub fn three_node_cluster(clients: usize) -> Lab {
     }
     for i in [2, 3] {
         phase(&format!(
-            "node {i}: tandem cluster join {}",
+            "node {i}: tandem cluster join {} --token (from node 1's tandem cluster token)",
             api_addr(&lab, 1)
         ));
         let out = lab
-            .tandem(i, &["cluster", "join", &api_addr(&lab, 1)])
+            .join(i, 1)
             .unwrap_or_else(|e| panic!("tandem cluster join on node {i}: {e:#}"));
         assert!(
             out.status.success(),

@@ -11,13 +11,16 @@ use crate::Lab;
 /// How long one scrape may take.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// `GET http://<node>:7481/metrics` of node `i`, as text.
+/// `GET https://<node>:7481/metrics` of node `i` (open, verified against
+/// the node's cluster CA), as text.
 pub fn scrape(lab: &Lab, i: usize) -> Result<String> {
     let url = format!("{}/metrics", lab.node_api(i));
+    let ca = lab.node_ca_path(i);
+    let ca = ca.to_str().context("lab paths are UTF-8")?;
     lab.exec_ok(
         &lab.node_ns(i),
         "curl",
-        &["-sS", "--fail", &url],
+        &["-sS", "--fail", "--cacert", ca, &url],
         SCRAPE_TIMEOUT,
     )
     .with_context(|| format!("scraping {url}"))

@@ -191,14 +191,14 @@ fn scenario(story: &mut Story, lab: &Lab, bin: &Path) -> Result<Figures> {
         let seed = format!("{}:{API_PORT}", lab.node_ip(1));
         for i in 2..=NODES {
             let t = Instant::now();
-            let out = lab.tandem(i, &["cluster", "join", &seed])?;
+            let out = lab.join(i, 1)?;
             ensure!(
                 out.status.success(),
                 "tandem cluster join {seed} on node {i} failed: {}",
                 describe_output(&out)
             );
             println!(
-                "    node {i}: tandem cluster join {seed}: {} ({} ms)",
+                "    node {i}: tandem cluster join {seed} --token <from node 1>: {} ({} ms)",
                 String::from_utf8_lossy(&out.stdout).trim(),
                 t.elapsed().as_millis()
             );

@@ -54,9 +54,10 @@ pub fn up(nodes: usize, clients: usize) -> Result<()> {
             lab.node_config_path(1).display()
         );
         println!(
-            "ask node 1:         ip netns exec {n1} {} --api {} status",
+            "ask node 1:         ip netns exec {n1} {} --api {} --config {} status",
             bin.display(),
-            lab.node_api(1)
+            lab.node_api(1),
+            lab.node_config_path(1).display()
         );
     }
     if clients > 0 {

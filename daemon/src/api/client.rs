@@ -1,7 +1,12 @@
-//! A blocking client for the admin API, used by the CLI. Maps failures onto
-//! the exit-code contract: [`ClientError::Unreachable`] and
-//! [`ClientError::NoLeader`] are exit 3, the rest exit 1.
+//! A blocking client for the admin API, used by the CLI and node-to-node
+//! calls (join, leave). HTTPS only: the server must chain to the cluster CA
+//! ([`Access::ca_pem`]); requests carry the admin token as a bearer token
+//! when one is known. Maps failures onto the exit-code contract:
+//! [`ClientError::Unreachable`] and [`ClientError::NoLeader`] are exit 3,
+//! the rest exit 1.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -21,25 +26,97 @@ pub enum ClientError {
     Protocol { url: String, message: String },
 }
 
+/// What a client trusts and what it presents.
+#[derive(Clone, Default)]
+pub struct Access {
+    /// PEM of the cluster CA that the server's certificate must chain to.
+    /// Without one (and without `insecure`) no server is trusted.
+    pub ca_pem: Option<String>,
+    /// The admin token, sent as `Authorization: Bearer`.
+    pub token: Option<String>,
+    /// Trust any server. Only for fetching a CA certificate whose
+    /// fingerprint is checked against a join token right after.
+    pub insecure: bool,
+}
+
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Access")
+            .field("ca", &self.ca_pem.is_some())
+            .field("token", &self.token.is_some())
+            .field("insecure", &self.insecure)
+            .finish()
+    }
+}
+
+impl Access {
+    /// A member's own: `<data_dir>/tls/ca.pem` and `<data_dir>/admin.token`,
+    /// each if readable.
+    #[must_use]
+    pub fn local(data_dir: &Path) -> Access {
+        Access {
+            ca_pem: std::fs::read_to_string(crate::trust::ca::ca_path(data_dir)).ok(),
+            token: crate::trust::token::read_admin_token(&crate::trust::token::admin_token_path(
+                data_dir,
+            ))
+            .ok(),
+            insecure: false,
+        }
+    }
+}
+
+/// `host:port` or a URL, as an `https://` base without a trailing slash.
+#[must_use]
+pub fn base_url(addr: &str) -> String {
+    if addr.starts_with("http://") || addr.starts_with("https://") {
+        addr.trim_end_matches('/').to_owned()
+    } else {
+        format!("https://{}", addr.trim_end_matches('/'))
+    }
+}
+
 pub struct Client {
     base: String,
     agent: ureq::Agent,
+    token: Option<String>,
 }
 
 impl Client {
     #[must_use]
-    pub fn new(base: &str) -> Client {
-        let base = if base.starts_with("http://") || base.starts_with("https://") {
-            base.trim_end_matches('/').to_owned()
+    pub fn new(base: &str, access: &Access) -> Client {
+        let base = base_url(base);
+        let mut tls = ureq::tls::TlsConfig::builder()
+            .provider(ureq::tls::TlsProvider::Rustls)
+            .unversioned_rustls_crypto_provider(crate::trust::tls::provider());
+        if access.insecure {
+            tls = tls.disable_verification(true);
         } else {
-            format!("http://{}", base.trim_end_matches('/'))
-        };
+            let roots: Vec<ureq::tls::Certificate<'static>> = access
+                .ca_pem
+                .as_deref()
+                .and_then(|p| ureq::tls::Certificate::from_pem(p.as_bytes()).ok())
+                .into_iter()
+                .collect();
+            tls = tls.root_certs(ureq::tls::RootCerts::Specific(Arc::new(roots)));
+        }
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(15)))
+            .tls_config(tls.build())
             .build()
             .into();
-        Client { base, agent }
+        Client {
+            base,
+            agent,
+            token: access.token.clone(),
+        }
+    }
+
+    fn auth<B>(&self, r: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.token {
+            Some(t) => r.header("Authorization", format!("Bearer {t}")),
+            None => r,
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -81,20 +158,19 @@ impl Client {
 
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let url = self.url(path);
-        let r = self.agent.get(&url).call();
+        let r = self.auth(self.agent.get(&url)).call();
         Self::finish(&url, r)
     }
 
     pub fn get_text(&self, path: &str) -> Result<String, ClientError> {
         let url = self.url(path);
-        let mut resp = self
-            .agent
-            .get(&url)
-            .call()
-            .map_err(|e| ClientError::Unreachable {
-                url: url.clone(),
-                message: e.to_string(),
-            })?;
+        let mut resp =
+            self.auth(self.agent.get(&url))
+                .call()
+                .map_err(|e| ClientError::Unreachable {
+                    url: url.clone(),
+                    message: e.to_string(),
+                })?;
         resp.body_mut()
             .read_to_string()
             .map_err(|e| ClientError::Protocol {
@@ -135,9 +211,9 @@ impl Client {
         for _ in 0..2 {
             let url = format!("{base}{path}");
             let r = match (method, body) {
-                ("PUT", Some(b)) => self.agent.put(&url).send_json(b),
-                ("POST", Some(b)) => self.agent.post(&url).send_json(b),
-                ("DELETE", _) => self.agent.delete(&url).call(),
+                ("PUT", Some(b)) => self.auth(self.agent.put(&url)).send_json(b),
+                ("POST", Some(b)) => self.auth(self.agent.post(&url)).send_json(b),
+                ("DELETE", _) => self.auth(self.agent.delete(&url)).call(),
                 _ => unreachable!("write() is called with PUT/POST and a body, or DELETE"),
             };
             match r {
@@ -149,12 +225,12 @@ impl Client {
                         .and_then(|e| e.leader_api)
                     {
                         // A node that names itself as leader but cannot commit has no quorum.
-                        Some(leader) if format!("http://{leader}") == base => {
+                        Some(leader) if base_url(&leader) == base => {
                             return Err(ClientError::NoLeader(format!(
                                 "{url}: the leader cannot reach a quorum"
                             )));
                         }
-                        Some(leader) => base = format!("http://{leader}"),
+                        Some(leader) => base = base_url(&leader),
                         None => {
                             return Err(ClientError::NoLeader(format!(
                                 "{url}: not the leader, and no leader known"

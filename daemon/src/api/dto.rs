@@ -71,6 +71,64 @@ pub struct JoinDto {
     /// Consent to discard this node's own leases and service config.
     #[serde(default)]
     pub discard_local_state: bool,
+    /// The join token from `tandem cluster token` on a member (required).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// `GET /v1/cluster/ca` (open): the cluster CA certificate. A joiner checks
+/// its sha256 against the fingerprint in its join token before trusting it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CaDto {
+    pub ca_pem: String,
+}
+
+/// `POST /v1/cluster/tokens` (admin): a new one-time join token.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct TokenRequestDto {
+    /// Seconds until the token expires (default 1 h, at most 7 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_secs: Option<u64>,
+}
+
+/// The answer to [`TokenRequestDto`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TokenDto {
+    /// `tdm1.<secret>.<CA fingerprint>`: what `tandem cluster join --token` takes.
+    pub token: String,
+    /// Unix seconds.
+    pub expires_at: u64,
+}
+
+/// `POST /v1/cluster/enroll` (open; authenticated by the join token's
+/// secret): a joiner asks the leader to sign its certificate.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EnrollDto {
+    pub id: u64,
+    /// The joiner's Raft and API addresses: its certificate's SANs.
+    pub raft: String,
+    pub api: String,
+    /// The join token's secret (the leader compares its hash).
+    pub secret: String,
+    /// PEM of the joiner's CSR (only its public key is used).
+    pub csr_pem: String,
+}
+
+/// The answer to [`EnrollDto`]: what makes the joiner a member.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct EnrolledDto {
+    pub cert_pem: String,
+    pub ca_pem: String,
+    /// So that any member can sign later joiners (see `trust`).
+    pub ca_key_pem: String,
+    /// The cluster's admin token, so that the CLI works on every member.
+    pub admin_token: String,
+}
+
+impl std::fmt::Debug for EnrolledDto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EnrolledDto { .. }")
+    }
 }
 
 /// `POST /v1/cluster/handover`.

@@ -1,17 +1,36 @@
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
 use axum::extract::{Path, State as AxState};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use super::auth::Auth;
+use super::client::Access;
 use super::dto::{
-    ApplyDto, ErrorDto, HandoverDto, JoinDto, MemberAddDto, MemberDto, OkDto, StatusDto,
+    ApplyDto, CaDto, EnrollDto, EnrolledDto, ErrorDto, HandoverDto, JoinDto, MemberAddDto,
+    MemberDto, OkDto, StatusDto, TokenDto, TokenRequestDto,
 };
 use crate::consensus::{Cluster, ClusterHandle, MembershipError, NodeInfo, ProposeError};
 use crate::metrics;
 use crate::model::{Command, CommandResponse, Lease, ServiceConfig};
+use crate::trust::{ca, token, JoinToken, Material};
+
+/// Connections at once; more are closed at accept.
+pub const MAX_CONNS: usize = 64;
+/// Time to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time to send a request's headers, also between requests on a kept-alive connection.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A join token lives this long unless `--ttl` says otherwise.
+const DEFAULT_TOKEN_TTL: u64 = 3600;
 
 /// What the node reports about its service side (set by the transition driver).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -33,6 +52,18 @@ pub struct Api {
     pub join: mpsc::Sender<String>,
     /// The artifact store (routes in `api::artifacts`).
     pub artifacts: crate::services::artifacts::Artifacts,
+    /// This node's certificates (and the CA key, to sign joiners).
+    pub material: Arc<Material>,
+    /// The cluster CA and admin token, for node-to-node calls (leave).
+    pub access: Access,
+    /// Where enrollment writes the certificates of the cluster this node joins.
+    pub data_dir: PathBuf,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn err(code: StatusCode, msg: impl Into<String>) -> Response {
@@ -67,6 +98,7 @@ impl Api {
         // The service side's warnings first, then the cluster's.
         let mut warnings = svc.warnings;
         warnings.extend(c.warnings);
+        warnings.extend(self.service_lan_warning());
         StatusDto {
             node_id: c.id,
             role: c.role.as_str().into(),
@@ -80,6 +112,50 @@ impl Api {
             serving: svc.serving,
             warnings,
         }
+    }
+
+    /// The admin API should sit on a management network: warn while it
+    /// listens inside the VIP's network or a subnet this cluster serves,
+    /// where every booting machine can reach it (the token still guards it).
+    fn service_lan_warning(&self) -> Option<String> {
+        let Ok(SocketAddr::V4(a)) = self.me.api.parse::<SocketAddr>() else {
+            return None;
+        };
+        let ip = *a.ip();
+        let on_vip_net = self
+            .vip
+            .parse::<ipnet::Ipv4Net>()
+            .is_ok_and(|n| n.trunc().contains(&ip));
+        let served = self.cluster.read(|s| {
+            s.config
+                .subnets
+                .iter()
+                .find(|n| n.cidr.contains(&ip))
+                .map(|n| n.cidr)
+        });
+        match (served, on_vip_net) {
+            (Some(net), _) => Some(format!(
+                "the admin API listens on {ip}, inside served subnet {net}: every booting machine \
+                 can reach it; move api.listen to a management network"
+            )),
+            (None, true) => Some(format!(
+                "the admin API listens on {ip}, on the service LAN of the VIP {}: move api.listen \
+                 to a management network",
+                self.vip
+            )),
+            (None, false) => None,
+        }
+    }
+
+    fn not_leader(&self) -> Response {
+        (
+            StatusCode::MISDIRECTED_REQUEST,
+            Json(ErrorDto {
+                error: "not the leader".into(),
+                leader_api: self.leader_api(),
+            }),
+        )
+            .into_response()
     }
 
     fn leader_api(&self) -> Option<String> {
@@ -173,6 +249,7 @@ fn membership_err(api: &Api, e: MembershipError) -> Response {
         MembershipError::UnknownNode(_) | MembershipError::NoTarget => {
             err(StatusCode::NOT_FOUND, e.to_string())
         }
+        MembershipError::IsLeader(_) => err(StatusCode::CONFLICT, e.to_string()),
         MembershipError::Raft(m) => err(StatusCode::SERVICE_UNAVAILABLE, m),
     }
 }
@@ -230,6 +307,43 @@ async fn join(AxState(api): AxState<Api>, Json(j): Json<JoinDto>) -> Response {
             "this node is already in a cluster of several nodes; `tandem cluster leave` first",
         );
     }
+    let Some(tok) = j.token.as_deref() else {
+        return err(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "joining needs a join token: run `tandem cluster token` on a member of the \
+                 cluster at {addr}, then `tandem cluster join {addr} --token <token>`",
+                addr = j.addr
+            ),
+        );
+    };
+    let join_token = match JoinToken::parse(tok) {
+        Ok(t) => t,
+        Err(e) => return err(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let me = EnrollDto {
+        id: api.cluster.id,
+        raft: api.me.raft.clone(),
+        api: api.me.api.clone(),
+        secret: String::new(),
+        csr_pem: String::new(),
+    };
+    let (addr, data_dir) = (j.addr.clone(), api.data_dir.clone());
+    let r = tokio::task::spawn_blocking(move || {
+        super::enroll::enroll(&addr, &join_token, me, &data_dir)
+    })
+    .await;
+    match r {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(target: "tandem::trust", cluster = %j.addr, error = %e.message, "join refused");
+            return err(
+                StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_GATEWAY),
+                e.message,
+            );
+        }
+        Err(e) => return err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
     if api.join.send(j.addr.clone()).await.is_err() {
         return err(StatusCode::SERVICE_UNAVAILABLE, "the node is shutting down");
     }
@@ -248,14 +362,134 @@ async fn leave(AxState(api): AxState<Api>) -> Response {
         return err(StatusCode::SERVICE_UNAVAILABLE, "no leader known");
     };
     let id = api.cluster.id;
+    let access = api.access.clone();
     let r = tokio::task::spawn_blocking(move || {
-        super::client::Client::new(&leader).delete::<OkDto>(&format!("/v1/cluster/members/{id}"))
+        super::client::Client::new(&leader, &access)
+            .delete::<OkDto>(&format!("/v1/cluster/members/{id}"))
     })
     .await;
     match r {
         Ok(Ok(ok)) => Json(ok).into_response(),
         Ok(Err(e)) => err(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// Open: the cluster CA certificate (public), for a joiner to pin.
+async fn get_ca(AxState(api): AxState<Api>) -> Json<CaDto> {
+    Json(CaDto {
+        ca_pem: api.material.ca_pem.clone(),
+    })
+}
+
+/// Admin, on the leader: a one-time join token, its secret's hash replicated.
+async fn new_token(AxState(api): AxState<Api>, Json(req): Json<TokenRequestDto>) -> Response {
+    let ttl = req.ttl_secs.unwrap_or(DEFAULT_TOKEN_TTL);
+    if ttl == 0 || ttl > token::MAX_TTL.as_secs() {
+        return err(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("ttl_secs {ttl}: give 1 to {}", token::MAX_TTL.as_secs()),
+        );
+    }
+    let t = match ca::fingerprint(&api.material.ca_pem).and_then(|fp| JoinToken::generate(&fp)) {
+        Ok(t) => t,
+        Err(e) => return err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let now = unix_now();
+    let expires_at = now + ttl;
+    let cmd = Command::AddJoinToken {
+        hash: t.secret_hash(),
+        expires_at,
+        at: now,
+    };
+    match api.propose(cmd).await {
+        Ok(idx) => {
+            tracing::info!(target: "tandem::trust", index = idx, expires_at, "join token issued");
+            Json(TokenDto {
+                token: t.to_string(),
+                expires_at,
+            })
+            .into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+/// Open, on the leader: a joiner trades a join token's secret and a CSR for
+/// its certificate. The token is checked against this node's view first (no
+/// Raft write for a guess), then consumed through Raft, the authority.
+async fn enroll(AxState(api): AxState<Api>, Json(e): Json<EnrollDto>) -> Response {
+    if !api.cluster.leadership().borrow().is_leader {
+        return api.not_leader();
+    }
+    let refuse = |msg: String| {
+        metrics::get().api_unauthorized.inc();
+        tracing::warn!(target: "tandem::trust", node = e.id, reason = %msg, "join refused");
+        err(StatusCode::FORBIDDEN, msg)
+    };
+    let hash = token::hash_secret(&e.secret);
+    let now = unix_now();
+    match api
+        .cluster
+        .read(|s| s.trust.join_tokens.get(&hash).copied())
+    {
+        None => {
+            return refuse(
+                "the join token is unknown or was already used; run `tandem cluster token` on a \
+                 member for a new one"
+                    .into(),
+            )
+        }
+        Some(exp) if exp <= now => {
+            return refuse("the join token has expired; run `tandem cluster token` again".into())
+        }
+        Some(_) => {}
+    }
+    let ips: Result<Vec<IpAddr>, _> = [&e.raft, &e.api]
+        .iter()
+        .map(|a| a.parse::<SocketAddr>().map(|a| a.ip()))
+        .collect();
+    let Ok(ips) = ips else {
+        return err(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "raft and api must be ip:port",
+        );
+    };
+    if e.id == 0 {
+        return err(StatusCode::UNPROCESSABLE_ENTITY, "node id 0 is reserved");
+    }
+    let Some(ca_key_pem) = api.material.ca_key_pem.clone() else {
+        return err(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this node holds no CA key to sign with",
+        );
+    };
+    let cert_pem = match ca::sign_csr(&api.material, &e.csr_pem, e.id, &ips) {
+        Ok(c) => c,
+        Err(x) => return err(StatusCode::BAD_REQUEST, x.to_string()),
+    };
+    let cmd = Command::UseJoinToken {
+        hash,
+        node: e.id,
+        at: now,
+    };
+    match api.cluster.propose(cmd).await {
+        Ok(CommandResponse::Ok) => {
+            tracing::info!(target: "tandem::trust", node = e.id, raft = %e.raft, "join token used: certificate signed");
+            Json(EnrolledDto {
+                cert_pem,
+                ca_pem: api.material.ca_pem.clone(),
+                ca_key_pem,
+                admin_token: api.access.token.clone().unwrap_or_default(),
+            })
+            .into_response()
+        }
+        Ok(CommandResponse::Rejected { reason }) => refuse(reason),
+        Err(ProposeError::NotLeader { .. }) => api.not_leader(),
+        Err(ProposeError::Failed(m)) => err(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not committed (no quorum?): {m}"),
+        ),
     }
 }
 
@@ -271,10 +505,17 @@ async fn prometheus(AxState(api): AxState<Api>) -> Response {
         .into_response()
 }
 
-/// Serves the API on `listener` until `cancel`.
+/// Serves the API over TLS (`tls`, the node certificate) on `listener`
+/// until `cancel`, every route behind `auth` (see `api::auth`).
+///
+/// Bounds: [`MAX_CONNS`] connections, [`HANDSHAKE_TIMEOUT`], [`HEADER_TIMEOUT`]
+/// per request head (axum's JSON extractor caps bodies at 2 MiB); accept
+/// errors back off from 10 ms to 1 s.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     api: Api,
+    auth: Auth,
+    tls: Arc<rustls::ServerConfig>,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     let artifacts = super::artifacts::routes(api.cluster.clone(), api.artifacts.clone());
@@ -287,11 +528,68 @@ pub async fn serve(
         .route("/v1/cluster/handover", post(handover))
         .route("/v1/cluster/join", post(join))
         .route("/v1/cluster/leave", post(leave))
+        .route("/v1/cluster/tokens", post(new_token))
+        .route("/v1/cluster/ca", get(get_ca))
+        .route("/v1/cluster/enroll", post(enroll))
         .route("/metrics", get(prometheus))
         .with_state(api)
-        .merge(artifacts);
-    tracing::info!(target: "tandem::api", addr = ?listener.local_addr().ok(), "admin API listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
-        .await
-}
+        .merge(artifacts)
+        // Last, so that it covers every route above (deny by default).
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            super::auth::require_token,
+        ));
+    tracing::info!(target: "tandem::api", addr = ?listener.local_addr().ok(), "admin API listening (HTTPS)");
+    let acceptor = TlsAcceptor::from(tls);
+    let conns = Arc::new(tokio::sync::Semaphore::new(MAX_CONNS));
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        // cancel-safety: accept is cancel-safe.
+        let (stream, peer) = tokio::select! {
+            () = cancel.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => { backoff = Duration::from_millis(10); x }
+                Err(e) => {
+                    tracing::warn!(target: "tandem::api", error = %e, backoff_ms = backoff.as_millis(), "accept failed; backing off");
+                    tokio::select! {
+                        () = cancel.cancelled() => break,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = Arc::clone(&conns).try_acquire_owned() else {
+            tracing::debug!(target: "tandem::api", %peer, "connection limit reached; closed");
+            continue;
+        };
+        let (acceptor, app, cancel) = (acceptor.clone(), app.clone(), cancel.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(t)) => t,
+                Ok(Err(e)) => {
+                    tracing::debug!(target: "tandem::api", %peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let svc = hyper_util::service::TowerToHyperService::new(app);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => if let Err(e) = r {
+                    tracing::debug!(target: "tandem::api", %peer, error = %e, "connection ended");
+                },
+                () = cancel.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+                }
+            }
+        });
+    }
+    Ok(())}

@@ -11,11 +11,11 @@
 //!
 //! ```text
 //!   run ─▶ stale VIP removed, XDP attached ─▶ epoch ─▶ epoch ─▶ …
-//!   epoch: Store::open ─▶ Cluster::start ─▶ API ─▶ [join] ─▶ loop {
-//!            leading with a fresh lease? ─▶ Transitions::try_lead (gates, then become_leader)
-//!            lost leadership / lease?    ─▶ Transitions::step_down
-//!            a responder ended?          ─▶ Transitions::responder_failed
-//!            Raft stopped on its own?    ─▶ end the epoch with AppError::Storage }
+//!   epoch: trust material ââ¶ Store::open ââ¶ Cluster::start ââ¶ API ââ¶ [join] ââ¶ loop {
+//!            leading with a fresh lease? ââ¶ Transitions::try_lead (gates, then become_leader)
+//!            lost leadership / lease?    ââ¶ Transitions::step_down
+//!            a responder ended?          ââ¶ Transitions::responder_failed
+//!            Raft stopped on its own?    ââ¶ end the epoch with AppError::Storage }
 //!          ─▶ step down, Cluster::shutdown, API stop
 //! ```
 //!
@@ -41,7 +41,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::client::{ApiTransport, Client};
+use crate::api::auth::Auth;
+use crate::api::client::{Access, ApiTransport, Client};
 use crate::api::dto::{MemberAddDto, OkDto};
 use crate::api::server::{self as api_server, Api, ServiceStatus};
 use crate::config::NodeConfig;
@@ -62,6 +63,8 @@ pub enum AppError {
     Vip(#[from] crate::services::vip::VipError),
     #[error("XDP steering: {0}")]
     Steering(#[from] crate::steering::SteeringError),
+    #[error("trust: {0}")]
+    Trust(#[from] crate::trust::TrustError),
     #[error("cannot create {path}: {source}")]
     Dir {
         path: PathBuf,
@@ -162,6 +165,45 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), App
     Ok(())
 }
 
+/// This node's certificates and admin token. A fresh data dir founds a
+/// cluster: its CA and admin token are made here; a joiner's were written by
+/// its enrollment before this epoch. Warns when the API sits on the service LAN.
+fn trust_material(
+    cfg: &NodeConfig,
+) -> Result<(std::sync::Arc<crate::trust::Material>, String), AppError> {
+    let ips = [
+        cfg.raft_listen.ip(),
+        cfg.api_listen.ip(),
+        std::net::IpAddr::from([127, 0, 0, 1]),
+    ];
+    let material = crate::trust::ca::ensure(&cfg.data_dir, cfg.node_id, &ips)?;
+    let admin_token = crate::trust::token::ensure_admin_token(&cfg.data_dir)?;
+    if let std::net::IpAddr::V4(a) = cfg.api_listen.ip() {
+        if cfg.service.vip.trunc().contains(&a) {
+            tracing::warn!(target: "tandem::api", addr = %cfg.api_listen, vip = %cfg.service.vip, "the admin API listens on the service LAN, where every booting machine can reach it; move api.listen to a management network");
+        }
+    }
+    Ok((std::sync::Arc::new(material), admin_token))
+}
+
+/// Binds `api.listen` and serves the API over TLS with the node certificate.
+async fn start_api(
+    cfg: &NodeConfig,
+    api: Api,
+    auth: Auth,
+    material: &crate::trust::Material,
+    cancel: CancellationToken,
+) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, AppError> {
+    let tls = crate::trust::tls::api_server(material)?;
+    let addr = cfg.api_listen;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| AppError::Api { addr, source })?;
+    Ok(tokio::spawn(api_server::serve(
+        listener, api, auth, tls, cancel,
+    )))
+}
+
 async fn epoch(
     cfg: &NodeConfig,
     tr: &mut Transitions,
@@ -170,12 +212,25 @@ async fn epoch(
     shutdown: &CancellationToken,
     notified: &mut bool,
 ) -> Result<EpochEnd, AppError> {
+    let (material, admin_token) = trust_material(cfg)?;
     let store = NodeStore::open(&cfg.data_dir)?;
     let raft_cancel = CancellationToken::new();
-    let cluster = Cluster::start(cfg, &store, joining.is_none(), raft_cancel.clone()).await?;
+    let cluster = Cluster::start(
+        cfg,
+        &store,
+        &material,
+        joining.is_none(),
+        raft_cancel.clone(),
+    )
+    .await?;
     let arts = start_artifacts(cfg, &store, &cluster, &raft_cancel)?;
     tr.artifacts = Some(arts.clone());
 
+    let access = Access {
+        ca_pem: Some(material.ca_pem.clone()),
+        token: Some(admin_token.clone()),
+        insecure: false,
+    };
     let (join_tx, mut join_rx) = mpsc::channel(1);
     let api = Api {
         cluster: cluster.clone(),
@@ -184,22 +239,19 @@ async fn epoch(
         me: Cluster::me(cfg),
         join: join_tx,
         artifacts: arts,
+        material: std::sync::Arc::clone(&material),
+        access: access.clone(),
+        data_dir: cfg.data_dir.clone(),
     };
+    let auth = Auth::new(&admin_token, &cfg.api_open);
     let api_cancel = CancellationToken::new();
-    let api_addr = cfg.api_listen;
-    let api_listener = tokio::net::TcpListener::bind(api_addr)
-        .await
-        .map_err(|source| AppError::Api {
-            addr: api_addr,
-            source,
-        })?;
-    let api_task = tokio::spawn(api_server::serve(api_listener, api, api_cancel.clone()));
+    let api_task = start_api(cfg, api, auth, &material, api_cancel.clone()).await?;
     if let Some(addr) = joining {
         tokio::spawn(consensus::join(
             cluster.clone(),
             JoinMarker::new(&cfg.data_dir),
             addr,
-            join_request(cfg),
+            join_request(cfg, access),
             raft_cancel.clone(),
         ));
     }
@@ -355,6 +407,7 @@ fn start_artifacts(
 /// runs the retry loop ([`consensus::join`]); the transport is the API's.
 fn join_request(
     cfg: &NodeConfig,
+    access: Access,
 ) -> impl Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send>>
 {
     let me = Cluster::me(cfg);
@@ -365,9 +418,10 @@ fn join_request(
     };
     move |addr: String| {
         let body = body.clone();
+        let access = access.clone();
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
-                Client::new(&addr).post::<_, OkDto>("/v1/cluster/members", &body)
+                Client::new(&addr, &access).post::<_, OkDto>("/v1/cluster/members", &body)
             })
             .await
             .map_err(|e| format!("join task failed: {e}"))?

@@ -20,10 +20,22 @@ struct Wire {
     /// How often held blobs are hashed again, in seconds (default 3600).
     artifact_verify_secs: Option<u64>,
     cluster: Option<WireListen>,
-    api: Option<WireListen>,
+    api: Option<WireApi>,
     service: Option<WireService>,
     /// The leader's per-sender packet limits (XDP); defaults if left out.
     limits: Option<super::limits::WireLimits>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireApi {
+    /// The management address. Inside the service LAN it works, with a
+    /// loud warning in the log and `tandem status` (the bearer token guards
+    /// it either way): a small site may have no other network.
+    listen: Option<String>,
+    /// `GET` paths that need no admin token (default: health, status,
+    /// metrics); `[]` protects everything.
+    open: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -70,9 +82,14 @@ pub struct NodeConfig {
     pub artifact_verify_every: std::time::Duration,
     pub raft_listen: SocketAddr,
     pub api_listen: SocketAddr,
+    /// `GET` paths of the API open without the admin token (`api.open`).
+    pub api_open: Vec<String>,
     pub service: ServiceIface,
     pub limits: super::limits::PacketLimits,
 }
+
+/// The API's open reads unless `api.open` says otherwise.
+pub const DEFAULT_OPEN_ROUTES: [&str; 3] = ["/v1/health", "/v1/status", "/metrics"];
 
 impl NodeConfig {
     pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
@@ -123,6 +140,43 @@ fn listen(field: &str, v: Option<WireListen>) -> Result<SocketAddr, ConfigError>
     Ok(a)
 }
 
+/// `node_id`: present and not 0.
+fn node_id(v: Option<u64>) -> Result<u64, ConfigError> {
+    let node_id = v.ok_or_else(|| {
+        field_err(
+            "node_id",
+            "missing",
+            "set `node_id = 1` (unique per node, >= 1)",
+        )
+    })?;
+    if node_id == 0 {
+        return Err(field_err(
+            "node_id",
+            "0 is reserved",
+            "use a number >= 1, unique in the cluster",
+        ));
+    }
+    Ok(node_id)
+}
+
+/// `[api]`: the listen address and the open routes.
+fn api_section(api: Option<WireApi>) -> Result<(SocketAddr, Vec<String>), ConfigError> {
+    let (api_wire, api_open) = match api {
+        Some(a) => (Some(WireListen { listen: a.listen }), a.open),
+        None => (None, None),
+    };
+    let api_listen = listen("api.listen", api_wire)?;
+    let api_open = api_open.unwrap_or_else(|| DEFAULT_OPEN_ROUTES.map(String::from).to_vec());
+    if let Some(p) = api_open.iter().find(|p| !p.starts_with('/')) {
+        return Err(field_err(
+            "api.open",
+            format!("{p:?} is not a path"),
+            "list paths such as \"/metrics\"",
+        ));
+    }
+    Ok((api_listen, api_open))
+}
+
 impl Wire {
     fn artifact_limits(&self) -> Result<(u64, std::time::Duration), ConfigError> {
         let max = self.artifact_max_bytes.unwrap_or(8 << 30);
@@ -148,20 +202,7 @@ impl Wire {
     #[allow(clippy::too_many_lines)]
     fn validate(self) -> Result<NodeConfig, ConfigError> {
         let (artifact_max_bytes, artifact_verify_every) = self.artifact_limits()?;
-        let node_id = self.node_id.ok_or_else(|| {
-            field_err(
-                "node_id",
-                "missing",
-                "set `node_id = 1` (unique per node, >= 1)",
-            )
-        })?;
-        if node_id == 0 {
-            return Err(field_err(
-                "node_id",
-                "0 is reserved",
-                "use a number >= 1, unique in the cluster",
-            ));
-        }
+        let node_id = node_id(self.node_id)?;
         let data_dir = self
             .data_dir
             .unwrap_or_else(|| PathBuf::from("/var/lib/tandem"));
@@ -176,7 +217,7 @@ impl Wire {
             .artifact_dir
             .unwrap_or_else(|| data_dir.join("artifacts"));
         let raft_listen = listen("cluster.listen", self.cluster)?;
-        let api_listen = listen("api.listen", self.api)?;
+        let (api_listen, api_open) = api_section(self.api)?;
         if raft_listen == api_listen {
             return Err(field_err(
                 "api.listen",
@@ -249,6 +290,7 @@ impl Wire {
             artifact_verify_every,
             raft_listen,
             api_listen,
+            api_open,
             service: ServiceIface {
                 interface,
                 vip,
@@ -291,6 +333,20 @@ vip = "10.0.0.10/24"
         assert_eq!(c.vip_addr(), Ipv4Addr::new(10, 0, 0, 10));
         assert_eq!(c.artifact_dir, PathBuf::from("/var/lib/tandem/artifacts"));
         assert_eq!(c.service.dhcp_port, 67);
+        assert_eq!(c.api_open, DEFAULT_OPEN_ROUTES);
+        let closed = GOOD.replace(
+            "listen = \"10.0.0.11:7481\"",
+            "listen = \"10.0.0.11:7481\"\nopen = []",
+        );
+        assert!(NodeConfig::parse(&closed).unwrap().api_open.is_empty());
+        let bad = GOOD.replace(
+            "listen = \"10.0.0.11:7481\"",
+            "listen = \"10.0.0.11:7481\"\nopen = [\"metrics\"]",
+        );
+        assert!(NodeConfig::parse(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("api.open"));
         assert_eq!(c.service.http_port, 80);
         assert_eq!(c.limits, crate::config::PacketLimits::default());
     }

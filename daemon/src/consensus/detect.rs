@@ -56,13 +56,16 @@ const FORWARD_TIMEOUT: Duration = Duration::from_millis(100);
 /// Watches for peer connections that end and runs at most one probe at a time.
 pub(super) struct Detector {
     raft: Raft,
+    /// Raft's client TLS config, for the forwarded transfer-leader request.
+    tls: Arc<rustls::ClientConfig>,
     probing: AtomicBool,
 }
 
 impl Detector {
-    pub(super) fn new(raft: Raft) -> Arc<Self> {
+    pub(super) fn new(raft: Raft, tls: Arc<rustls::ClientConfig>) -> Arc<Self> {
         Arc::new(Self {
             raft,
+            tls,
             probing: AtomicBool::new(false),
         })
     }
@@ -118,8 +121,9 @@ impl Detector {
             .flatten();
         if let Some(addr) = forward {
             let req = req.clone();
+            let tls = Arc::clone(&self.tls);
             tokio::spawn(async move {
-                if let Err(e) = send_transfer_leader(&addr, req, FORWARD_TIMEOUT).await {
+                if let Err(e) = send_transfer_leader(&tls, &addr, req, FORWARD_TIMEOUT).await {
                     tracing::info!(target: LOG_TARGET, successor, error = %e, "successor not told; it will notice itself or by timeout");
                 }
             });

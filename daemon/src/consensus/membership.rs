@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::node::Cluster;
 use super::types::{NodeId, NodeInfo, TypeConfig};
+use crate::model::Command;
 
 /// Why a membership change or handover did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +33,10 @@ pub enum MembershipError {
     UnknownNode(NodeId),
     #[error("no other voter to hand leadership to")]
     NoTarget,
+    #[error(
+        "node {0} leads: hand leadership over first (`tandem cluster handover`), then remove it"
+    )]
+    IsLeader(NodeId),
     #[error("{0}")]
     Raft(String),
 }
@@ -98,6 +103,11 @@ impl Cluster {
         if m.membership_config.membership().get_node(&id).is_none() {
             return Err(MembershipError::UnknownNode(id));
         }
+        // Its revocation is proposed after the removal commits, by a leader
+        // that must still lead then.
+        if id == self.id && m.state == ServerState::Leader {
+            return Err(MembershipError::IsLeader(id));
+        }
         let voters: std::collections::BTreeSet<NodeId> =
             m.membership_config.membership().voter_ids().collect();
         if voters.contains(&id) {
@@ -112,6 +122,14 @@ impl Cluster {
                 .map_err(|e| self.map_write_err(&e))?;
         }
         tracing::info!(target: "tandem::raft", node = id, "member removed");
+        // From now on its certificate is refused (by every node, as they
+        // apply this), so a removed node cannot come back on its own.
+        let r = self
+            .raft
+            .client_write(Command::RevokeNode { node: id })
+            .await
+            .map_err(|e| self.map_write_err(&e))?;
+        tracing::info!(target: "tandem::raft", node = id, index = r.log_id.index, "certificate revoked");
         Ok(())
     }
 

@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::detect::Detector;
 use super::handle::{ClusterHandle, ProposeError};
 use super::network::{self, Network};
 use super::types::{NodeId, NodeInfo, NodeStore, Raft};
@@ -16,6 +17,8 @@ use crate::config::NodeConfig;
 use crate::metrics;
 use crate::model::{Command, CommandResponse, State};
 use crate::store::StateView;
+use crate::trust::tls::Revoked;
+use crate::trust::Material;
 
 /// Why Raft stopped on its own ([`Cluster::fatal`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -122,9 +125,12 @@ impl Cluster {
     /// grows by `join`).
     /// `init = false` starts an empty node that waits to be added to an
     /// existing cluster (`tandem cluster join`).
+    /// Peer traffic runs over mutual TLS with `material`'s certificate; a
+    /// peer whose node id the replicated state revokes is refused.
     pub async fn start(
         cfg: &NodeConfig,
         store: &NodeStore,
+        material: &Material,
         init: bool,
         cancel: CancellationToken,
     ) -> Result<Cluster, ConsensusError> {
@@ -156,15 +162,29 @@ impl Cluster {
         let rt = raft_runtime().map_err(|e| ConsensusError::Start(format!("raft runtime: {e}")))?;
         let (id, addr, c) = (cfg.node_id, cfg.raft_listen, cancel.clone());
         let (log_store, state_machine) = (store.log_store(), store.state_machine());
+        let view = store.view();
+        let revoked: Revoked = Arc::new(move |node| view.read(|s| s.trust.revoked.contains(&node)));
+        let tls = crate::trust::tls::raft(material, revoked)
+            .map_err(|e| ConsensusError::Start(format!("Raft TLS: {e}")))?;
         let raft = rt
             .spawn(async move {
                 let listener = TcpListener::bind(addr)
                     .await
                     .map_err(|source| ConsensusError::Listen { addr, source })?;
-                let raft = Raft::new(id, Arc::new(rc), Network, log_store, state_machine)
+                let net = Network {
+                    tls: Arc::clone(&tls.client),
+                };
+                let raft = Raft::new(id, Arc::new(rc), net, log_store, state_machine)
                     .await
                     .map_err(|e| ConsensusError::Start(e.to_string()))?;
-                tokio::spawn(network::serve(listener, raft.clone(), c));
+                let detector = Detector::new(raft.clone(), tls.client);
+                tokio::spawn(network::serve(
+                    listener,
+                    raft.clone(),
+                    tls.server,
+                    detector,
+                    c,
+                ));
                 Ok::<_, ConsensusError>(raft)
             })
             .await

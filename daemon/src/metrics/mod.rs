@@ -409,6 +409,10 @@ metrics! {
         "tandem_raft_peer_lag_entries", "Entries a peer lags behind (on the leader).";
     raft_peer_silence: Family<PeerLabel, FloatGauge> =
         "tandem_raft_peer_silence_seconds", "Time since a peer last acked a heartbeat (on the leader).";
+    raft_tls_refused: Counter =
+        "tandem_raft_tls_refused_total", "Raft connections refused at the TLS handshake (no or a bad certificate).";
+    api_unauthorized: Counter =
+        "tandem_api_unauthorized_total", "Admin API requests refused for a missing or wrong bearer token.";
     // DHCP
     dhcp_packets: Family<TypeDir, Counter> =
         "tandem_dhcp_packets_total", "DHCP packets by message type and direction.";

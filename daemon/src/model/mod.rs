@@ -29,4 +29,4 @@ pub use config::{BootProfile, BootpPolicy, PoolRange, Reservation, ServiceConfig
 pub use lease::{Lease, LeaseState};
 pub use mac::{Mac, ParseMacError};
 pub use node::NodeInfo;
-pub use state::{Changes, Command, CommandResponse, State};
+pub use state::{Changes, Command, CommandResponse, State, TrustState, MAX_JOIN_TOKENS};

@@ -46,6 +46,34 @@ pub enum Command {
         sha256: String,
         held: bool,
     },
+    /// `tandem cluster token`: a join token whose secret hashes to `hash`
+    /// is valid until `expires_at`. Expired tokens are dropped at `at`.
+    AddJoinToken {
+        hash: String,
+        expires_at: u64,
+        at: u64,
+    },
+    /// A joiner used the token: it is consumed (one-time), if it exists, has
+    /// not expired at `at`, and `node` was never removed.
+    UseJoinToken { hash: String, node: u64, at: u64 },
+    /// `node` was removed from the cluster: its certificate is refused from
+    /// now on, and the id is never admitted again.
+    RevokeNode { node: u64 },
+}
+
+/// At most this many join tokens are outstanding; more is a script gone wrong.
+pub const MAX_JOIN_TOKENS: usize = 64;
+
+/// The replicated part of trust (DESIGN.md section 10): outstanding join
+/// tokens and revoked node ids. Small: a few tokens and removed nodes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustState {
+    /// sha256 (hex) of a join token's secret -> expiry (unix seconds).
+    #[serde(default)]
+    pub join_tokens: BTreeMap<String, u64>,
+    /// Node ids removed from the cluster; their certificates are refused.
+    #[serde(default)]
+    pub revoked: BTreeSet<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +101,8 @@ pub struct State {
     /// refers to have an entry, and no entry is empty.
     #[serde(default)]
     pub holders: BTreeMap<String, BTreeSet<u64>>,
+    #[serde(default)]
+    pub trust: TrustState,
     /// mac -> ip of its newest lease record; rebuilt after load.
     #[serde(skip)]
     by_mac: HashMap<Mac, Ipv4Addr>,
@@ -84,6 +114,7 @@ impl PartialEq for State {
             && self.leases == o.leases
             && self.artifacts == o.artifacts
             && self.holders == o.holders
+            && self.trust == o.trust
     }
 }
 
@@ -212,6 +243,13 @@ impl State {
             Command::ArtifactHeld { node, sha256, held } => {
                 self.artifact_held(*node, sha256, *held, &mut changes)
             }
+            Command::AddJoinToken { .. }
+            | Command::UseJoinToken { .. }
+            | Command::RevokeNode { .. } => {
+                let (resp, trust_changed) = self.apply_trust(cmd);
+                changes.trust = trust_changed;
+                resp
+            }
         };
         (resp, changes)
     }
@@ -308,6 +346,68 @@ impl State {
         let a = self.artifacts.get(name)?;
         self.holders.get(&a.sha256)
     }
+
+    /// The trust commands: join tokens and revocations. Returns the answer
+    /// and whether the trust state changed.
+    fn apply_trust(&mut self, cmd: &Command) -> (CommandResponse, bool) {
+        let mut changed = false;
+        let resp = match cmd {
+            Command::AddJoinToken {
+                hash,
+                expires_at,
+                at,
+            } => {
+                let t = &mut self.trust.join_tokens;
+                let before = t.len();
+                t.retain(|_, exp| *exp > *at);
+                changed = t.len() != before;
+                if t.len() >= MAX_JOIN_TOKENS {
+                    CommandResponse::Rejected {
+                        reason: format!(
+                            "{MAX_JOIN_TOKENS} join tokens are outstanding; let some expire first"
+                        ),
+                    }
+                } else {
+                    t.insert(hash.clone(), *expires_at);
+                    changed = true;
+                    CommandResponse::Ok
+                }
+            }
+            Command::UseJoinToken { hash, node, at } => {
+                if self.trust.revoked.contains(node) {
+                    CommandResponse::Rejected {
+                        reason: format!(
+                            "node id {node} was removed from this cluster and its certificate \
+                         is revoked; give the new node another node_id"
+                        ),
+                    }
+                } else {
+                    match self.trust.join_tokens.get(hash).copied() {
+                        Some(exp) if exp > *at => {
+                            self.trust.join_tokens.remove(hash);
+                            changed = true;
+                            CommandResponse::Ok
+                        }
+                        Some(_) => CommandResponse::Rejected {
+                            reason: "the join token has expired; run `tandem cluster token` again"
+                                .into(),
+                        },
+                        None => CommandResponse::Rejected {
+                            reason: "the join token is unknown or was already used; \
+                                 run `tandem cluster token` on a member for a new one"
+                                .into(),
+                        },
+                    }
+                }
+            }
+            Command::RevokeNode { node } => {
+                changed = self.trust.revoked.insert(*node);
+                CommandResponse::Ok
+            }
+            _ => unreachable!("apply_tracked passes only trust commands"),
+        };
+        (resp, changed)
+    }
 }
 
 /// The rows one command changed.
@@ -321,6 +421,8 @@ pub struct Changes {
     pub artifacts: Vec<String>,
     /// Blobs (sha256) whose holder set was inserted, changed or removed.
     pub holders: Vec<String>,
+    /// The trust state (join tokens, revocations) changed.
+    pub trust: bool,
 }
 
 impl std::fmt::Display for Command {
@@ -351,6 +453,22 @@ impl std::fmt::Display for Command {
             Command::ArtifactHeld { node, sha256, held } => {
                 write!(f, "artifact_held(node {node} {sha256} {held})")
             }
+            // Never the hash itself in a log line: a prefix names it.
+            Command::AddJoinToken {
+                hash, expires_at, ..
+            } => write!(
+                f,
+                "add_join_token({}.. until {expires_at})",
+                &hash[..hash.len().min(8)]
+            ),
+            Command::UseJoinToken { hash, node, .. } => {
+                write!(
+                    f,
+                    "use_join_token({}.. by node {node})",
+                    &hash[..hash.len().min(8)]
+                )
+            }
+            Command::RevokeNode { node } => write!(f, "revoke_node({node})"),
         }
     }
 }
@@ -620,5 +738,62 @@ mod tests {
         ));
         // Replacing an existing name is still allowed.
         assert_eq!(s.apply(&put("f0", 'd')), CommandResponse::Ok);
+    }
+
+    #[test]
+    fn join_tokens_are_one_time_expire_and_respect_revocation() {
+        let mut s = State::default();
+        let add = |hash: &str, exp| Command::AddJoinToken {
+            hash: hash.into(),
+            expires_at: exp,
+            at: 100,
+        };
+        let use_ = |hash: &str, node, at| Command::UseJoinToken {
+            hash: hash.into(),
+            node,
+            at,
+        };
+        assert_eq!(s.apply(&add("aa", 200)), CommandResponse::Ok);
+        assert_eq!(s.apply(&add("bb", 150)), CommandResponse::Ok);
+        // Unknown, then used once, then used again.
+        assert!(
+            matches!(s.apply(&use_("cc", 2, 110)), CommandResponse::Rejected { reason } if reason.contains("unknown"))
+        );
+        let (r, ch) = s.apply_tracked(&use_("aa", 2, 110));
+        assert_eq!(r, CommandResponse::Ok);
+        assert!(ch.trust);
+        assert!(
+            matches!(s.apply(&use_("aa", 3, 111)), CommandResponse::Rejected { reason } if reason.contains("already used"))
+        );
+        // Expired.
+        assert!(
+            matches!(s.apply(&use_("bb", 3, 150)), CommandResponse::Rejected { reason } if reason.contains("expired"))
+        );
+        // A revoked id is never admitted again, and keeps the token.
+        assert_eq!(
+            s.apply(&Command::RevokeNode { node: 3 }),
+            CommandResponse::Ok
+        );
+        let later = Command::AddJoinToken {
+            hash: "dd".into(),
+            expires_at: 900,
+            at: 200,
+        };
+        assert_eq!(s.apply(&later), CommandResponse::Ok);
+        assert!(s.trust.join_tokens.contains_key("dd"));
+        // Expired tokens were dropped when "dd" was added.
+        assert!(!s.trust.join_tokens.contains_key("bb"));
+        assert!(
+            matches!(s.apply(&use_("dd", 3, 120)), CommandResponse::Rejected { reason } if reason.contains("removed"))
+        );
+        assert!(s.trust.join_tokens.contains_key("dd"));
+        // The cap holds.
+        for i in 0..MAX_JOIN_TOKENS {
+            s.apply(&add(&format!("t{i}"), 900));
+        }
+        assert_eq!(s.trust.join_tokens.len(), MAX_JOIN_TOKENS);
+        // Survives serialisation (snapshots).
+        let t: State = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(t.trust, s.trust);
     }
 }

@@ -12,7 +12,7 @@ use super::codec;
 use super::error::{redb_err, StoreError};
 use super::tables::{self, sm_meta};
 use super::types::StoreTypes;
-use crate::model::{Artifact, Lease, ServiceConfig, State};
+use crate::model::{Artifact, Lease, ServiceConfig, State, TrustState};
 
 /// The applied point as stored in redb.
 pub(super) struct Applied<C: StoreTypes> {
@@ -103,6 +103,8 @@ pub(super) fn load_applied<C: StoreTypes>(txn: &ReadTransaction) -> Result<Appli
     .unwrap_or_default();
     let config: ServiceConfig =
         get_meta(&meta, sm_meta::CONFIG, "load state: read config")?.unwrap_or_default();
+    let trust: TrustState =
+        get_meta(&meta, sm_meta::TRUST, "load state: read trust")?.unwrap_or_default();
     let table = txn
         .open_table(tables::LEASES)
         .map_err(redb_err("load state: open leases"))?;
@@ -125,6 +127,7 @@ pub(super) fn load_applied<C: StoreTypes>(txn: &ReadTransaction) -> Result<Appli
     state.leases = leases;
     state.artifacts = load_keyed(txn, tables::ARTIFACTS, "artifact")?;
     state.holders = load_keyed(txn, tables::HOLDERS, "artifact holders")?;
+    state.trust = trust;
     state.reindex();
     Ok(Applied {
         log_id: last_applied,

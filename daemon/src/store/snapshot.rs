@@ -232,6 +232,9 @@ pub(super) fn install<C: StoreTypes>(
         let v = codec::encode(0, &payload.state.config, "service config")?;
         m.insert(sm_meta::CONFIG, v.as_slice())
             .map_err(redb_err("install snapshot: write config"))?;
+        let v = codec::encode(0, &payload.state.trust, "trust state")?;
+        m.insert(sm_meta::TRUST, v.as_slice())
+            .map_err(redb_err("install snapshot: write trust"))?;
     }
     store_current::<C>(&txn, meta, data)?;
     txn.commit().map_err(redb_err("install snapshot: commit"))?;

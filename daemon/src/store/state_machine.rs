@@ -53,7 +53,7 @@ use super::snapshot::{self, SnapshotData};
 use super::tables::{self, sm_meta};
 use super::types::StoreTypes;
 use super::view::StateView;
-use crate::model::{Artifact, CommandResponse, Lease, ServiceConfig};
+use crate::model::{Artifact, CommandResponse, Lease, ServiceConfig, TrustState};
 
 /// Entries applied per redb transaction at most; bounds memory when a
 /// restarted node re-applies a long log.
@@ -78,6 +78,7 @@ struct BatchWrite<C: StoreTypes> {
     last_applied: Option<LogIdOf<C>>,
     membership: Option<StoredMembershipOf<C>>,
     config: Option<ServiceConfig>,
+    trust: Option<TrustState>,
     /// `Some(lease)` to (re)write a row, `None` to delete it.
     rows: Vec<(Ipv4Addr, Option<Lease>)>,
     /// Artifact index rows, `None` to delete.
@@ -107,6 +108,7 @@ impl<C: StoreTypes> StateMachine<C> {
             let mut artifacts_dirty = BTreeSet::new();
             let mut holders_dirty = BTreeSet::new();
             let mut config_dirty = false;
+            let mut trust_dirty = false;
             let mut membership = None;
             let mut last_applied = None;
             for (entry, responder) in batch {
@@ -125,6 +127,7 @@ impl<C: StoreTypes> StateMachine<C> {
                             }))
                             .unwrap_or_else(|_| abort_on_apply_panic(log_id.index));
                         config_dirty |= changes.config;
+                        trust_dirty |= changes.trust;
                         dirty.extend(changes.leases);
                         artifacts_dirty.extend(changes.artifacts);
                         holders_dirty.extend(changes.holders);
@@ -142,6 +145,7 @@ impl<C: StoreTypes> StateMachine<C> {
                 last_applied,
                 membership,
                 config: config_dirty.then(|| st.config.clone()),
+                trust: trust_dirty.then(|| st.trust.clone()),
                 rows: dirty
                     .into_iter()
                     .map(|ip| (ip, st.leases.get(&ip).cloned()))
@@ -266,6 +270,11 @@ fn write_batch<C: StoreTypes>(db: &Database, w: &BatchWrite<C>) -> Result<(), St
             let v = codec::encode(0, c, "service config")?;
             meta.insert(sm_meta::CONFIG, v.as_slice())
                 .map_err(redb_err("apply: write config"))?;
+        }
+        if let Some(t) = &w.trust {
+            let v = codec::encode(0, t, "trust state")?;
+            meta.insert(sm_meta::TRUST, v.as_slice())
+                .map_err(redb_err("apply: write trust"))?;
         }
     }
     txn.commit().map_err(redb_err("apply: commit"))

@@ -4,7 +4,7 @@
 //! ```text
 //!   raft_log    u64 index      -> Entry<TypeConfig>        log store
 //!   raft_meta   &str           -> vote | committed | last_purged | format
-//!   sm_meta     &str           -> last_applied | last_membership | config
+//!   sm_meta     &str           -> last_applied | last_membership | config | trust
 //!   sm_leases   u32 (IPv4, BE) -> Lease                    one row per address
 //!   sm_artifacts &str name     -> (name, Artifact)         the artifact index
 //!   sm_holders  &str sha256    -> (sha256, node ids)       who holds each blob
@@ -14,9 +14,9 @@
 //! Invariants:
 //! - `raft_log` keys are contiguous; every key is greater than the index of
 //!   `raft_meta.last_purged`.
-//! - `sm_meta.last_applied`, `sm_meta.config`, `sm_leases`, `sm_artifacts`
-//!   and `sm_holders` are written in the same transaction, so they always
-//!   describe the same point of the log.
+//! - `sm_meta.last_applied`, `sm_meta.config`, `sm_meta.trust`, `sm_leases`,
+//!   `sm_artifacts` and `sm_holders` are written in the same transaction, so
+//!   they always describe the same point of the log.
 //! - Artifact and holder rows repeat their key inside the sealed value, so a
 //!   row under the wrong key is reported (string keys have no numeric salt).
 //! - `snapshot.meta` and `snapshot.data` are written together.
@@ -47,6 +47,8 @@ pub(super) mod sm_meta {
     pub const LAST_APPLIED: &str = "last_applied";
     pub const LAST_MEMBERSHIP: &str = "last_membership";
     pub const CONFIG: &str = "config";
+    /// Join tokens and revoked node ids (`model::TrustState`).
+    pub const TRUST: &str = "trust";
 }
 
 /// Keys of [`SNAPSHOT`].

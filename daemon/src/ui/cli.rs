@@ -6,8 +6,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::api::client::{Client, ClientError};
-use crate::api::dto::{ApplyDto, ArtifactDto, HandoverDto, JoinDto, OkDto, StatusDto};
+use crate::api::client::{Access, Client, ClientError};
+use crate::api::dto::{
+    ApplyDto, ArtifactDto, HandoverDto, JoinDto, OkDto, StatusDto, TokenDto, TokenRequestDto,
+};
 use crate::model::{Lease, LeaseState, ServiceConfig};
 
 pub const DEFAULT_CONFIG: &str = "/etc/tandem/node.toml";
@@ -23,9 +25,18 @@ pub struct Cli {
     /// its config, else 127.0.0.1:7481).
     #[arg(long, global = true, env = "TANDEM_API")]
     pub api: Option<String>,
-    /// Node config, used to find the local API address.
+    /// Node config, used to find the local API address, the cluster CA
+    /// (`<data_dir>/tls/ca.pem`) and the admin token (`<data_dir>/admin.token`).
     #[arg(long, global = true, default_value = DEFAULT_CONFIG)]
     pub config: PathBuf,
+    /// The cluster CA certificate to verify the API against (default: the
+    /// node config's `<data_dir>/tls/ca.pem`).
+    #[arg(long, global = true, env = "TANDEM_CA")]
+    pub ca: Option<PathBuf>,
+    /// A file holding the admin token (default: `<data_dir>/admin.token`;
+    /// the `TANDEM_TOKEN` environment variable, if set, wins).
+    #[arg(long, global = true, env = "TANDEM_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
     #[command(subcommand)]
     pub cmd: Cmd,
 }
@@ -85,9 +96,18 @@ pub enum ClusterCmd {
     Join {
         /// API address (host:port) of any member of the cluster to join.
         addr: String,
+        /// The one-time join token that `tandem cluster token` printed on a member.
+        #[arg(long)]
+        token: Option<String>,
         /// Required when this node holds leases or a service config of its own.
         #[arg(long)]
         discard_local_state: bool,
+    },
+    /// Print a one-time join token (secret + CA fingerprint) for a new node.
+    Token {
+        /// How long the token stays valid, e.g. 30m, 1h, 2d (at most 7d).
+        #[arg(long, default_value = "1h")]
+        ttl: String,
     },
     /// Remove this node from its cluster.
     Leave,
@@ -115,6 +135,32 @@ fn api_base(cli: &Cli) -> String {
     }
 }
 
+/// What the CLI trusts and presents: `--ca` or the node's CA file, and
+/// `TANDEM_TOKEN`, `--token-file` or the node's admin token file.
+fn access(cli: &Cli) -> Access {
+    let data_dir = crate::config::NodeConfig::load(&cli.config)
+        .ok()
+        .map(|c| c.data_dir);
+    let mut a = data_dir.as_deref().map(Access::local).unwrap_or_default();
+    if let Some(ca) = &cli.ca {
+        a.ca_pem = std::fs::read_to_string(ca).ok();
+        if a.ca_pem.is_none() {
+            eprintln!("tandem: cannot read the CA certificate {}", ca.display());
+        }
+    }
+    if let Some(f) = &cli.token_file {
+        a.token = crate::trust::token::read_admin_token(f)
+            .map_err(|e| eprintln!("tandem: {e}"))
+            .ok();
+    }
+    if let Ok(t) = std::env::var("TANDEM_TOKEN") {
+        if !t.trim().is_empty() {
+            a.token = Some(t.trim().to_owned());
+        }
+    }
+    a
+}
+
 fn fail(e: &ClientError) -> ExitCode {
     eprintln!("tandem: {e}");
     match e {
@@ -133,7 +179,7 @@ fn print_json<T: serde::Serialize>(v: &T) {
 /// Runs an admin subcommand (everything but `daemon`).
 #[must_use]
 pub fn run_admin(cli: &Cli) -> ExitCode {
-    let client = Client::new(&api_base(cli));
+    let client = Client::new(&api_base(cli), &access(cli));
     match &cli.cmd {
         Cmd::Daemon => unreachable!("main runs the daemon itself"),
         Cmd::Status { json } => match client.get::<StatusDto>("/v1/status") {
@@ -186,7 +232,7 @@ pub fn run_admin(cli: &Cli) -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
-        Cmd::Cluster { cmd } => cluster(&client, cmd),
+        Cmd::Cluster { cmd } => cluster(cli, &client, cmd),
         Cmd::Artifact { cmd } => artifact(&client, cmd),
         Cmd::Export => match client.get::<ServiceConfig>("/v1/config") {
             Ok(c) => {
@@ -198,25 +244,60 @@ pub fn run_admin(cli: &Cli) -> ExitCode {
     }
 }
 
-fn cluster(client: &Client, cmd: &ClusterCmd) -> ExitCode {
+fn cluster(cli: &Cli, client: &Client, cmd: &ClusterCmd) -> ExitCode {
     let r = match cmd {
+        ClusterCmd::Token { ttl } => {
+            let ttl = match crate::trust::token::parse_ttl(ttl) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("tandem: --ttl {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let req = TokenRequestDto {
+                ttl_secs: Some(ttl.as_secs()),
+            };
+            return match client.post::<_, TokenDto>("/v1/cluster/tokens", &req) {
+                Ok(t) => {
+                    // The token alone on stdout, for scripts.
+                    println!("{}", t.token);
+                    eprintln!(
+                        "tandem: one-time join token, valid for {}s; on the new node: tandem cluster join ADDR --token <token>",
+                        ttl.as_secs()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            };
+        }
         ClusterCmd::Join {
             addr,
+            token,
             discard_local_state,
         } => {
+            let Some(token) = token else {
+                eprintln!(
+                    "tandem: joining needs a join token: run `tandem cluster token` on a member of the \
+                     cluster at {addr}, then `tandem cluster join {addr} --token <token>`"
+                );
+                return ExitCode::from(1);
+            };
             eprintln!("tandem: this node gives up its own cluster state (leases, service config) and takes the cluster's");
             let r = client.post::<_, OkDto>(
                 "/v1/cluster/join",
                 &JoinDto {
                     addr: addr.clone(),
                     discard_local_state: *discard_local_state,
+                    token: Some(token.clone()),
                 },
             );
             if r.is_ok() {
                 // Wait until the node reports itself a voter of the new cluster.
+                // It now serves with the new cluster's certificate: trust its CA.
                 let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
                 while std::time::Instant::now() < deadline {
                     std::thread::sleep(std::time::Duration::from_millis(300));
+                    let client = Client::new(&api_base(cli), &access(cli));
                     if let Ok(s) = client.get::<StatusDto>("/v1/status") {
                         if s.members.len() > 1
                             && s.members

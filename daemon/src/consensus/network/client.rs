@@ -1,9 +1,11 @@
 //! The client half of peer traffic: openraft's `RaftNetworkFactory` and
-//! `RaftNetworkV2` over one persistent TCP connection per peer, and the
-//! one-shot transfer-leader call of the fast-election path (`detect`).
+//! `RaftNetworkV2` over one persistent mutual-TLS connection per peer, and
+//! the one-shot transfer-leader call of the fast-election path (`detect`).
 //!
-//! A refused or reset connection comes back to openraft as `Unreachable`, a
-//! timeout as `Timeout`; the caller's back-off decides what next.
+//! A refused or reset connection, or a failed TLS handshake (the peer's
+//! certificate is not of our CA, not for the address dialled, or revoked),
+//! comes back to openraft as `Unreachable`, a timeout as `Timeout`; the
+//! caller's back-off decides what next.
 
 use std::future::Future;
 use std::time::Duration;
@@ -14,9 +16,13 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
     VoteRequest, VoteResponse,
 };
-use tokio::net::TcpStream;
+use std::sync::Arc;
 
-use super::wire::{read_frame, write_frame, Reply, Request, Vote};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use super::wire::{read_frame, write_frame, Reply, Request, Vote, SNAPSHOT_CHUNK};
 use crate::consensus::types::{NodeId, NodeInfo, TypeConfig};
 use crate::store::SnapshotData;
 
@@ -26,9 +32,12 @@ type C = TypeConfig;
 #[error("{0}")]
 struct Remote(String);
 
-/// Creates a [`Peer`] per target.
-#[derive(Clone, Default)]
-pub struct Network;
+/// Creates a [`Peer`] per target; every connection presents this node's
+/// certificate and verifies the peer's (`trust::tls::raft`).
+#[derive(Clone)]
+pub struct Network {
+    pub(in crate::consensus) tls: Arc<rustls::ClientConfig>,
+}
 
 impl RaftNetworkFactory<C> for Network {
     type Network = Peer;
@@ -37,6 +46,7 @@ impl RaftNetworkFactory<C> for Network {
         Peer {
             target,
             addr: node.raft.clone(),
+            tls: Arc::clone(&self.tls),
             conn: None,
         }
     }
@@ -46,7 +56,8 @@ impl RaftNetworkFactory<C> for Network {
 pub struct Peer {
     target: NodeId,
     addr: String,
-    conn: Option<TcpStream>,
+    tls: Arc<rustls::ClientConfig>,
+    conn: Option<TlsStream<TcpStream>>,
 }
 
 #[derive(Debug)]
@@ -64,11 +75,26 @@ impl Peer {
                     .await
                     .map_err(CallError::Unreachable)?;
                 s.set_nodelay(true).map_err(CallError::Io)?;
-                self.conn = Some(s);
+                let name = crate::trust::tls::server_name(&self.addr).map_err(|e| {
+                    CallError::Unreachable(std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        e.to_string(),
+                    ))
+                })?;
+                let t = TlsConnector::from(Arc::clone(&self.tls))
+                    .connect(name, s)
+                    .await
+                    .map_err(|e| {
+                        CallError::Unreachable(std::io::Error::new(
+                            std::io::ErrorKind::ConnectionRefused,
+                            format!("TLS handshake with {}: {e}", self.addr),
+                        ))
+                    })?;
+                self.conn = Some(t);
             }
             let s = self.conn.as_mut().expect("connected above");
             write_frame(s, req).await.map_err(CallError::Io)?;
-            read_frame::<Reply>(s).await.map_err(CallError::Io)
+            read_frame::<Reply, _>(s).await.map_err(CallError::Io)
         };
         let r = match tokio::time::timeout(ttl, fut).await {
             Ok(r) => r,
@@ -110,6 +136,7 @@ impl Peer {
 /// Sends one transfer-leader request to the peer at `addr` on a fresh
 /// connection (the fast-election path in `detect`, which has no [`Peer`]).
 pub(in crate::consensus) async fn send_transfer_leader(
+    tls: &Arc<rustls::ClientConfig>,
     addr: &str,
     req: TransferLeaderRequest<C>,
     ttl: Duration,
@@ -117,6 +144,7 @@ pub(in crate::consensus) async fn send_transfer_leader(
     let mut peer = Peer {
         target: 0,
         addr: addr.to_owned(),
+        tls: Arc::clone(tls),
         conn: None,
     };
     match peer.call(&Request::TransferLeader(req), ttl).await {
@@ -189,22 +217,41 @@ impl RaftNetworkV2<C> for Peer {
         cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<C>, StreamingError<C>> {
-        let req = Request::Snapshot {
-            vote,
-            meta: snapshot.meta,
-            data: crate::store::snapshot_bytes(&snapshot.snapshot),
-        };
+        let data = crate::store::snapshot_bytes(&snapshot.snapshot);
         let ttl = option.hard_ttl();
+        let net = |m: String| StreamingError::Network(NetworkError::new(&Remote(m)));
+        // Chunk by chunk, each acknowledged: the receiver never holds more
+        // than one frame in flight, and a dead peer is noticed per chunk.
+        let send = async {
+            let mut offset = 0usize;
+            loop {
+                let end = (offset + SNAPSHOT_CHUNK).min(data.len());
+                let done = end == data.len();
+                let req = Request::SnapshotChunk {
+                    vote,
+                    meta: snapshot.meta.clone(),
+                    offset: offset as u64,
+                    data: data[offset..end].to_vec(),
+                    done,
+                };
+                match self.call(&req, ttl).await {
+                    Ok(Reply::Chunk(Ok(()))) if !done => offset = end,
+                    Ok(Reply::Snapshot(Ok(resp))) if done => return Ok(resp),
+                    Ok(Reply::Snapshot(Err(m)) | Reply::Chunk(Err(m))) => return Err(net(m)),
+                    Ok(_) => return Err(net("wrong reply kind".into())),
+                    Err(CallError::Unreachable(e)) => {
+                        return Err(StreamingError::Unreachable(Unreachable::new(&e)))
+                    }
+                    Err(CallError::Io(e)) => {
+                        return Err(StreamingError::Network(NetworkError::new(&e)))
+                    }
+                    Err(CallError::Timeout) => return Err(net("snapshot timed out".into())),
+                }
+            }
+        };
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
-            r = self.call(&req, ttl) => match r {
-                Ok(Reply::Snapshot(Ok(resp))) => Ok(resp),
-                Ok(Reply::Snapshot(Err(m))) => Err(StreamingError::Network(NetworkError::new(&Remote(m)))),
-                Ok(_) => Err(StreamingError::Network(NetworkError::new(&Remote("wrong reply kind".into())))),
-                Err(CallError::Unreachable(e)) => Err(StreamingError::Unreachable(Unreachable::new(&e))),
-                Err(CallError::Io(e)) => Err(StreamingError::Network(NetworkError::new(&e))),
-                Err(CallError::Timeout) => Err(StreamingError::Network(NetworkError::new(&Remote("snapshot timed out".into())))),
-            }
+            r = send => r,
         }
     }
 
