@@ -79,11 +79,24 @@ pub struct Client {
     base: String,
     agent: ureq::Agent,
     token: Option<String>,
+    /// Kept for the clients this one makes (redirects, uploads to the leader).
+    access: Access,
 }
 
 impl Client {
     #[must_use]
     pub fn new(base: &str, access: &Access) -> Client {
+        Client::build(base, access, false)
+    }
+
+    /// A client for long transfers: no overall deadline (a 1 GiB artifact
+    /// takes a while), but a connection that stalls for 30 s fails.
+    #[must_use]
+    pub fn for_transfers(base: &str, access: &Access) -> Client {
+        Client::build(base, access, true)
+    }
+
+    fn build(base: &str, access: &Access, transfers: bool) -> Client {
         let base = base_url(base);
         let mut tls = ureq::tls::TlsConfig::builder()
             .provider(ureq::tls::TlsProvider::Rustls)
@@ -99,16 +112,21 @@ impl Client {
                 .collect();
             tls = tls.root_certs(ureq::tls::RootCerts::Specific(Arc::new(roots)));
         }
-        let agent = ureq::Agent::config_builder()
+        let cfg = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(15)))
-            .tls_config(tls.build())
-            .build()
-            .into();
+            .tls_config(tls.build());
+        let cfg = if transfers {
+            cfg.timeout_connect(Some(Duration::from_secs(5)))
+                .timeout_per_read(Some(Duration::from_secs(30)))
+                .timeout_per_write(Some(Duration::from_secs(30)))
+        } else {
+            cfg.timeout_global(Some(Duration::from_secs(15)))
+        };
         Client {
             base,
-            agent,
+            agent: cfg.build().into(),
             token: access.token.clone(),
+            access: access.clone(),
         }
     }
 
@@ -270,21 +288,6 @@ pub mod erased {
 }
 
 impl Client {
-    /// A client for long transfers: no overall deadline (a 1 GiB artifact
-    /// takes a while), but a connection that stalls for 30 s fails.
-    #[must_use]
-    pub fn for_transfers(base: &str) -> Client {
-        let mut c = Client::new(base);
-        c.agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(5)))
-            .timeout_per_read(Some(Duration::from_secs(30)))
-            .timeout_per_write(Some(Duration::from_secs(30)))
-            .build()
-            .into();
-        c
-    }
-
     /// Sends one request to `self.base + path`. The one place artifact
     /// calls reach the network.
     pub fn send(
@@ -300,6 +303,9 @@ impl Client {
             message: e.to_string(),
         };
         let mut req = ureq::http::Request::builder().method(method).uri(&url);
+        if let Some(t) = &self.token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
         for (k, v) in headers {
             req = req.header(*k, v.as_str());
         }
@@ -352,7 +358,7 @@ impl Client {
                 .leader
                 .and_then(|l| status.members.iter().find(|m| m.id == l))
                 .ok_or_else(|| ClientError::NoLeader("no leader known".into()))?;
-            format!("http://{}", leader.api)
+            base_url(&leader.api)
         };
         let route = format!("/v1/artifacts/{name}");
         for _ in 0..2 {
@@ -360,7 +366,7 @@ impl Client {
                 status: 0,
                 message: format!("cannot read {}: {e}", path.display()),
             })?;
-            let c = Client::for_transfers(&base);
+            let c = Client::for_transfers(&base, &self.access);
             let r = c.send("PUT", &route, &[], SendBody::File(&file));
             match r {
                 Ok(mut resp) if resp.status().as_u16() == 421 => {
@@ -369,7 +375,7 @@ impl Client {
                         .ok()
                         .and_then(|e| e.leader_api)
                     {
-                        Some(l) if format!("http://{l}") != base => base = format!("http://{l}"),
+                        Some(l) if base_url(&l) != base => base = base_url(&l),
                         _ => return Err(ClientError::NoLeader(text)),
                     }
                 }
@@ -384,8 +390,11 @@ impl Client {
 
 /// The artifact replication's [`Transport`]: the admin API, via
 /// [`Client::send`].
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ApiTransport;
+#[derive(Clone, Debug)]
+pub struct ApiTransport {
+    /// The cluster CA and admin token: peers' APIs are HTTPS with tokens.
+    pub access: Access,
+}
 
 impl crate::services::artifacts::Transport for ApiTransport {
     fn fetch_blob(
@@ -394,7 +403,7 @@ impl crate::services::artifacts::Transport for ApiTransport {
         sha256: &str,
         offset: u64,
     ) -> Result<crate::services::artifacts::BlobStream, String> {
-        let c = Client::for_transfers(api);
+        let c = Client::for_transfers(api, &self.access);
         let headers = if offset > 0 {
             vec![("range", format!("bytes={offset}-"))]
         } else {
@@ -424,7 +433,7 @@ impl crate::services::artifacts::Transport for ApiTransport {
         leader_api: &str,
         report: &crate::services::artifacts::HeldReport,
     ) -> Result<(), String> {
-        let c = Client::new(leader_api);
+        let c = Client::new(leader_api, &self.access);
         let url = c.url("/v1/holders");
         let r = c.send("POST", "/v1/holders", &[], SendBody::Json(report));
         let r = r.map_err(|e| e.to_string())?;

@@ -223,14 +223,13 @@ async fn epoch(
         raft_cancel.clone(),
     )
     .await?;
-    let arts = start_artifacts(cfg, &store, &cluster, &raft_cancel)?;
-    tr.artifacts = Some(arts.clone());
-
     let access = Access {
         ca_pem: Some(material.ca_pem.clone()),
         token: Some(admin_token.clone()),
         insecure: false,
     };
+    let arts = start_artifacts(cfg, &store, &cluster, &access, &raft_cancel)?;
+    tr.artifacts = Some(arts.clone());
     let (join_tx, mut join_rx) = mpsc::channel(1);
     let api = Api {
         cluster: cluster.clone(),
@@ -376,6 +375,7 @@ fn start_artifacts(
     cfg: &NodeConfig,
     store: &NodeStore,
     cluster: &Cluster,
+    access: &Access,
     cancel: &CancellationToken,
 ) -> Result<Artifacts, AppError> {
     let limits = ArtifactConfig {
@@ -396,7 +396,9 @@ fn start_artifacts(
     tokio::spawn(artifacts::run(
         arts.clone(),
         cluster.clone(),
-        ApiTransport,
+        ApiTransport {
+            access: access.clone(),
+        },
         cancel.clone(),
     ));
     Ok(arts)

@@ -39,7 +39,14 @@ pub fn raft_frame(data: &[u8]) {
     let Some(body) = body.get(..len as usize) else {
         return;
     };
-    if let Some(Request::Snapshot { data, .. }) = fixed_point::<Request>(body) {
+    // A snapshot sent whole in one chunk is what the receiver decodes as is.
+    if let Some(Request::SnapshotChunk {
+        data,
+        offset: 0,
+        done: true,
+        ..
+    }) = fixed_point::<Request>(body)
+    {
         snapshot(&data);
     }
     let _ = fixed_point::<Reply>(body);
