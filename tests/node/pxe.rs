@@ -78,6 +78,21 @@ fn build_initramfs(dir: &Path) -> PathBuf {
     }
     std::fs::copy("/bin/busybox", root.join("bin/busybox"))
         .expect("copying /bin/busybox (busybox-static)");
+    // busybox-static and busybox replace each other; with the dynamic one,
+    // its libraries (and loader) go in too, at the paths ldd names.
+    let ldd = Command::new("ldd")
+        .arg("/bin/busybox")
+        .output()
+        .expect("ldd");
+    for lib in String::from_utf8_lossy(&ldd.stdout)
+        .split_whitespace()
+        .filter(|w| w.starts_with('/'))
+    {
+        let dest = root.join(lib.trim_start_matches('/'));
+        std::fs::create_dir_all(dest.parent().expect("a library path has a parent"))
+            .expect("initramfs lib dir");
+        std::fs::copy(lib, &dest).unwrap_or_else(|e| panic!("copying {lib}: {e}"));
+    }
     let init = root.join("init");
     std::fs::write(
         &init,
