@@ -12,7 +12,8 @@
 //! - [`durability`]: SIGKILL and restart keep leases; the stale VIP goes.
 //! - [`bad_input`]: malformed DHCP packets, invalid node and service configs.
 //! - [`xdp`]: steering counters, and the role map silencing DHCP.
-//! - [`pxe`]: a QEMU VM boots kernel and initrd by iPXE over HTTP from the VIP.
+//! - [`pxe`]: a QEMU VM boots kernel and initrd by iPXE over HTTP from the VIP;
+//!   dhclient as a UEFI HTTP boot client gets the binary's URL.
 
 mod bad_input;
 mod dhcp;

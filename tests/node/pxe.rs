@@ -7,12 +7,17 @@
 //! The VM's IPv6 router solicitation is answered on its tap with a router
 //! advertisement of lifetime 0 (`tests/scripts/ra_zero.py`), or iPXE would
 //! wait ~15 s for IPv6 autoconfiguration (TOOLCHAIN.md).
+//!
+//! The UEFI HTTP boot row is driven by dhclient posing as one (vendor class
+//! `HTTPClient`, option 93 = 16): it must get the binary's URL and option 60
+//! echoed.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use tandem_tests::clients::dhclient_with;
 use tandem_tests::metrics::counter;
 use tandem_tests::{apply, lab, phase, start_lab, wait_single_server, Lab, LabProcess};
 
@@ -73,6 +78,21 @@ fn build_initramfs(dir: &Path) -> PathBuf {
     }
     std::fs::copy("/bin/busybox", root.join("bin/busybox"))
         .expect("copying /bin/busybox (busybox-static)");
+    // busybox-static and busybox replace each other; with the dynamic one,
+    // its libraries (and loader) go in too, at the paths ldd names.
+    let ldd = Command::new("ldd")
+        .arg("/bin/busybox")
+        .output()
+        .expect("ldd");
+    for lib in String::from_utf8_lossy(&ldd.stdout)
+        .split_whitespace()
+        .filter(|w| w.starts_with('/'))
+    {
+        let dest = root.join(lib.trim_start_matches('/'));
+        std::fs::create_dir_all(dest.parent().expect("a library path has a parent"))
+            .expect("initramfs lib dir");
+        std::fs::copy(lib, &dest).unwrap_or_else(|e| panic!("copying {lib}: {e}"));
+    }
     let init = root.join("init");
     std::fs::write(
         &init,
@@ -229,4 +249,38 @@ fn ipxe_vm_boots_kernel_and_initrd_over_http_from_the_vip() {
     // The script, the kernel and the initrd: at least three 200s.
     let ok = counter(&lab, 1, "tandem_http_requests_total", &[("code", "200")]);
     assert!(ok >= ok_before + 3.0, "200s went {ok_before} -> {ok}");
+}
+
+#[test]
+fn dhclient_as_a_uefi_http_boot_client_gets_the_binary_url() {
+    phase("lab up: one node serving, profile with uefi_x64 = snponly.efi");
+    let lab = start_lab(1, 1);
+    assert_eq!(wait_single_server(&lab, Duration::from_secs(20)), 1);
+    apply(
+        &lab,
+        1,
+        &service_toml().replace("bios = \"undionly.kpxe\"", "uefi_x64 = \"snponly.efi\""),
+    );
+
+    phase("dhclient sends vendor class HTTPClient and option 93 = 16 (x64 UEFI HTTP)");
+    let extra = "option pxe-arch code 93 = unsigned integer 16;\n\
+                 send pxe-arch 16;\n\
+                 send vendor-class-identifier \"HTTPClient:Arch:00016:UNDI:003001\";\n\
+                 also request vendor-class-identifier;\n";
+    let l = dhclient_with(&lab, 1, extra, Duration::from_secs(30)).expect("dhclient lease");
+    let want = format!("http://{}/snponly.efi", lab::VIP);
+    assert_eq!(
+        l.lease.boot_file.as_deref(),
+        Some(want.as_str()),
+        "{:?}",
+        l.vars
+    );
+    assert_eq!(
+        l.vars
+            .get("new_vendor_class_identifier")
+            .map(String::as_str),
+        Some("HTTPClient"),
+        "option 60 is echoed: {:?}",
+        l.vars
+    );
 }

@@ -103,6 +103,7 @@ BOUND|RENEW|REBIND|REBOOT)
         echo "new_dhcp_lease_time=$new_dhcp_lease_time"
         echo "new_dhcp_server_identifier=$new_dhcp_server_identifier"
         echo "new_filename=$new_filename"
+        echo "new_vendor_class_identifier=$new_vendor_class_identifier"
     } >> "DUMP"
     ;;
 esac
@@ -125,6 +126,12 @@ fn client_file(lab: &Lab, j: usize, suffix: &str) -> PathBuf {
 /// under the lab root, shared by calls for the same client), kills the
 /// daemonized dhclient by PID, and returns the lease of the last event.
 pub fn dhclient(lab: &Lab, j: usize, timeout: Duration) -> Result<ClientLease> {
+    dhclient_with(lab, j, "", timeout)
+}
+
+/// [`dhclient`] with `extra` appended to its config (e.g. `send` lines for
+/// option 60 and 93, to pose as a UEFI HTTP boot client).
+pub fn dhclient_with(lab: &Lab, j: usize, extra: &str, timeout: Duration) -> Result<ClientLease> {
     let (script, conf, leases, pid, dump) = (
         client_file(lab, j, "sh"),
         client_file(lab, j, "conf"),
@@ -135,7 +142,7 @@ pub fn dhclient(lab: &Lab, j: usize, timeout: Duration) -> Result<ClientLease> {
     let dump_s = dump.to_str().context("temp root path is not UTF-8")?;
     std::fs::write(&script, DHCLIENT_SCRIPT.replace("DUMP", dump_s))?;
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
-    std::fs::write(&conf, DHCLIENT_CONF)?;
+    std::fs::write(&conf, format!("{DHCLIENT_CONF}{extra}"))?;
     // Only this run's events count.
     let _ = std::fs::remove_file(&dump);
     let path = |p: &PathBuf| p.to_str().expect("lab paths are UTF-8").to_owned();
