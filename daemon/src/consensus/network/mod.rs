@@ -21,4 +21,4 @@ mod server;
 pub(crate) mod wire;
 
 pub use client::Network;
-pub use server::serve;
+pub(crate) use server::serve;
