@@ -146,6 +146,12 @@ fn put_replicates_to_every_node_tftp_serves_it_and_rm_collects_it() {
     phase("TFTP serves a put artifact by name (curl tftp://VIP/boot/hello.bin)");
     let (small, small_sha) = random_file(&lab, "hello.bin", 300 << 10);
     put(&lab, leader, &small, "boot/hello.bin");
+    // Nobody serves before a service config is applied (a fresh cluster).
+    tandem_tests::apply(&lab, leader, lab::SERVICE_TOML);
+    assert_eq!(
+        tandem_tests::wait_single_server(&lab, Duration::from_secs(20)),
+        leader
+    );
     lab.add_client_ip(1, &format!("10.99.3.1/{}", lab::PREFIX_LEN))
         .expect("client address");
     let dest = lab.root().join("hello.tftp");
@@ -356,7 +362,10 @@ fn rss(pid: u32) -> u64 {
 fn rss_stays_flat_during_a_1_gib_put() {
     const SIZE: u64 = 1 << 30;
     let lab = tandem_tests::start_lab(1, 0);
-    let _ = tandem_tests::wait_single_server(&lab, Duration::from_secs(20));
+    assert!(
+        wait_until(Duration::from_secs(20), || tandem_tests::is_leader(&lab, 1)),
+        "node 1 never led its cluster of one"
+    );
     let pid = lab.node_process(1).expect("node 1 runs").pid();
     let (file, sha) = random_file(&lab, "huge.img", SIZE);
     let before = rss(pid);

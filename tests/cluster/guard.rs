@@ -54,7 +54,7 @@ fn form(lab: &Lab) -> usize {
             api_addr(lab, 1)
         ));
         let out = lab
-            .tandem(i, &["cluster", "join", &api_addr(lab, 1)])
+            .join(i, 1)
             .unwrap_or_else(|e| panic!("tandem cluster join on node {i}: {e:#}"));
         assert!(
             out.status.success(),

@@ -126,14 +126,26 @@ fn build_initramfs(dir: &Path) -> PathBuf {
 /// Puts the boot files into every node's artifact dir, as `tandem artifact
 /// put` will (the one place that knows how artifacts get there).
 fn place_artifacts(lab: &Lab, files: &[(&str, &Path)]) {
-    for i in 1..=lab.node_count() {
-        let dir = lab.node_artifact_dir(i);
-        std::fs::create_dir_all(&dir).expect("artifact dir");
-        for (name, src) in files {
-            std::fs::copy(src, dir.join(name))
-                .unwrap_or_else(|e| panic!("copying {} to node {i}: {e}", src.display()));
-        }
+    for (name, src) in files {
+        let src = src.to_str().expect("lab paths are UTF-8");
+        let out = lab
+            .tandem(1, &["artifact", "put", src, "--name", name])
+            .unwrap_or_else(|e| panic!("tandem artifact put {name}: {e:#}"));
+        assert!(
+            out.status.success(),
+            "tandem artifact put {name}: {}",
+            tandem_tests::describe_output(&out)
+        );
     }
+}
+
+/// Waits until node 1 leads its cluster of one (it serves only once a
+/// service config is applied).
+fn wait_leader(lab: &Lab) {
+    assert!(
+        tandem_tests::wait_until(Duration::from_secs(20), || tandem_tests::is_leader(lab, 1)),
+        "node 1 never led"
+    );
 }
 
 /// A tap in the switch namespace's bridge for the VM, and the RA answerer on it.
@@ -219,11 +231,12 @@ fn wait_boot(vm: &LabProcess, serial: &Path, started: Instant) -> Duration {
 fn ipxe_vm_boots_kernel_and_initrd_over_http_from_the_vip() {
     phase("lab up: one node serving; kernel and busybox initramfs as artifacts");
     let lab = start_lab(1, 0);
-    assert_eq!(wait_single_server(&lab, Duration::from_secs(20)), 1);
-    apply(&lab, 1, &service_toml());
+    wait_leader(&lab);
     let kernel = cloud_kernel();
     let initrd = build_initramfs(lab.root());
     place_artifacts(&lab, &[("vmlinuz", &kernel), ("initrd.img", &initrd)]);
+    apply(&lab, 1, &service_toml());
+    assert_eq!(wait_single_server(&lab, Duration::from_secs(20)), 1);
     let ok_before = counter(&lab, 1, "tandem_http_requests_total", &[("code", "200")]);
 
     phase("VM: PXE (QEMU iPXE ROM) -> DHCP -> /boot/MAC.ipxe -> kernel + initrd over HTTP");
@@ -255,12 +268,13 @@ fn ipxe_vm_boots_kernel_and_initrd_over_http_from_the_vip() {
 fn dhclient_as_a_uefi_http_boot_client_gets_the_binary_url() {
     phase("lab up: one node serving, profile with uefi_x64 = snponly.efi");
     let lab = start_lab(1, 1);
-    assert_eq!(wait_single_server(&lab, Duration::from_secs(20)), 1);
+    wait_leader(&lab);
     apply(
         &lab,
         1,
         &service_toml().replace("bios = \"undionly.kpxe\"", "uefi_x64 = \"snponly.efi\""),
     );
+    assert_eq!(wait_single_server(&lab, Duration::from_secs(20)), 1);
 
     phase("dhclient sends vendor class HTTPClient and option 93 = 16 (x64 UEFI HTTP)");
     let extra = "option pxe-arch code 93 = unsigned integer 16;\n\

@@ -146,14 +146,14 @@ pub fn apply(lab: &Lab, i: usize, toml: &str) {
 }
 
 /// The artifact names of a service config's profiles: the values of its
-/// `bios`, `uefi_x64` and `uefi_arm64` lines that are not URLs.
+/// `bios`, `uefi_x64`, `uefi_arm64`, `kernel` and `initrd` lines that are not URLs.
 #[must_use]
 pub fn profile_files(toml: &str) -> Vec<String> {
     toml.lines()
         .filter_map(|l| {
             let (k, v) = l.split_once('=')?;
             let v = v.trim().strip_prefix('"')?.strip_suffix('"')?;
-            (["bios", "uefi_x64", "uefi_arm64"].contains(&k.trim()) && !v.contains("://"))
+            (["bios", "uefi_x64", "uefi_arm64", "kernel", "initrd"].contains(&k.trim()) && !v.contains("://"))
                 .then(|| v.to_owned())
         })
         .collect()

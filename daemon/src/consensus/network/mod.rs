@@ -21,4 +21,4 @@ mod server;
 pub(crate) mod wire;
 
 pub use client::Network;
-pub(crate) use server::serve;
+pub(in crate::consensus) use server::serve;

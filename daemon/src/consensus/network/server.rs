@@ -111,7 +111,7 @@ fn is_member_ip(raft: &Raft, ip: IpAddr) -> bool {
 /// Accepts peer connections on `listener` and feeds their RPCs to `raft`
 /// until `cancel`. `detector` checks for a dead leader when an
 /// authenticated connection ends.
-pub(crate) async fn serve(
+pub(in crate::consensus) async fn serve(
     listener: TcpListener,
     raft: Raft,
     tls: Arc<rustls::ServerConfig>,
