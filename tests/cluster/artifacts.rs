@@ -376,12 +376,17 @@ fn rss_stays_flat_during_a_1_gib_put() {
     let bin = tandem_bin();
     let api = lab.node_api(1);
     let f = path_str(&file).to_owned();
+    let config = lab.node_config_path(1);
+    let config = path_str(&config).to_owned();
     let (peak, out) = std::thread::scope(|s| {
         let h = s.spawn(|| {
             lab.exec_in(
                 &lab.node_ns(1),
                 &bin,
-                &["--api", &api, "artifact", "put", &f, "--name", "huge.img"],
+                &[
+                    "--api", &api, "--config", &config, "artifact", "put", &f, "--name",
+                    "huge.img",
+                ],
                 Duration::from_secs(600),
             )
         });
