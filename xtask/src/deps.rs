@@ -35,7 +35,8 @@ const APT_PACKAGES: &[&str] = &[
     // promtool: a daemon unit test checks the /metrics text with `promtool check metrics`.
     "prometheus",
     // Real PXE boots (tests/node/pxe.rs): QEMU with its iPXE NIC ROMs, the
-    // iPXE binaries operators load as artifacts, and the cloud kernel (LZ4,
+    // iPXE binaries operators (and the demo) load with `tandem artifact put`,
+    // and the cloud kernel (LZ4,
     // twice as fast to boot under TCG as the generic one).
     "qemu-system-x86",
     "ipxe-qemu",
@@ -46,8 +47,6 @@ const APT_PACKAGES: &[&str] = &[
     // Benchmarks only: the keepalived + dnsmasq failover baseline and CPU load.
     "keepalived",
     "stress-ng",
-    // iPXE binaries (undionly.kpxe, ipxe.efi) the demo loads with `tandem artifact put`.
-    "ipxe",
 ];
 
 /// Servers that package scripts may start; they must not hold ports 67/69 on
