@@ -384,8 +384,7 @@ fn rss_stays_flat_during_a_1_gib_put() {
                 &lab.node_ns(1),
                 &bin,
                 &[
-                    "--api", &api, "--config", &config, "artifact", "put", &f, "--name",
-                    "huge.img",
+                    "--api", &api, "--config", &config, "artifact", "put", &f, "--name", "huge.img",
                 ],
                 Duration::from_secs(600),
             )

@@ -284,9 +284,7 @@ fn join_needs_a_valid_unused_token_of_the_right_ca() {
     let lab = start_lab(3, 0);
     for i in 1..=3 {
         assert!(
-            wait_until(Duration::from_secs(20), || tandem_tests::is_leader(
-                &lab, i
-            )),
+            wait_until(Duration::from_secs(20), || tandem_tests::is_leader(&lab, i)),
             "node {i} did not lead its cluster of one: {}",
             describe_statuses(&lab, &[i])
         );

@@ -153,8 +153,9 @@ pub fn profile_files(toml: &str) -> Vec<String> {
         .filter_map(|l| {
             let (k, v) = l.split_once('=')?;
             let v = v.trim().strip_prefix('"')?.strip_suffix('"')?;
-            (["bios", "uefi_x64", "uefi_arm64", "kernel", "initrd"].contains(&k.trim()) && !v.contains("://"))
-                .then(|| v.to_owned())
+            (["bios", "uefi_x64", "uefi_arm64", "kernel", "initrd"].contains(&k.trim())
+                && !v.contains("://"))
+            .then(|| v.to_owned())
         })
         .collect()
 }

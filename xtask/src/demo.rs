@@ -170,16 +170,16 @@ struct Figures {
 )]
 fn scenario(story: &mut Story, lab: &Lab, bin: &Path) -> Result<Figures> {
     story.step(
-        &format!("start {NODES} daemons; each serves a cluster of one"),
+        &format!("start {NODES} daemons; each leads a cluster of one (serving nothing before a config)"),
         || {
             let started = Instant::now();
             for i in 1..=NODES {
                 lab.start_node(i, bin)?;
             }
             for i in 1..=NODES {
-                wait_serving(lab, i)?;
+                wait_leading(lab, i)?;
                 println!(
-                    "    node {i} serves its own cluster of one after {:.1} s",
+                    "    node {i} leads its own cluster of one after {:.1} s (no VIP, no clients: no service config yet)",
                     started.elapsed().as_secs_f64()
                 );
             }
@@ -203,7 +203,7 @@ fn scenario(story: &mut Story, lab: &Lab, bin: &Path) -> Result<Figures> {
                 t.elapsed().as_millis()
             );
         }
-        let leader = wait_converged(lab, &all_nodes().collect::<Vec<_>>())?;
+        let leader = wait_converged(lab, &all_nodes().collect::<Vec<_>>(), false)?;
         print_roles(lab, None)?;
         Ok(leader)
     })?;
@@ -284,6 +284,12 @@ fn scenario(story: &mut Story, lab: &Lab, bin: &Path) -> Result<Figures> {
             describe_output(&out)
         );
         print_indented(&out.stdout);
+        let t = Instant::now();
+        wait_serving(lab, leader)?;
+        println!(
+            "    leader node {leader} serves {} ms later (ARP probe, VIP, responders)",
+            t.elapsed().as_millis()
+        );
         Ok(())
     })?;
 
@@ -364,7 +370,7 @@ fn scenario(story: &mut Story, lab: &Lab, bin: &Path) -> Result<Figures> {
             lease.ip
         );
         let survivors: Vec<usize> = all_nodes().filter(|&i| i != leader).collect();
-        let new_leader = wait_converged(lab, &survivors)?;
+        let new_leader = wait_converged(lab, &survivors, true)?;
         ensure!(
             new_leader == measured.new_leader,
             "node {} served first, but the survivors now agree on node {new_leader}",
@@ -609,8 +615,27 @@ fn status(lab: &Lab, i: usize) -> Result<NodeStatus> {
     })
 }
 
-/// Waits for node `i`'s `status --json` to report `"serving": true`. A fresh
-/// node forms a cluster of one by itself and serves once it leads it.
+/// Waits for node `i`'s `status --json` to report role "leader". A fresh
+/// node forms a cluster of one by itself; it serves only once a service
+/// config is applied.
+fn wait_leading(lab: &Lab, i: usize) -> Result<()> {
+    let deadline = Instant::now() + SERVING_TIMEOUT;
+    let mut last = String::from("no answer yet");
+    while Instant::now() < deadline {
+        if let Some(status) = lab.node_process(i).and_then(|p| p.try_status()) {
+            bail!("node {i}'s daemon exited ({status}) before leading");
+        }
+        match status(lab, i) {
+            Ok(s) if s.role == "leader" => return Ok(()),
+            Ok(s) => last = format!("role {}", s.role),
+            Err(e) => last = format!("{e:#}"),
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    bail!("node {i} did not lead its cluster of one within {SERVING_TIMEOUT:?}; last: {last}")
+}
+
+/// Waits for node `i`'s `status --json` to report `"serving": true`.
 fn wait_serving(lab: &Lab, i: usize) -> Result<()> {
     let deadline = Instant::now() + SERVING_TIMEOUT;
     let mut last = String::from("no answer yet");
@@ -629,13 +654,13 @@ fn wait_serving(lab: &Lab, i: usize) -> Result<()> {
 }
 
 /// Waits until every node in `nodes` names the same leader, knows all of
-/// `nodes` as voters, and the leader alone serves and holds the VIP (the
-/// joined nodes served clusters of their own a moment ago). Returns it.
-fn wait_converged(lab: &Lab, nodes: &[usize]) -> Result<usize> {
+/// `nodes` as voters, and (with `serving`) the leader alone serves and holds
+/// the VIP; without, no node does. Returns it.
+fn wait_converged(lab: &Lab, nodes: &[usize], serving: bool) -> Result<usize> {
     let deadline = Instant::now() + CONVERGE_TIMEOUT;
     let mut last = String::from("no answer yet");
     while Instant::now() < deadline {
-        match converged(lab, nodes) {
+        match converged(lab, nodes, serving) {
             Ok(leader) => return Ok(leader),
             Err(e) => last = format!("{e:#}"),
         }
@@ -646,7 +671,8 @@ fn wait_converged(lab: &Lab, nodes: &[usize]) -> Result<usize> {
     )
 }
 
-fn converged(lab: &Lab, nodes: &[usize]) -> Result<usize> {
+/// `serving`: whether the leader should serve (a service config is applied).
+fn converged(lab: &Lab, nodes: &[usize], serving: bool) -> Result<usize> {
     let statuses = nodes
         .iter()
         .map(|&i| status(lab, i).map(|s| (i, s)))
@@ -676,7 +702,7 @@ fn converged(lab: &Lab, nodes: &[usize]) -> Result<usize> {
                 "node {i} does not list node {n} as a voter yet ({role:?})"
             );
         }
-        let leads = *i == leader;
+        let leads = *i == leader && serving;
         ensure!(
             s.serving == leads && s.vip_held == leads,
             "node {i}: serving {} vip_held {} while node {leader} leads",

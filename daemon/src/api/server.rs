@@ -592,4 +592,5 @@ pub async fn serve(
             }
         });
     }
-    Ok(())}
+    Ok(())
+}
