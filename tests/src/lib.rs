@@ -191,6 +191,27 @@ pub fn put_profile_artifacts(lab: &Lab, i: usize, toml: &str) {
             describe_output(&out)
         );
     }
+    // `apply` refuses a profile whose files no node holds; the leader's own
+    // holder report is a separate commit, so wait until every file has one.
+    let files = profile_files(toml);
+    let all_held = || {
+        lab.tandem(i, &["artifact", "list", "--json"])
+            .ok()
+            .and_then(|o| json(&o).ok())
+            .and_then(|v| v.as_array().cloned())
+            .is_some_and(|l| {
+                files.iter().all(|f| {
+                    l.iter().any(|a| {
+                        a["name"].as_str() == Some(f.as_str())
+                            && a["holders"].as_array().is_some_and(|h| !h.is_empty())
+                    })
+                })
+            })
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), all_held),
+        "profile files {files:?} not held by any node after 10 s"
+    );
 }
 
 #[cfg(test)]
