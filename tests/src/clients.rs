@@ -181,10 +181,20 @@ pub fn dhclient_with(lab: &Lab, j: usize, extra: &str, timeout: Duration) -> Res
 
 /// SIGTERMs the dhclient whose PID is in `pid_file` and waits until it is gone.
 fn stop_dhclient(pid_file: &PathBuf) -> Result<()> {
-    let Ok(text) = std::fs::read_to_string(pid_file) else {
+    // The daemonized child writes the pid file after the parent has
+    // exited, so it can exist and still be empty for a moment.
+    let mut text = String::new();
+    crate::wait_until(DHCLIENT_STOP, || match std::fs::read_to_string(pid_file) {
+        Ok(t) => {
+            text = t;
+            !text.trim().is_empty()
+        }
+        Err(_) => true,
+    });
+    if !pid_file.exists() {
         // No pid file: dhclient never daemonized (it failed), nothing runs.
         return Ok(());
-    };
+    }
     let pid: u32 = text
         .trim()
         .parse()
