@@ -218,19 +218,22 @@ fn classify(ctx: &XdpContext, config: &Config) -> Frame {
 /// ```
 #[inline(always)]
 fn classify_arp(ctx: &XdpContext, arp: usize, vip_be: u32) -> (Proto, bool) {
-    let Ok(fixed) = ptr_at::<[u8; 8]>(ctx, arp) else {
+    // One bounds check for the whole body, then plain array reads: separate
+    // checks per field let LLVM merge their results with a bitwise `&` on a
+    // register that still holds a packet pointer, which the verifier refuses
+    // ("R1 bitwise operator &= on pointer prohibited", seen 2026-12-02).
+    let Ok(body) = ptr_at::<[u8; 28]>(ctx, arp) else {
         return (Proto::Other, false);
     };
-    // SAFETY: `ptr_at` checked that the 8 bytes lie inside the packet.
-    let fixed = unsafe { *fixed };
-    let eth_ipv4 = fixed[0..4] == [0, 1, 0x08, 0x00] && fixed[4] == 6 && fixed[5] == 4;
+    // SAFETY: `ptr_at` checked that the 28 bytes lie inside the packet.
+    let body = unsafe { *body };
+    let eth_ipv4 = body[0..4] == [0, 1, 0x08, 0x00] && body[4] == 6 && body[5] == 4;
     if !eth_ipv4 || vip_be == 0 {
         return (Proto::Other, false);
     }
-    let request = u16::from_be_bytes([fixed[6], fixed[7]]) == ARPOP_REQUEST;
-    let (Some(spa), Some(tpa)) = (read_ne32(ctx, arp + 14), read_ne32(ctx, arp + 24)) else {
-        return (Proto::Other, false);
-    };
+    let request = u16::from_be_bytes([body[6], body[7]]) == ARPOP_REQUEST;
+    let spa = u32::from_ne_bytes([body[14], body[15], body[16], body[17]]);
+    let tpa = u32::from_ne_bytes([body[24], body[25], body[26], body[27]]);
     // Sender first: a gratuitous ARP from another host (spa == tpa == VIP)
     // is a claim on the VIP, which the daemon must see, never a question.
     if spa == vip_be {
