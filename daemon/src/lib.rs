@@ -2,11 +2,12 @@
 //! `tandem` is one binary; this library is all of it but `main`.
 //!
 //! Dependencies point one way: `model → config → trust → store → consensus →
-//! {services, steering} → api → {ui, app}`. `metrics` is a leaf usable
-//! anywhere. No two files import each other, directly or round a loop;
+//! {services, steering} → api → {ui, app}`, with `net` beside `model` at the
+//! bottom. `metrics` is a leaf usable anywhere. No two files import each other, directly or round a loop;
 //! `daemon/tests/layering.rs` checks both from the source.
 //!
 //! - [`model`]: leases, MACs, service config, Raft commands. No I/O.
+//! - [`net`]: socket plumbing every TCP listener shares (accept with back-off).
 //! - [`config`]: the node file (`node.toml`) and validation of service config.
 //! - [`trust`]: the cluster CA, node certificates, admin and join tokens,
 //!   and the rustls configs of Raft (mutual TLS) and the API.
@@ -31,6 +32,7 @@ pub mod consensus;
 pub mod fuzzing;
 pub mod metrics;
 pub mod model;
+pub mod net;
 pub mod services;
 pub mod steering;
 pub mod store;

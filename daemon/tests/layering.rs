@@ -2,7 +2,7 @@
 //! states it): dependencies point one way,
 //!
 //! ```text
-//!   model → config → trust → store → consensus → {services, steering} → api → {ui, app}
+//!   {model, net} → config → trust → store → consensus → {services, steering} → api → {ui, app}
 //! ```
 //!
 //! `metrics` is a leaf anyone may use, and there is no import cycle between
@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 /// (and on `metrics`). Equal ranks are siblings that must not know each other.
 const LAYERS: &[(&str, u32)] = &[
     ("model", 0),
+    ("net", 0),
     ("config", 1),
     ("trust", 2),
     ("store", 3),

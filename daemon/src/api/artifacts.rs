@@ -24,6 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::Semaphore;
 
 use super::dto::{ArtifactDto, ErrorDto, OkDto};
+use super::reply::error as err;
 use crate::consensus::{Cluster, ClusterHandle, ProposeError};
 use crate::model::{is_sha256_hex, validate_name, Command, CommandResponse};
 use crate::services::artifacts::{Artifacts, HeldReport, IngestError};
@@ -47,17 +48,6 @@ pub(super) fn routes(cluster: Cluster, artifacts: Artifacts) -> Router {
         .route("/v1/blobs/{sha}", get(blob))
         .route("/v1/holders", post(holders))
         .with_state(Api { cluster, artifacts })
-}
-
-fn err(code: StatusCode, msg: impl Into<String>) -> Response {
-    (
-        code,
-        Json(ErrorDto {
-            error: msg.into(),
-            leader_api: None,
-        }),
-    )
-        .into_response()
 }
 
 fn not_leader(api: &Api) -> Response {

@@ -15,9 +15,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 
-use super::dto::ErrorDto;
 use crate::metrics;
 use crate::trust::token::ct_eq;
 
@@ -54,12 +52,8 @@ impl Auth {
 fn unauthorized(msg: &str) -> Response {
     metrics::get().api_unauthorized.inc();
     (
-        StatusCode::UNAUTHORIZED,
         [(header::WWW_AUTHENTICATE, "Bearer")],
-        Json(ErrorDto {
-            error: msg.into(),
-            leader_api: None,
-        }),
+        super::reply::error(StatusCode::UNAUTHORIZED, msg),
     )
         .into_response()
 }
@@ -93,6 +87,7 @@ mod tests {
     use tower::ServiceExt as _;
 
     use super::*;
+    use crate::api::dto::ErrorDto;
 
     fn app(hits: &Arc<std::sync::atomic::AtomicU32>) -> Router {
         let h = Arc::clone(hits);

@@ -7,6 +7,7 @@
 //! - `server`: axum routes over the running node, served over TLS with the
 //!   node certificate (hyper, one task per connection, bounded).
 //! - `artifacts`: the artifact routes (uploads, blobs for peers, holders).
+//! - `reply`: the JSON error answer every handler and the auth layer send.
 //! - `enroll`: the joiner's half of a join (CA pin, CSR, enrollment).
 //! - `client`: a small blocking HTTPS client the CLI (and TUI) and
 //!   node-to-node calls use, verifying the cluster CA.
@@ -27,4 +28,5 @@ pub mod auth;
 pub mod client;
 pub mod dto;
 pub mod enroll;
+mod reply;
 pub mod server;

@@ -18,6 +18,7 @@ use super::dto::{
     ApplyDto, CaDto, EnrollDto, EnrolledDto, ErrorDto, HandoverDto, JoinDto, MemberAddDto,
     MemberDto, OkDto, StatusDto, TokenDto, TokenRequestDto,
 };
+use super::reply::error as err;
 use crate::consensus::{Cluster, ClusterHandle, MembershipError, NodeInfo, ProposeError};
 use crate::metrics;
 use crate::model::{Command, CommandResponse, Lease, ServiceConfig};
@@ -64,17 +65,6 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-fn err(code: StatusCode, msg: impl Into<String>) -> Response {
-    (
-        code,
-        Json(ErrorDto {
-            error: msg.into(),
-            leader_api: None,
-        }),
-    )
-        .into_response()
 }
 
 impl Api {
@@ -542,24 +532,8 @@ pub async fn serve(
     tracing::info!(target: "tandem::api", addr = ?listener.local_addr().ok(), "admin API listening (HTTPS)");
     let acceptor = TlsAcceptor::from(tls);
     let conns = Arc::new(tokio::sync::Semaphore::new(MAX_CONNS));
-    let mut backoff = Duration::from_millis(10);
-    loop {
-        // cancel-safety: accept is cancel-safe.
-        let (stream, peer) = tokio::select! {
-            () = cancel.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(x) => { backoff = Duration::from_millis(10); x }
-                Err(e) => {
-                    tracing::warn!(target: "tandem::api", error = %e, backoff_ms = backoff.as_millis(), "accept failed; backing off");
-                    tokio::select! {
-                        () = cancel.cancelled() => break,
-                        () = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-            },
-        };
+    let mut incoming = crate::net::Acceptor::new(listener, "api");
+    while let Some((stream, peer)) = incoming.next(&cancel).await {
         let Ok(permit) = Arc::clone(&conns).try_acquire_owned() else {
             tracing::debug!(target: "tandem::api", %peer, "connection limit reached; closed");
             continue;

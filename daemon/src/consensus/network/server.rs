@@ -120,24 +120,8 @@ pub(in crate::consensus) async fn serve(
 ) {
     let acceptor = TlsAcceptor::from(tls);
     let slots: Arc<Mutex<Slots>> = Arc::default();
-    let mut backoff = Duration::from_millis(10);
-    loop {
-        // cancel-safety: accept is cancel-safe.
-        let (stream, peer) = tokio::select! {
-            () = cancel.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(x) => { backoff = Duration::from_millis(10); x }
-                Err(e) => {
-                    tracing::warn!(target: "tandem::raft", error = %e, backoff_ms = backoff.as_millis(), "accept failed; backing off");
-                    tokio::select! {
-                        () = cancel.cancelled() => return,
-                        () = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-            },
-        };
+    let mut incoming = crate::net::Acceptor::new(listener, "raft");
+    while let Some((stream, peer)) = incoming.next(&cancel).await {
         let Some(slot) = take_slot(&slots, peer.ip(), is_member_ip(&raft, peer.ip())) else {
             tracing::debug!(target: "tandem::raft", %peer, "connection limit reached; closed");
             metrics::get().raft_tls_refused.inc();

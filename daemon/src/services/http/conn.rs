@@ -90,20 +90,16 @@ pub(super) async fn run(
     let per_client = Arc::new(Mutex::new(HashMap::<IpAddr, usize>::new()));
     let mut conns = JoinSet::new();
     let mut refusals = JoinSet::new();
+    let mut incoming = crate::net::Acceptor::new(listener, "http");
     loop {
         // cancel-safety: accept and join_next are cancel-safe.
         let (stream, peer) = tokio::select! {
             () = cancel.cancelled() => break,
             Some(_) = conns.join_next(), if !conns.is_empty() => continue,
             Some(_) = refusals.join_next(), if !refusals.is_empty() => continue,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // EMFILE and the like: back off instead of spinning.
-                    tracing::warn!(target: "tandem::http", error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
+            r = incoming.next(&cancel) => match r {
+                Some(x) => x,
+                None => break,
             },
         };
         let slot = if conns.len() >= limits.max_connections {
