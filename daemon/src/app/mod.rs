@@ -8,14 +8,15 @@
 //! - `transitions`: the leadership transition of DESIGN.md section 2
 //!   (become leader in five checked steps; step down in reverse).
 //! - `notify`: systemd's `READY=1`.
+//! - `gauges`: gauges read from the replicated state (pool use, config applied).
 //!
 //! ```text
 //!   run ─▶ stale VIP removed, XDP attached ─▶ epoch ─▶ epoch ─▶ …
-//!   epoch: trust material ââ¶ Store::open ââ¶ Cluster::start ââ¶ API ââ¶ [join] ââ¶ loop {
-//!            leading with a fresh lease? ââ¶ Transitions::try_lead (gates, then become_leader)
-//!            lost leadership / lease?    ââ¶ Transitions::step_down
-//!            a responder ended?          ââ¶ Transitions::responder_failed
-//!            Raft stopped on its own?    ââ¶ end the epoch with AppError::Storage }
+//!   epoch: trust material ─▶ Store::open ─▶ Cluster::start ─▶ API ─▶ [join] ─▶ loop {
+//!            leading with a fresh lease? ─▶ Transitions::try_lead (gates, then become_leader)
+//!            lost leadership / lease?    ─▶ Transitions::step_down
+//!            a responder ended?          ─▶ Transitions::responder_failed
+//!            Raft stopped on its own?    ─▶ end the epoch with AppError::Storage }
 //!          ─▶ step down, Cluster::shutdown, API stop
 //! ```
 //!
@@ -32,6 +33,7 @@
 //! committed entry aborts the process (`store::state_machine`), so no
 //! poisoned lock outlives it.
 
+mod gauges;
 mod notify;
 mod transitions;
 
@@ -229,6 +231,7 @@ async fn epoch(
         insecure: false,
     };
     let arts = start_artifacts(cfg, &store, &cluster, &access, &raft_cancel)?;
+    tokio::spawn(gauges::run(store.view(), raft_cancel.clone()));
     tr.artifacts = Some(arts.clone());
     let (join_tx, mut join_rx) = mpsc::channel(1);
     let api = Api {

@@ -383,6 +383,10 @@ macro_rules! metrics {
         }
 
         impl Metrics {
+            /// Every metric name, in `/metrics` order (for checks of
+            /// dashboards and alert rules against what is exported).
+            pub const NAMES: &[&str] = &[$($name,)*];
+
             fn new() -> Self {
                 Metrics {
                     $($field: <$ty as Part>::new($name, $help),)*
@@ -445,6 +449,8 @@ metrics! {
     vip_conflicts: Counter = "tandem_vip_conflicts_total",
         "ARP frames from another MAC that answer for, claim or probe for our VIP.";
     serving: Gauge = "tandem_serving", "1 while the responders run.";
+    config_applied: Gauge = "tandem_config_applied",
+        "1 once a service config is applied (a leader without one serves nothing, by design).";
     responder_failures: Family<ResponderLabel, Counter> = "tandem_responder_failures_total",
         "Responders (dhcp, tftp, vip-arp, http) that failed, exited or panicked while serving.";
     storage_errors: Counter = "tandem_storage_errors_total",

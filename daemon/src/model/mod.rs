@@ -13,6 +13,7 @@
 //!   (name -> sha256, size) and the rules for names.
 //! - [`NodeInfo`]: what the cluster records of a member (its Raft and API addresses).
 //! - [`State`]: the state machine's data, and the pure `apply` that changes it.
+//! - [`pool_usage`]: how full each subnet's pools are (bound, declined, free).
 
 mod artifact;
 mod config;
@@ -20,6 +21,7 @@ mod lease;
 mod mac;
 mod node;
 mod state;
+mod usage;
 
 pub use artifact::{
     is_sha256_hex, profile_artifacts, validate_name, Artifact, NameError, MAX_ARTIFACTS,
@@ -30,3 +32,4 @@ pub use lease::{Lease, LeaseState};
 pub use mac::{Mac, ParseMacError};
 pub use node::NodeInfo;
 pub use state::{Changes, Command, CommandResponse, State, TrustState, MAX_JOIN_TOKENS};
+pub use usage::{pool_usage, PoolUsage};
