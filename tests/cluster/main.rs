@@ -31,6 +31,7 @@ mod formation;
 mod guard;
 mod handover;
 mod no_lost_leases;
+mod prometheus;
 mod quorum;
 mod trust;
 

@@ -59,8 +59,29 @@ use crate::model::CommandResponse;
 /// timer (4 s).
 pub const MAX_IN_FLIGHT: usize = 1024;
 
+/// Every reason a request is shed for (this module's in-flight bound, and
+/// the handler's limit on unsolicited REQUESTs).
+pub const SHED_REASONS: &[&str] = &["queue_full", "unsolicited_request"];
+
+/// Creates every `tandem_dhcp_shed_total{reason}` series at 0, so that
+/// dashboards and `rate()` see a flat line rather than no data before the
+/// first shed.
+pub fn touch_shed_counters() {
+    for r in SHED_REASONS {
+        let _ = metrics::get()
+            .dhcp_shed
+            .get_or_create(&metrics::ReasonLabel {
+                reason: (*r).to_owned(),
+            });
+    }
+}
+
 /// Counts one request shed for `reason` in `tandem_dhcp_shed_total`.
 pub fn count_shed(reason: &'static str) {
+    debug_assert!(
+        SHED_REASONS.contains(&reason),
+        "unlisted shed reason {reason}"
+    );
     metrics::get()
         .dhcp_shed
         .get_or_create(&metrics::ReasonLabel {

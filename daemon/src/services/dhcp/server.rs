@@ -246,6 +246,7 @@ pub async fn serve<C: ClusterHandle>(
     let mut throttle = Throttle(None);
     let mut last_expire = 0;
     let clock = Instant::now();
+    super::dispatch::touch_shed_counters();
     tracing::info!(target: "tandem::dhcp", iface = %cfg.iface, server_id = %cfg.server_id, port = cfg.port, "DHCP responder started");
     // cancel-safety: recv_from is cancel-safe (a datagram is either returned
     // or left queued), and so is next_request with it.
