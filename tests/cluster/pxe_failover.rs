@@ -2,7 +2,7 @@
 //! QEMU's iPXE NIC ROM) in the three-node lab chains the script rendered
 //! for its reservation and loads the Debian cloud kernel and a busybox
 //! initramfs, once over HTTP and once over TFTP. Each test boots the VM once
-//! clean, then again with the leader SIGKILLed while the VM fetches the
+//! clean, then again with the leader `SIGKILLed` while the VM fetches the
 //! kernel, and checks both print the marker, timing each from QEMU's start.
 //!
 //! What each client does when the leader dies, seen with tcpdump on the
@@ -52,7 +52,7 @@ use serde_json::Value;
 use tandem_tests::cluster::{three_node_cluster, wait_agreed_leader, wait_one_serving_among};
 use tandem_tests::metrics::counter;
 use tandem_tests::qemu::{build_initramfs, cloud_kernel, put_artifacts, vm_tap, Firmware, Vm};
-use tandem_tests::{apply, json, lab, phase, wait_until, Lab};
+use tandem_tests::{apply, json, lab, phase, wait_until, Lab, LabProcess};
 
 use super::{others, AGREE_TIMEOUT, FAILOVER_TIMEOUT};
 
@@ -88,12 +88,10 @@ impl Transport {
             Transport::Tftp => format!("tftp://{}/{name}", lab::VIP),
         }
     }
-
-    /// How long after the kernel's first byte the leader dies.
-    fn kill_after(self) -> Duration {
-        Duration::from_millis(500)
-    }
 }
+
+/// How long after the kernel's first byte the leader dies.
+const KILL_AFTER: Duration = Duration::from_millis(500);
 
 fn service_toml(t: Transport) -> String {
     format!(
@@ -145,10 +143,10 @@ fn progress(lab: &Lab, i: usize, t: Transport) -> f64 {
     }
 }
 
-fn boot_through_failover(t: Transport) {
-    let _turn = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+/// A three-node cluster serving `t`'s profile, every node holding the
+/// kernel and initramfs, and the VM's tap (throttled, with the RA
+/// answerer). Returns the lab, the leader and the RA answerer.
+fn boot_lab(t: Transport) -> (Lab, usize, LabProcess) {
     let lab = three_node_cluster(0);
     let leader = wait_agreed_leader(&lab, &[1, 2, 3], AGREE_TIMEOUT);
 
@@ -174,7 +172,7 @@ fn boot_through_failover(t: Transport) {
     apply(&lab, leader, &service_toml(t));
     let (serving, _) = wait_one_serving_among(&lab, &[1, 2, 3], FAILOVER_TIMEOUT);
     assert_eq!(serving, leader, "the leader does not serve after apply");
-    let _ra = vm_tap(&lab, "vm0");
+    let ra = vm_tap(&lab, "vm0");
     lab.exec_ok(
         &lab.switch_ns(),
         "tc",
@@ -196,14 +194,22 @@ fn boot_through_failover(t: Transport) {
     )
     .expect("tc tbf on the VM's tap");
 
+    (lab, leader, ra)
+}
+
+fn boot_through_failover(t: Transport) {
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (lab, _, _ra) = boot_lab(t);
+
     phase(&format!("clean boot over {t:?}"));
     let vm = Vm::start(&lab, "clean", "vm0", VM_MAC, Firmware::BiosIpxeRom);
     let clean = vm.wait_marker();
     println!("=== clean boot over {t:?}: {:.2} s", clean.as_secs_f64());
 
     phase(&format!(
-        "boot again over {t:?}; SIGKILL the leader {:?} into the kernel",
-        t.kill_after()
+        "boot again over {t:?}; SIGKILL the leader {KILL_AFTER:?} into the kernel"
     ));
     // A loaded machine may have moved the leader since: kill the one serving.
     let (leader, _) = wait_one_serving_among(&lab, &[1, 2, 3], FAILOVER_TIMEOUT);
@@ -222,7 +228,7 @@ fn boot_through_failover(t: Transport) {
         vm.serial_text()
     );
     let kernel_at = vm.started.elapsed();
-    std::thread::sleep(t.kill_after());
+    std::thread::sleep(KILL_AFTER);
     lab.kill_node(leader, libc::SIGKILL)
         .expect("killing the leader");
     let killed_at = vm.started.elapsed();
@@ -244,48 +250,7 @@ fn boot_through_failover(t: Transport) {
     );
     println!("=== serial console of the killed boot:\n{log}");
 
-    phase("the kernel was cut and fetched again from the new leader");
-    let kernel_url = match t {
-        Transport::Http => format!("http://{}/vmlinuz", lab::VIP),
-        Transport::Tftp => t.file("vmlinuz"),
-    };
-    assert!(
-        log.matches(&kernel_url).count() >= 2,
-        "iPXE fetched {kernel_url} only once: the kill did not cut it:\n{log}"
-    );
-    match t {
-        Transport::Http => {
-            // The kernel again, and the initrd.
-            let ok = counter(&lab, new, "tandem_http_requests_total", &[("code", "200")]);
-            assert!(
-                ok >= 2.0,
-                "node {new} answered {ok} 200s, not the kernel and the initrd"
-            );
-        }
-        Transport::Tftp => {
-            let ok = counter(
-                &lab,
-                new,
-                "tandem_tftp_transfers_total",
-                &[("result", "ok")],
-            );
-            let errors = counter(
-                &lab,
-                new,
-                "tandem_tftp_transfers_total",
-                &[("result", "unknown_tid")],
-            );
-            println!("=== node {new}: {ok} TFTP transfers, {errors} ERROR 5 for the lost one");
-            assert!(
-                ok >= 2.0,
-                "node {new} sent {ok} files by TFTP, not the kernel and the initrd"
-            );
-            assert!(
-                errors >= 1.0,
-                "node {new} never answered the lost transfer's ACK with ERROR 5"
-            );
-        }
-    }
+    assert_refetched(&lab, new, t, &log);
     assert!(
         killed <= clean + MAX_EXTRA,
         "the boot with the leader killed took {killed:?}, more than {MAX_EXTRA:?} over the clean {clean:?}"
@@ -302,4 +267,46 @@ fn http_boot_survives_leader_killed_mid_kernel() {
 #[test]
 fn tftp_boot_survives_leader_killed_mid_kernel() {
     boot_through_failover(Transport::Tftp);
+}
+
+/// The killed boot fetched the kernel twice, and the new leader `new` served
+/// the kernel and the initrd (TFTP: after its ERROR 5 ended the lost transfer).
+fn assert_refetched(lab: &Lab, new: usize, t: Transport, log: &str) {
+    phase("the kernel was cut and fetched again from the new leader");
+    let kernel_url = match t {
+        Transport::Http => format!("http://{}/vmlinuz", lab::VIP),
+        Transport::Tftp => t.file("vmlinuz"),
+    };
+    assert!(
+        log.matches(&kernel_url).count() >= 2,
+        "iPXE fetched {kernel_url} only once: the kill did not cut it:\n{log}"
+    );
+    match t {
+        Transport::Http => {
+            // The kernel again, and the initrd.
+            let ok = counter(lab, new, "tandem_http_requests_total", &[("code", "200")]);
+            assert!(
+                ok >= 2.0,
+                "node {new} answered {ok} 200s, not the kernel and the initrd"
+            );
+        }
+        Transport::Tftp => {
+            let ok = counter(lab, new, "tandem_tftp_transfers_total", &[("result", "ok")]);
+            let errors = counter(
+                lab,
+                new,
+                "tandem_tftp_transfers_total",
+                &[("result", "unknown_tid")],
+            );
+            println!("=== node {new}: {ok} TFTP transfers, {errors} ERROR 5 for the lost one");
+            assert!(
+                ok >= 2.0,
+                "node {new} sent {ok} files by TFTP, not the kernel and the initrd"
+            );
+            assert!(
+                errors >= 1.0,
+                "node {new} never answered the lost transfer's ACK with ERROR 5"
+            );
+        }
+    }
 }

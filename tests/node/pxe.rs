@@ -18,7 +18,7 @@
 
 use std::time::Duration;
 
-use tandem_tests::clients::dhclient_with;
+use tandem_tests::clients::{dhclient_with, udhcpc_lease};
 use tandem_tests::metrics::counter;
 use tandem_tests::qemu::{build_initramfs, cloud_kernel, put_artifacts, vm_tap, Firmware, Vm};
 use tandem_tests::{apply, lab, phase, start_lab, wait_single_server, Lab};
@@ -148,5 +148,135 @@ fn dhclient_as_a_uefi_http_boot_client_gets_the_binary_url() {
         Some("HTTPClient"),
         "option 60 is echoed: {:?}",
         l.vars
+    );
+}
+
+/// The iPXE builds of the Debian `ipxe` package.
+const IPXE_EFI: &str = "/usr/lib/ipxe/ipxe.efi";
+const UNDIONLY: &str = "/usr/lib/ipxe/undionly.kpxe";
+
+/// The UEFI chain in real firmware: OVMF with no NIC ROM PXE-boots with its
+/// own client (arch 7, no user-class), gets `ipxe.efi` from the VIP by
+/// TFTP, and that iPXE (user-class iPXE now) chains the rendered script over
+/// HTTP and boots the kernel through its EFI stub.
+#[test]
+fn ovmf_pxe_chains_ipxe_efi_by_tftp_then_the_script_over_http() {
+    phase("lab up: one node serving; kernel, initramfs and ipxe.efi (Debian ipxe) as artifacts");
+    let lab = start_lab(1, 0);
+    wait_leader(&lab);
+    let kernel = cloud_kernel();
+    let initrd = build_initramfs(lab.root());
+    put_artifacts(
+        &lab,
+        1,
+        &[
+            ("vmlinuz", &kernel),
+            ("initrd.img", &initrd),
+            ("ipxe.efi", std::path::Path::new(IPXE_EFI)),
+        ],
+    );
+    apply(
+        &lab,
+        1,
+        &service_toml().replace("bios = \"undionly.kpxe\"", "uefi_x64 = \"ipxe.efi\""),
+    );
+    assert_eq!(wait_single_server(&lab, Duration::from_secs(20)), 1);
+    let tftp_before = counter(&lab, 1, "tandem_tftp_transfers_total", &[("result", "ok")]);
+    let http_before = counter(&lab, 1, "tandem_http_requests_total", &[("code", "200")]);
+
+    phase(
+        "VM: OVMF PXE (arch 7) -> ipxe.efi by TFTP -> /boot/MAC.ipxe -> kernel + initrd over HTTP",
+    );
+    let _ra = vm_tap(&lab, "vm0");
+    let vm = Vm::start(&lab, "uefi", "vm0", VM_MAC, Firmware::OvmfNoRom);
+    let took = vm.wait_marker();
+    println!(
+        "=== UEFI PXE boot (OVMF -> ipxe.efi -> script): {:.1} s from VM start to the marker",
+        took.as_secs_f64()
+    );
+    let log = vm.serial_text();
+    println!("=== serial console:\n{log}");
+
+    phase("ipxe.efi came by TFTP, the script, kernel and initrd by HTTP");
+    // OVMF's own PXE client prints what the DHCP reply named.
+    assert!(
+        log.contains("NBP filename is ipxe.efi"),
+        "OVMF's PXE client was not handed ipxe.efi:\n{log}"
+    );
+    let tftp = counter(&lab, 1, "tandem_tftp_transfers_total", &[("result", "ok")]);
+    assert!(
+        tftp > tftp_before,
+        "no TFTP transfer: OVMF did not fetch ipxe.efi ({tftp_before} -> {tftp})"
+    );
+    let script = format!("http://{}/boot/{VM_MAC}.ipxe", lab::VIP);
+    assert!(log.contains(&script), "iPXE did not fetch {script}:\n{log}");
+    let ok = counter(&lab, 1, "tandem_http_requests_total", &[("code", "200")]);
+    assert!(ok >= http_before + 3.0, "200s went {http_before} -> {ok}");
+}
+
+/// The BIOS row. The issue asks for a VM whose first stage is
+/// `undionly.kpxe` by TFTP, which needs a BIOS PXE ROM that is not iPXE.
+/// There is none here: QEMU's NIC ROMs (`ipxe-qemu`) are all iPXE, they send
+/// user-class iPXE and so get the script (handing them `undionly.kpxe` would
+/// chain-load iPXE forever), and Debian packages no other BIOS PXE ROM
+/// (`SeaBIOS` has no PXE client of its own; `pxelinux` and `ipxe` ship boot
+/// programs, not ROMs). So the row is driven by the closest real clients: udhcpc
+/// sends what a BIOS PXE ROM sends (vendor class
+/// `PXEClient:Arch:00000:UNDI:002001`, option 93 = 0, no user-class) and
+/// must get `undionly.kpxe` with the VIP as next server; then tftp-hpa
+/// fetches it from that next server, and the bytes are those put.
+#[test]
+fn a_bios_pxe_client_gets_undionly_by_tftp_from_the_next_server() {
+    phase("lab up: one node serving; undionly.kpxe (Debian ipxe) as an artifact");
+    let lab = start_lab(1, 1);
+    wait_leader(&lab);
+    put_artifacts(
+        &lab,
+        1,
+        &[("undionly.kpxe", std::path::Path::new(UNDIONLY))],
+    );
+    apply(&lab, 1, &service_toml());
+    assert_eq!(wait_single_server(&lab, Duration::from_secs(20)), 1);
+
+    phase("udhcpc as a BIOS PXE ROM: vendor class PXEClient arch 0, option 93 = 0");
+    let l = udhcpc_lease(
+        &lab,
+        1,
+        &["-V", "PXEClient:Arch:00000:UNDI:002001", "-x", "0x5d:0000"],
+        Duration::from_secs(30),
+    )
+    .expect("udhcpc lease");
+    assert_eq!(
+        l.lease.boot_file.as_deref(),
+        Some("undionly.kpxe"),
+        "{:?}",
+        l.vars
+    );
+    assert_eq!(l.lease.siaddr, Some(lab::VIP), "next server: {:?}", l.vars);
+
+    phase("tftp-hpa fetches the boot file from the next server, byte for byte");
+    // The lab's udhcpc script put the leased address on the client.
+    let dest = lab.root().join("undionly.fetched");
+    let next = lab::VIP.to_string();
+    let cmd = format!("get undionly.kpxe {}", dest.display());
+    lab.exec_ok(
+        &lab.client_ns(1),
+        "tftp",
+        &[
+            "-m",
+            "binary",
+            &next,
+            "-c",
+            "get",
+            "undionly.kpxe",
+            dest.to_str().expect("UTF-8"),
+        ],
+        Duration::from_secs(30),
+    )
+    .unwrap_or_else(|e| panic!("tftp {next} -c {cmd}: {e:#}"));
+    assert_eq!(
+        tandem_tests::lab::sha256_file(&dest).expect("sha256 of the fetched file"),
+        tandem_tests::lab::sha256_file(std::path::Path::new(UNDIONLY)).expect("sha256"),
+        "tftp-hpa got other bytes than were put"
     );
 }
