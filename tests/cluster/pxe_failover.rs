@@ -5,9 +5,13 @@
 //! clean, then again with the leader `SIGKILLed` while the VM fetches the
 //! kernel, and checks both print the marker, timing each from QEMU's start.
 //!
+//! The VM's link is throttled to [`VM_LINK_RATE`], so the kernel takes
+//! about 2 s by either protocol and the kill lands in the middle of it.
+//!
 //! What each client does when the leader dies, seen with tcpdump on the
-//! VM's tap (times from the SIGKILL), and what makes it retry at once
-//! instead of after its own timer:
+//! VM's tap (times from the SIGKILL, measured on an unthrottled link; the
+//! throttle only lets the dead node's queued bytes trickle in a little
+//! longer), and what makes it retry at once instead of after its own timer:
 //!
 //! - **The script** retries a failed `kernel` or `initrd` fetch, the first
 //!   time at once and then once a second, a bounded number of times
