@@ -18,6 +18,8 @@
 //!   taken, a leader whose disk fills up.
 //! - [`flood`]: a DHCP flood starves no real client and moves no leader.
 //! - [`artifacts`]: put, replication with Range resume, corruption, rm, RSS.
+//! - [`pxe_failover`]: QEMU PXE boots over HTTP and TFTP with the leader
+//!   `SIGKILLed` mid-kernel finish, and about as fast as a clean boot.
 //! - [`trust`]: no credentials, no change (API 401, Raft refused at the TLS
 //!   handshake); join tokens; a removed node's certificate is refused.
 
@@ -32,6 +34,7 @@ mod guard;
 mod handover;
 mod no_lost_leases;
 mod prometheus;
+mod pxe_failover;
 mod quorum;
 mod trust;
 

@@ -13,12 +13,14 @@
 //! - [`clients`]: udhcpc with raw lease variables, ISC dhclient one-shot.
 //! - [`cluster`]: forming a three-node cluster by join, agreeing views,
 //!   where the VIP sits, replicated lease tables.
+//! - [`qemu`]: PXE-booting QEMU VMs, the kernel and initramfs they load.
 //! - [`wire`]: tcpdump captures and the DHCP replies in them (scapy),
 //!   perfdhcp as a relay, broadcast DISCOVER probes.
 
 pub mod clients;
 pub mod cluster;
 pub mod metrics;
+pub mod qemu;
 pub mod wire;
 
 use std::path::PathBuf;

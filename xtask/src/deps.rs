@@ -42,6 +42,9 @@ const APT_PACKAGES: &[&str] = &[
     "ipxe-qemu",
     "ipxe",
     "linux-image-cloud-amd64",
+    // UEFI PXE boots without an iPXE ROM (tests/node/pxe.rs): OVMF's own
+    // PXE client loads ipxe.efi.
+    "ovmf",
     // Benchmarks only: nginx is the HTTP boot throughput baseline.
     "nginx-light",
     // Benchmarks only: the keepalived + dnsmasq failover baseline and CPU load.

@@ -524,7 +524,7 @@ impl Transitions {
         tasks.push((
             "tftp",
             tokio::spawn(async move {
-                tftp::serve_socket(tsock, tcfg, c)
+                tftp::serve_bound(tsock, tcfg, c)
                     .await
                     .map_err(|e| e.to_string())
             }),

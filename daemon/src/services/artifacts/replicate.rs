@@ -29,6 +29,11 @@ const LOG_TARGET: &str = "tandem::artifacts";
 /// How often a pass runs even if nothing changed (retries failed fetches
 /// and reports).
 const RETRY_EVERY: Duration = Duration::from_secs(2);
+/// A blob no name refers to is collected only once it is this old: a put
+/// moves its blob into the store before its index entry commits, and a pass
+/// in between (another artifact's entry, a holder report) would otherwise
+/// delete it under the put, leaving an entry whose bytes exist nowhere.
+const GC_GRACE: Duration = Duration::from_secs(5);
 
 /// A blob download as the transport starts it.
 pub struct BlobStream {
@@ -303,7 +308,7 @@ fn tidy(
         tracing::error!(target: LOG_TARGET, error = %e, "cannot tidy the served tree");
     }
     for sha in store.list().unwrap_or_default() {
-        if !wanted.contains_key(&sha) {
+        if !wanted.contains_key(&sha) && !younger_than(&store.blob_path(&sha), GC_GRACE) {
             match store.discard(&sha) {
                 Ok(()) => {
                     tracing::info!(target: LOG_TARGET, sha256 = %sha, "blob no name refers to deleted");
@@ -328,6 +333,15 @@ fn tidy(
         }
     }
     gone
+}
+
+/// Whether the file at `path` was last written less than `age` ago.
+fn younger_than(path: &std::path::Path, age: Duration) -> bool {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|a| a < age)
 }
 
 /// Downloads `sha` from `api` into its partial file, resuming from what is
@@ -481,5 +495,33 @@ mod tests {
             !store.partial_path(&sha).exists(),
             "bad bytes are not resumed from"
         );
+    }
+
+    /// A put's blob is in the store before its index entry commits: a pass
+    /// in between must leave it, and collect it once it is old and still
+    /// unnamed.
+    #[test]
+    fn unnamed_blobs_are_collected_only_after_the_grace() {
+        let d = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(&d.path().join("data"), &d.path().join("served")).unwrap();
+        let sha = "ab".repeat(32);
+        let p = store.partial_path(&sha);
+        std::fs::write(&p, b"just put").unwrap();
+        store.commit(&p, &sha).unwrap();
+        let none = BTreeMap::new();
+        let gone = tidy(&store, &BTreeMap::new(), &none, &BTreeSet::new());
+        assert!(gone.is_empty(), "a fresh blob was collected");
+        assert_eq!(store.list().unwrap(), vec![sha.clone()]);
+
+        let old = std::time::SystemTime::now() - GC_GRACE - Duration::from_secs(1);
+        std::fs::File::options()
+            .write(true)
+            .open(store.blob_path(&sha))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let gone = tidy(&store, &BTreeMap::new(), &none, &BTreeSet::new());
+        assert_eq!(gone, vec![sha]);
+        assert!(store.list().unwrap().is_empty());
     }
 }

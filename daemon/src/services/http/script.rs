@@ -8,12 +8,43 @@ use minijinja::{context, AutoEscape, Environment, UndefinedBehavior};
 
 use crate::model::{BootProfile, Mac};
 
+/// How many fetches of the kernel and the initrd one boot may lose before
+/// the script gives up (`exit 1`, so the firmware tries its next boot
+/// device).
+pub(super) const MAX_FETCH_FAILURES: u32 = 8;
+
+/// A fetch that fails is tried again (issue 7, point 5): when the leader
+/// dies mid-transfer, iPXE sees it fail at once (HTTP: the dead node's
+/// kernel sends what it had queued, then FIN, a short read; TFTP: the new
+/// leader answers the next ACK with ERROR 5). The first retry goes at once;
+/// later ones wait a second each, because until the new leader's gratuitous
+/// ARP reaches it, iPXE still sends to the dead node, whose kernel refuses
+/// the connection at once (the VIP is still on its `lo`), and a loop
+/// without a pause would spend every try in a few milliseconds.
 const TEMPLATE: &str = "\
 #!ipxe
 # tandem boot profile {{ profile }}{% if mac %} for {{ mac }}{% endif %}
-kernel {{ kernel }}{% if initrd %} initrd=initrd{% endif %}{% if cmdline %} {{ cmdline }}{% endif %}
-{% if initrd %}initrd --name initrd {{ initrd }}
+# A failed fetch is retried: the first time at once, then once a second,
+# {{ max_failures }} failures at most.
+set tries:int32 0
+:kernel
+kernel {{ kernel }}{% if initrd %} initrd=initrd{% endif %}{% if cmdline %} {{ cmdline }}{% endif %} && goto kernel_ok ||
+inc tries
+iseq ${tries} {{ max_failures }} && goto failed ||
+iseq ${tries} 1 || sleep 1
+goto kernel
+:kernel_ok
+{% if initrd %}:initrd
+initrd --name initrd {{ initrd }} && goto initrd_ok ||
+inc tries
+iseq ${tries} {{ max_failures }} && goto failed ||
+iseq ${tries} 1 || sleep 1
+goto initrd
+:initrd_ok
 {% endif %}boot
+:failed
+echo tandem: {{ max_failures }} fetches failed, giving up
+exit 1
 ";
 
 /// Where iPXE finds the script of the profile `name`.
@@ -66,6 +97,7 @@ impl Scripts {
             kernel => kernel,
             initrd => initrd,
             cmdline => p.cmdline,
+            max_failures => MAX_FETCH_FAILURES,
         }))
     }
 }

@@ -378,21 +378,41 @@ async fn scripts_by_profile_and_by_mac() {
         String::from_utf8(a.body).unwrap(),
         format!(
             "#!ipxe\n# tandem boot profile lan\n\
-             kernel {base}/vmlinuz initrd=initrd console=ttyS0 quiet\n\
-             initrd --name initrd {base}/initrd.img\nboot\n"
+             # A failed fetch is retried: the first time at once, then once a second,\n\
+             # 8 failures at most.\n\
+             set tries:int32 0\n\
+             :kernel\n\
+             kernel {base}/vmlinuz initrd=initrd console=ttyS0 quiet && goto kernel_ok ||\n\
+             inc tries\n\
+             iseq ${{tries}} 8 && goto failed ||\n\
+             iseq ${{tries}} 1 || sleep 1\n\
+             goto kernel\n\
+             :kernel_ok\n\
+             :initrd\n\
+             initrd --name initrd {base}/initrd.img && goto initrd_ok ||\n\
+             inc tries\n\
+             iseq ${{tries}} 8 && goto failed ||\n\
+             iseq ${{tries}} 1 || sleep 1\n\
+             goto initrd\n\
+             :initrd_ok\n\
+             boot\n\
+             :failed\n\
+             echo tandem: 8 fetches failed, giving up\n\
+             exit 1\n"
         )
     );
+    assert_eq!(super::script::MAX_FETCH_FAILURES, 8);
     // The reservation's profile, by iPXE's ${mac}; a URL stays a URL.
     let a = request(f.addr, "GET", &format!("/boot/{RESERVED}.ipxe"), &[]).await;
     assert_eq!(a.status, 200);
-    assert_eq!(
-        String::from_utf8(a.body).unwrap(),
-        format!(
-            "#!ipxe\n# tandem boot profile rescue for 52:54:00:ab:cd:01\n\
-             kernel {base}/vmlinuz-rescue initrd=initrd\n\
-             initrd --name initrd http://mirror.example/rescue.img\nboot\n"
-        )
-    );
+    let text = String::from_utf8(a.body).unwrap();
+    for line in [
+        "# tandem boot profile rescue for 52:54:00:ab:cd:01\n".to_owned(),
+        format!("\nkernel {base}/vmlinuz-rescue initrd=initrd && goto kernel_ok ||\n"),
+        "\ninitrd --name initrd http://mirror.example/rescue.img && goto initrd_ok ||\n".to_owned(),
+    ] {
+        assert!(text.contains(&line), "{line:?} missing from:\n{text}");
+    }
     // Another MAC: the profile of the subnet the client is in (127/8 here).
     let a = request(f.addr, "GET", "/boot/52:54:00:00:00:02.ipxe", &[]).await;
     assert_eq!(a.status, 200);

@@ -44,15 +44,25 @@ pub async fn serve(
     let sock = UdpSocket::bind(addr)
         .await
         .map_err(|source| TftpError::Bind { addr, source })?;
-    // Only on the real address: tests serving on loopback ports do not
-    // answer for the host's other UDP traffic.
-    let strays =
-        match addr {
-            SocketAddr::V4(v4) if !v4.ip().is_unspecified() => Some(tokio::spawn(
-                unknown_tid::serve(*v4.ip(), v4.port(), cancel.child_token()),
-            )),
-            _ => None,
-        };
+    serve_bound(sock, cfg, cancel).await
+}
+
+/// Serves on `sock`, already bound to the VIP's port (the leader binds it
+/// before it announces the VIP), and answers ACKs for transfers this node
+/// does not know on the VIP's other ports with ERROR 5 (`unknown_tid`).
+/// A socket bound to the unspecified address gets no such answerer: it
+/// would answer for the host's other UDP traffic.
+pub async fn serve_bound(
+    sock: UdpSocket,
+    cfg: TftpConfig,
+    cancel: CancellationToken,
+) -> Result<(), TftpError> {
+    let strays = match sock.local_addr() {
+        Ok(SocketAddr::V4(v4)) if !v4.ip().is_unspecified() => Some(tokio::spawn(
+            unknown_tid::serve(*v4.ip(), v4.port(), cancel.child_token()),
+        )),
+        _ => None,
+    };
     let served = serve_socket(sock, cfg, cancel).await;
     if let Some(t) = strays {
         t.abort();
@@ -61,7 +71,8 @@ pub async fn serve(
     served
 }
 
-/// Same, but with an already-bound socket (lets tests bind port 0).
+/// Same, with an already-bound socket and no ERROR 5 answerer (lets tests
+/// bind port 0 on loopback without answering the host's other traffic).
 pub async fn serve_socket(
     sock: UdpSocket,
     cfg: TftpConfig,
