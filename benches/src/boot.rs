@@ -69,6 +69,8 @@ const POOL_SIZE: usize = 16 * 256 - 2;
 pub const STORM_VERIFIED: usize = 2;
 /// How often the driver looks at its clients.
 const POLL: Duration = Duration::from_millis(10);
+/// How long the tandem cluster may take to serve again before a round.
+const AGREE: Duration = Duration::from_secs(30);
 /// Runs of one client program (DHCP or fetch) before the round fails.
 const MAX_ATTEMPTS: usize = 4;
 /// What tandem logs when a leader stops serving (`tandem::transition`).
@@ -143,9 +145,31 @@ struct Round {
     retries: usize,
     /// tandem: how often a node stepped down during the round.
     stepdowns: Option<usize>,
+    /// Why the round did not complete (the figures cover the clients that
+    /// finished), or why it was skipped.
+    failed: Option<String>,
+}
+
+/// Both storm rounds skipped or failed for the same reason.
+fn pair(why: String) -> (Round, Round) {
+    (Round::skipped(why.clone()), Round::skipped(why))
 }
 
 impl Round {
+    fn skipped(why: String) -> Round {
+        Round {
+            wall: Duration::ZERO,
+            per_client: Vec::new(),
+            dhcp: Vec::new(),
+            bytes: 0,
+            server_cpu: Duration::ZERO,
+            client_cpu: Duration::ZERO,
+            retries: 0,
+            stepdowns: None,
+            failed: Some(why),
+        }
+    }
+
     #[allow(clippy::cast_precision_loss, reason = "a few GiB at most")]
     fn mib_s(&self) -> f64 {
         self.bytes as f64 / f64::from(1u32 << 20) / self.wall.as_secs_f64()
@@ -166,6 +190,7 @@ impl Round {
             "client_cpu_s": json_num(Some(self.client_cpu.as_secs_f64()), 2),
             "server_cpu_ms_per_gib": json_num(Some(self.server_ms_per_gib()), 0),
             "retries": self.retries,
+            "failed": self.failed,
         });
         if let Some(n) = self.stepdowns {
             v["stepdowns"] = json!(n);
@@ -368,16 +393,49 @@ impl<'a> Ctx<'a> {
         let o = self.opts;
         let mut side = Side::default();
         if o.storm {
-            side.storm = Some(self.storm(target, name)?);
+            side.storm = Some(self.part(target, || self.storm(target, name), pair)?);
         }
         if o.http {
-            side.http = Some(self.http(target, name)?);
+            side.http = Some(self.part(target, || self.http(target, name), Round::skipped)?);
         }
         if o.window && tandem {
-            side.window = Some(self.window(target, name, true)?);
-            side.lockstep = Some(self.window(target, &format!("{name} (no window)"), false)?);
+            side.window =
+                Some(self.part(target, || self.window(target, name, true), Round::skipped)?);
+            side.lockstep = Some(self.part(
+                target,
+                || self.window(target, &format!("{name} (no window)"), false),
+                Round::skipped,
+            )?);
         }
         Ok(side)
+    }
+
+    /// Runs one part. For tandem it first waits (up to [`AGREE`]) for a
+    /// serving leader: one that never came back after a failed round would
+    /// only time out every later one. A part that cannot run or fails is
+    /// recorded (`fail(why)`) and the bench goes on; an interrupt ends it.
+    fn part<T>(
+        &self,
+        target: &Target,
+        f: impl FnOnce() -> Result<T>,
+        fail: impl Fn(String) -> T,
+    ) -> Result<T> {
+        if !target.logs.is_empty() {
+            if let Err(e) = cluster::wait_leader_serving(self.bench, &TANDEM_NODES, AGREE) {
+                let why = format!("skipped: no serving leader: {e:#}");
+                eprintln!("    {}", why.lines().next().unwrap_or_default());
+                return Ok(fail(why));
+            }
+        }
+        match f() {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                interrupt::check()?;
+                let why = format!("failed: {e:#}");
+                eprintln!("    {why}");
+                Ok(fail(why))
+            }
+        }
     }
 
     /// dnsmasq + nginx for the storm and HTTP parts, then tftpd-hpa for the
@@ -395,10 +453,12 @@ impl<'a> Ctx<'a> {
                 let p = bench.spawn(ns, "dnsmasq", &dnsmasq_args(&dir, &self.peer_root), &log)?;
                 bench.wait_udp_bound(ns, 69, &p, &log, Duration::from_secs(20))?;
                 dnsmasq = Some(p);
-                side.storm = Some(self.storm(target, "dnsmasq + nginx")?);
+                side.storm =
+                    Some(self.part(target, || self.storm(target, "dnsmasq + nginx"), pair)?);
             }
             if self.opts.http {
-                side.http = Some(self.http(target, "nginx")?);
+                side.http =
+                    Some(self.part(target, || self.http(target, "nginx"), Round::skipped)?);
             }
             if let Some(p) = dnsmasq {
                 p.kill_and_wait();
@@ -407,7 +467,11 @@ impl<'a> Ctx<'a> {
         }
         if self.opts.window {
             let hpa = start_tftpd_hpa(bench, PEER_NODE, &self.peer_root)?;
-            let r = self.window(target, "tftpd-hpa", true);
+            let r = self.part(
+                target,
+                || self.window(target, "tftpd-hpa", true),
+                Round::skipped,
+            );
             hpa.kill_and_wait();
             side.window = Some(r?);
         }
@@ -442,6 +506,12 @@ impl<'a> Ctx<'a> {
                     keep,
                 }
             };
+            if rounds.iter().any(|r: &Round| r.failed.is_some()) && !target.logs.is_empty() {
+                if let Err(e) = cluster::wait_leader_serving(self.bench, &TANDEM_NODES, AGREE) {
+                    rounds.push(Round::skipped(format!("skipped: no serving leader: {e:#}")));
+                    continue;
+                }
+            }
             self.warm_up(&plan, name, proto)?;
             let r = self.round(target, n, &plan)?;
             println!(
@@ -546,6 +616,9 @@ impl<'a> Ctx<'a> {
                 plan,
             )
             .with_context(|| format!("{name}: warm-up {proto} fetch"))?;
+        if let Some(why) = r.failed {
+            bail!("{name}: warm-up {proto} fetch: {why}");
+        }
         println!(
             "    {name}: warm-up {proto}: one client alone took {:.2} s",
             r.wall.as_secs_f64()
@@ -600,6 +673,7 @@ impl<'a> Ctx<'a> {
         let mut dhcp_done = vec![None; n];
         let mut done = vec![None; n];
         let mut retries = 0usize;
+        let mut failed: Option<String> = None;
         let mut attempts = vec![1usize; n];
         for (k, p) in plans.iter().enumerate() {
             began.push(Instant::now());
@@ -638,11 +712,17 @@ impl<'a> Ctx<'a> {
                 // A failed fetch is retried at once, as boot clients do; the
                 // retries are counted in the figures.
                 let what = if dhcp { "udhcpc" } else { plans[k].program };
-                ensure!(
-                    attempts[k] < MAX_ATTEMPTS,
-                    "client {j}: {what} failed {MAX_ATTEMPTS} times, last ({st}): {}",
-                    tail(&self.log(j), 5)
-                );
+                if attempts[k] >= MAX_ATTEMPTS {
+                    failed.get_or_insert_with(|| {
+                        format!(
+                            "client {j}: {what} failed {MAX_ATTEMPTS} times, last ({st}): {}",
+                            tail(&self.log(j), 2)
+                        )
+                    });
+                    *step = Step::Done;
+                    pending -= 1;
+                    continue;
+                }
                 attempts[k] += 1;
                 retries += 1;
                 if retries <= 3 {
@@ -663,10 +743,19 @@ impl<'a> Ctx<'a> {
             server.sample_every(SAMPLE);
             interrupt::check()?;
             if Instant::now() >= deadline {
-                bail!(
-                    "{pending} of {n} clients still running after {:?}",
-                    self.opts.timeout
-                );
+                failed.get_or_insert_with(|| {
+                    format!(
+                        "{pending} of {n} clients still running after {:?}",
+                        self.opts.timeout
+                    )
+                });
+                for step in &mut steps {
+                    if let Step::Dhcp(p) | Step::Fetch(p) = step {
+                        p.kill_and_wait();
+                    }
+                    *step = Step::Done;
+                }
+                break;
             }
             std::thread::sleep(POLL);
         }
@@ -682,12 +771,18 @@ impl<'a> Ctx<'a> {
                 .map(|(l, &from)| count_since(l, from, STEP_DOWN))
                 .sum()
         });
-        self.check(&plans)?;
+        let finished: Vec<bool> = done.iter().map(Option::is_some).collect();
+        self.check(&plans, &finished)?;
+        if let Some(why) = &failed {
+            eprintln!("    round failed: {why}");
+        }
+        let per_client: Vec<Duration> = done.into_iter().flatten().collect();
         Ok(Round {
             wall,
-            per_client: done.into_iter().map(|d| d.expect("all done")).collect(),
+            bytes: self.size * per_client.len() as u64,
+            per_client,
             dhcp: dhcp_done.into_iter().flatten().collect(),
-            bytes: self.size * n as u64,
+            failed,
             server_cpu,
             client_cpu,
             retries,
@@ -697,10 +792,10 @@ impl<'a> Ctx<'a> {
 
     /// Every kept download has the file's sha256 (one `sha256sum` for all)
     /// and is deleted; every other reported the file's size.
-    fn check(&self, plans: &[ClientPlan]) -> Result<()> {
+    fn check(&self, plans: &[ClientPlan], finished: &[bool]) -> Result<()> {
         for (k, p) in plans.iter().enumerate() {
             let j = k + 1;
-            if p.keep.is_none() {
+            if p.keep.is_none() && finished[k] {
                 let log = std::fs::read_to_string(self.log(j)).unwrap_or_default();
                 let got = log.lines().last().unwrap_or("").trim();
                 ensure!(
@@ -711,7 +806,12 @@ impl<'a> Ctx<'a> {
                 );
             }
         }
-        let kept: Vec<&PathBuf> = plans.iter().filter_map(|p| p.keep.as_ref()).collect();
+        let kept: Vec<&PathBuf> = plans
+            .iter()
+            .zip(finished)
+            .filter(|(_, &f)| f)
+            .filter_map(|(p, _)| p.keep.as_ref())
+            .collect();
         if kept.is_empty() {
             return Ok(());
         }
@@ -1015,6 +1115,9 @@ fn row(out: &mut String, name: &str, r: &Round) {
         r.stepdowns
             .map_or_else(|| "-".to_owned(), |n| n.to_string()),
     );
+    if let Some(why) = &r.failed {
+        let _ = writeln!(out, "  ^ {}", why.lines().next().unwrap_or_default());
+    }
 }
 
 fn header(out: &mut String) {
