@@ -627,6 +627,10 @@ impl<'a> Ctx<'a> {
     }
 
     /// Runs clients 1..=n at once, each per `plan`, and checks every result.
+    #[allow(
+        clippy::too_many_lines,
+        reason = "one client state machine with its timing and CPU accounting"
+    )]
     fn round(
         &self,
         target: &Target,
@@ -1079,7 +1083,9 @@ fn clock_tick() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if t > 0 {
-        t as f64
+        #[allow(clippy::cast_precision_loss, reason = "ticks per second, about 100")]
+        let t = t as f64;
+        t
     } else {
         100.0
     }
