@@ -72,8 +72,8 @@ pub fn describe(bench: &Bench, nodes: &[usize]) -> String {
 }
 
 /// Starts tandem on every one of `nodes` with an empty data dir, joins the
-/// others to the first, waits for one serving leader among all of them and
-/// applies `service_toml`. Returns the leader.
+/// others to the first, waits until all of them agree on a leader, applies
+/// `service_toml` and waits until the leader serves. Returns the leader.
 pub fn form(bench: &Bench, nodes: &[usize], service_toml: &str) -> Result<usize> {
     let (&first, rest) = nodes.split_first().context("a cluster needs a node")?;
     for &i in nodes {
@@ -97,7 +97,11 @@ pub fn form(bench: &Bench, nodes: &[usize], service_toml: &str) -> Result<usize>
             describe_output(&out)
         );
     }
-    let leader = wait_leader_serving(bench, nodes, AGREE_TIMEOUT)?;
+    // Nothing serves before a service config exists: agree first, apply, then serve.
+    wait_for(AGREE_TIMEOUT, "the nodes to agree on one leader", || {
+        Ok(agreed_leader(bench, nodes).is_some())
+    })
+    .map_err(|e| e.context(describe(bench, nodes)))?;
     let service = bench.lab.node_dir(first).join("service.toml");
     std::fs::write(&service, service_toml)
         .with_context(|| format!("writing {}", service.display()))?;
@@ -109,15 +113,15 @@ pub fn form(bench: &Bench, nodes: &[usize], service_toml: &str) -> Result<usize>
         "tandem apply on node {first}: {}",
         describe_output(&out)
     );
-    Ok(leader)
+    wait_leader_serving(bench, nodes, AGREE_TIMEOUT)
 }
 
-/// Waits until node `i`, just started, serves (as a cluster of one).
+/// Waits until node `i`, just started, leads (as a cluster of one).
 fn wait_serving_alone(bench: &Bench, i: usize) -> Result<()> {
     let log = bench.lab.node_log_path(i);
     wait_for(
         START_TIMEOUT,
-        &format!("node {i} to serve as a cluster of one"),
+        &format!("node {i} to lead a cluster of one"),
         || {
             if let Some(p) = bench.lab.node_process(i) {
                 if let Some(st) = p.try_status() {
@@ -128,8 +132,10 @@ fn wait_serving_alone(bench: &Bench, i: usize) -> Result<()> {
                     );
                 }
             }
-            // The API is not up for the first moments: not an error yet.
-            Ok(status(bench, i).is_ok_and(|v| v["serving"].as_bool() == Some(true)))
+            // The API is not up for the first moments: not an error yet. A
+            // fresh node leads its cluster of one but serves only once a
+            // service config is applied.
+            Ok(status(bench, i).is_ok_and(|v| v["role"].as_str() == Some("leader")))
         },
     )
 }

@@ -34,8 +34,9 @@
 //! - [`probe`]: a DHCP probe that timestamps every reply (failover,
 //!   stability); [`capture`]: tcpdump on the client's switch port and a
 //!   pcap reader (who answered each transaction).
-//! - [`dhcp`], [`tftp`], [`failover`], [`stability`]: the benches.
+//! - [`dhcp`], [`tftp`], [`failover`], [`stability`], [`boot`]: the benches.
 
+pub mod boot;
 pub mod capture;
 pub mod cluster;
 pub mod dhcp;

@@ -1,4 +1,4 @@
-//! `tandem-bench dhcp|tftp|failover|stability`: see the library's
+//! `tandem-bench dhcp|tftp|failover|stability|boot`: see the library's
 //! `//! # Layout` for what each bench measures. The output ends with the
 //! figures as JSON, one object per line (failover: one per fault).
 
@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use tandem_bench::boot::BootOptions;
 use tandem_bench::dhcp::{DhcpOptions, Load};
 use tandem_bench::failover::FailoverOptions;
 use tandem_bench::servers::{DhcpServer, Placement};
@@ -79,6 +80,25 @@ enum BenchCmd {
         /// CPU-burning workers per node namespace.
         #[arg(long, default_value_t = 2)]
         workers: usize,
+    },
+    /// Booting a fleet: a DHCP + TFTP/HTTP storm, TFTP windowsize and HTTP
+    /// throughput with server CPU per GiB: tandem 3-node vs dnsmasq + nginx
+    /// and tftpd-hpa.
+    Boot {
+        /// Clients of the storm (each DHCP, then one fetch).
+        #[arg(long, default_value_t = 200)]
+        storm_clients: usize,
+        /// Clients of the windowsize and HTTP parts.
+        #[arg(long, default_value_t = 50)]
+        clients: usize,
+        #[arg(long, default_value_t = 32)]
+        size_mib: usize,
+        /// The `windowsize` the TFTP clients ask for (tandem answers at most 64).
+        #[arg(long, default_value_t = 16)]
+        windowsize: u16,
+        /// Parts to run, comma-separated: storm, window, http.
+        #[arg(long, value_delimiter = ',', default_value = "storm,window,http")]
+        parts: Vec<String>,
     },
 }
 
@@ -160,6 +180,31 @@ fn run(cli: Cli) -> Result<Vec<serde_json::Value>> {
                 workers_per_node: workers,
             };
             tandem_bench::stability::run(&opts).map(|j| vec![j])
+        }
+        BenchCmd::Boot {
+            storm_clients,
+            clients,
+            size_mib,
+            windowsize,
+            parts,
+        } => {
+            for p in &parts {
+                anyhow::ensure!(
+                    ["storm", "window", "http"].contains(&p.as_str()),
+                    "unknown part {p:?}: storm, window or http"
+                );
+            }
+            let has = |p: &str| parts.iter().any(|x| x == p);
+            tandem_bench::boot::run(&BootOptions {
+                storm_clients,
+                clients,
+                size_mib,
+                windowsize,
+                storm: has("storm"),
+                window: has("window"),
+                http: has("http"),
+                ..BootOptions::default()
+            })
         }
     }
 }

@@ -321,7 +321,7 @@ fn verify(dir: &Path, n: usize, want: &str) -> Result<()> {
 
 /// `len` bytes from xorshift64*: incompressible and reproducible, so a
 /// dropped or repeated block cannot match by accident.
-fn pseudo_random(len: usize) -> Vec<u8> {
+pub(crate) fn pseudo_random(len: usize) -> Vec<u8> {
     let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut out = Vec::with_capacity(len + 8);
     while out.len() < len {

@@ -49,7 +49,7 @@ enum Cmd {
     /// (perfdhcp vs kea-dhcp4, dnsmasq), `tftp` (50 clients vs tftpd-hpa),
     /// `failover [--trials N]` (vs keepalived + dnsmasq), `stability [--minutes M]`.
     Bench {
-        /// `dhcp`, `tftp`, `failover` or `stability`, then any flags of `tandem-bench`.
+        /// `dhcp`, `tftp`, `failover`, `stability` or `boot`, then any flags of `tandem-bench`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         args: Vec<String>,
     },
