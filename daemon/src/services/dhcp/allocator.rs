@@ -477,13 +477,11 @@ impl Allocator {
     /// Takes a token for one L2-broadcast reply at `now_ns` from the
     /// [`BROADCAST_REPLIES`] bucket; false means "shed it".
     pub fn admit_broadcast(&mut self, now_ns: u64) -> bool {
-        match &mut self.broadcasts {
-            Some(b) => b.take(now_ns, BROADCAST_REPLIES),
-            None => {
-                self.broadcasts = Some(Bucket::first(now_ns, BROADCAST_REPLIES));
-                true
-            }
+        if let Some(b) = &mut self.broadcasts {
+            return b.take(now_ns, BROADCAST_REPLIES);
         }
+        self.broadcasts = Some(Bucket::first(now_ns, BROADCAST_REPLIES));
+        true
     }
 
     /// A free address from `pool`'s subnet for `mac`, or `None` when the

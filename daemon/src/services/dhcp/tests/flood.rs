@@ -75,9 +75,8 @@ fn a_request_after_an_unheld_offer_is_granted_under_pressure() {
 /// the server is still answering the retransmission. Under pressure, both
 /// OFFERs must name the same address and the REQUEST for the first must be
 /// granted. Before, the second OFFER picked a new address and replaced the
-/// first in the unheld record, so the REQUEST looked unsolicited: NAKed
-/// under pressure, or shed by the global bucket that the flood had emptied,
-/// and the client never got an answer (the flood test's flake).
+/// first in the unheld record, so the REQUEST looked unsolicited: refused
+/// with a NAK under pressure, and the client had to start again.
 #[test]
 fn a_retransmitted_discover_under_pressure_gets_the_same_unheld_offer() {
     let mut s = Server::new();
@@ -106,9 +105,9 @@ fn a_retransmitted_discover_under_pressure_gets_the_same_unheld_offer() {
 /// A flood that asks for broadcast replies is not reflected onto the LAN:
 /// the OFFERs and NAKs that go out at once to L2 broadcast stop at the
 /// bucket's burst, then pass at its rate; the rest are shed. A real client
-/// without the flag mid-flood still gets its OFFER and its ACK (the flood
-/// test's flake: 4,400 broadcasts/s filled udhcpc's packet socket, which
-/// then dropped its own ACK).
+/// without the flag mid-flood still gets its OFFER and its ACK. (In the
+/// flood test the leader sent 4,400 broadcasts/s, 40 % of what a real
+/// udhcpc's packet socket had to read there, and it dropped its own ACKs.)
 #[test]
 fn broadcast_replies_to_a_flood_are_bounded() {
     let mut s = Server::new();
