@@ -47,6 +47,10 @@ fn health(lab: &Lab, i: usize) -> (u16, Value) {
 }
 
 #[test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one story: two of three, then one of three"
+)]
 fn survivors_and_quorum_loss() {
     let (lab, leader) = serving_cluster(2);
     let followers = others(&[leader]);
