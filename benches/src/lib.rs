@@ -34,7 +34,8 @@
 //! - [`probe`]: a DHCP probe that timestamps every reply (failover,
 //!   stability); [`capture`]: tcpdump on the client's switch port and a
 //!   pcap reader (who answered each transaction).
-//! - [`dhcp`], [`tftp`], [`failover`], [`stability`], [`boot`]: the benches.
+//! - [`dhcp`], [`tftp`], [`failover`], [`stability`], [`boot`], [`overload`]:
+//!   the benches.
 
 pub mod boot;
 pub mod capture;
@@ -44,6 +45,7 @@ pub mod failover;
 pub mod interrupt;
 pub mod keepalived;
 pub mod nsenter;
+pub mod overload;
 pub mod perfdhcp;
 pub mod probe;
 pub mod search;

@@ -1,4 +1,4 @@
-//! `tandem-bench dhcp|tftp|failover|stability|boot`: see the library's
+//! `tandem-bench dhcp|tftp|failover|stability|boot|overload`: see the library's
 //! `//! # Layout` for what each bench measures. The output ends with the
 //! figures as JSON, one object per line (failover: one per fault).
 
@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use tandem_bench::boot::BootOptions;
 use tandem_bench::dhcp::{DhcpOptions, Load};
 use tandem_bench::failover::FailoverOptions;
+use tandem_bench::overload::OverloadOptions;
 use tandem_bench::servers::{DhcpServer, Placement};
 use tandem_bench::stability::StabilityOptions;
 use tandem_bench::tftp::TftpOptions;
@@ -99,6 +100,16 @@ enum BenchCmd {
         /// Parts to run, comma-separated: storm, window, http.
         #[arg(long, value_delimiter = ',', default_value = "storm,window,http")]
         parts: Vec<String>,
+    },
+    /// Raft heartbeats of a 3-node cluster while perfdhcp offers far more
+    /// DHCP than the leader commits: follower ack ages, leader changes.
+    Overload {
+        /// Exchanges/s perfdhcp offers (relayed).
+        #[arg(long, default_value_t = 20_000)]
+        rate: u32,
+        /// Length of the flood, in seconds.
+        #[arg(long, default_value_t = 30)]
+        secs: u64,
     },
 }
 
@@ -205,6 +216,17 @@ fn run(cli: Cli) -> Result<Vec<serde_json::Value>> {
                 http: has("http"),
                 ..BootOptions::default()
             })
+        }
+        BenchCmd::Overload { rate, secs } => {
+            anyhow::ensure!(
+                (1..=600).contains(&secs) && (1..=100_000).contains(&rate),
+                "--secs must be in 1..=600 and --rate in 1..=100000"
+            );
+            tandem_bench::overload::run(&OverloadOptions {
+                rate,
+                duration: Duration::from_secs(secs),
+            })
+            .map(|j| vec![j])
         }
     }
 }

@@ -19,10 +19,11 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use tandem_tests::clients::udhcpc_lease;
+use tandem_tests::clients::udhcpc;
 use tandem_tests::cluster::agreed_leader;
 use tandem_tests::metrics::counter;
-use tandem_tests::{lab, phase, wait_until, Lab, LabProcess};
+use tandem_tests::metrics::{scrape, sum};
+use tandem_tests::{describe_output, lab, phase, wait_until, DhcpLease, Lab, LabProcess};
 
 use super::{in_pool, serving_cluster, POOL};
 
@@ -139,15 +140,26 @@ fn a_dhcp_flood_starves_no_client_and_moves_no_leader() {
             "mid-flood, round {round}: client 2 (udhcpc) gets a lease within 3 s"
         ));
         let t = Instant::now();
-        let got = udhcpc_lease(&lab, 2, &["-T", "1"], Duration::from_secs(20))
-            .unwrap_or_else(|e| panic!("client 2 got no lease during the flood: {e:#}"));
+        let out = udhcpc(&lab, 2, &["-t", "5", "-T", "1"], Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("running udhcpc in client 2: {e:#}"));
         let took = t.elapsed();
-        println!("client 2: {} in {took:?}", got.lease.ip);
-        assert!(in_pool(got.lease.ip), "{:?}", got.lease);
-        assert!(
-            took <= LEASE_WITHIN,
-            "client 2 waited {took:?} for its lease"
-        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stage = Stage::of(&stderr);
+        let lease = out
+            .status
+            .success()
+            .then(|| DhcpLease::parse(&String::from_utf8_lossy(&out.stdout)).ok())
+            .flatten();
+        let Some(lease) = lease.filter(|_| took <= LEASE_WITHIN) else {
+            panic!(
+                "client 2 got no lease within {LEASE_WITHIN:?} mid-flood (took {took:?}): {stage}\n\
+                 leader {leader}: {}\n{}",
+                leader_dhcp_story(&lab, leader),
+                describe_output(&out)
+            );
+        };
+        println!("client 2: {} in {took:?} ({stage})", lease.ip);
+        assert!(in_pool(lease.ip), "{lease:?}");
 
         phase(&format!(
             "mid-flood, round {round}: client 3 renews its lease (SIGUSR1)"
@@ -209,12 +221,121 @@ fn a_dhcp_flood_starves_no_client_and_moves_no_leader() {
     // XDP counters are exported once a second.
     let limited = wait_counter(|| xdp("ratelimited") - limited_before, own_sent * 0.5);
     println!(
-        "XDP ratelimited {limited} of {own_sent} frames from client 1's own MAC; passed {}; shed {} (queue) {} (unsolicited)",
+        "XDP ratelimited {limited} of {own_sent} frames from client 1's own MAC; passed {}; leader: {}",
         xdp("pass"),
-        counter(&lab, leader, "tandem_dhcp_shed_total", &[("reason", "queue_full")]),
-        counter(&lab, leader, "tandem_dhcp_shed_total", &[("reason", "unsolicited_request")]),
+        leader_dhcp_story(&lab, leader),
     );
     renewer.kill_and_wait();
+}
+
+/// Where a udhcpc run got to, from its own log lines (`broadcasting
+/// discover`, `broadcasting select for IP`, `received DHCP NAK`, `lease of
+/// IP obtained`):
+/// a failure names the stage the client was stuck in.
+#[derive(Debug, Default)]
+struct Stage {
+    discovers: usize,
+    /// One per OFFER the client took (udhcpc selects the first OFFER for its xid).
+    selects: usize,
+    naks: usize,
+    bound: bool,
+}
+
+impl Stage {
+    fn of(log: &str) -> Stage {
+        let count = |what: &str| log.lines().filter(|l| l.contains(what)).count();
+        Stage {
+            discovers: count("discover"),
+            selects: count("select for"),
+            naks: count("NAK"),
+            bound: count("obtained") > 0,
+        }
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Stage {
+            discovers,
+            selects,
+            naks,
+            bound,
+        } = self;
+        let at = if *bound {
+            "bound"
+        } else if *selects == 0 {
+            "stuck in SELECTING: no OFFER answered its DISCOVERs"
+        } else if *naks > 0 {
+            "NAKed in REQUESTING"
+        } else {
+            "stuck in REQUESTING: an OFFER came, its REQUESTs got neither ACK nor NAK"
+        };
+        write!(
+            f,
+            "{at} ({discovers} DISCOVERs, {selects} REQUESTs, {naks} NAKs)"
+        )
+    }
+}
+
+/// What the leader's DHCP side and its kernel say about the flood: sheds per
+/// reason, packets in by type, UDP receive-queue overflows in its namespace.
+fn leader_dhcp_story(lab: &Lab, leader: usize) -> String {
+    let text = scrape(lab, leader).unwrap_or_default();
+    let get = |name: &str, labels: &[(&str, &str)]| sum(&text, name, labels).unwrap_or(0.0);
+    let snmp = lab
+        .exec_in(
+            &lab.node_ns(leader),
+            "cat",
+            &["/proc/net/snmp"],
+            Duration::from_secs(5),
+        )
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let udp: Vec<&str> = snmp.lines().filter(|l| l.starts_with("Udp:")).collect();
+    let link = |ns: &str| {
+        lab.exec_in(
+            ns,
+            "ip",
+            &["-s", "link", "show", lab::INTERFACE],
+            Duration::from_secs(5),
+        )
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+    };
+    let mac2 = lab.client_mac(2);
+    let c2: Vec<String> = tandem_tests::cluster::leases(lab, leader)
+        .iter()
+        .filter(|(_, l)| tandem_tests::cluster::lease_mac(l) == mac2)
+        .map(|(ip, _)| ip.to_string())
+        .collect();
+    format!(
+        "client 2's leases on the leader: {c2:?}\nleader link: {}\nclient 2 link: {}\n{}",
+        link(&lab.node_ns(leader)),
+        link(&lab.client_ns(2)),
+        format_counts(get, &udp),
+    )
+}
+
+fn format_counts(get: impl Fn(&str, &[(&str, &str)]) -> f64, udp: &[&str]) -> String {
+    format!(
+        "shed queue_full={} unsolicited_request={} broadcast={}; in discover={} request={}; out offer={} ack={} nak={}; xdp pass={} ratelimited={}; {}",
+        get("tandem_dhcp_shed_total", &[("reason", "queue_full")]),
+        get("tandem_dhcp_shed_total", &[("reason", "unsolicited_request")]),
+        get("tandem_dhcp_shed_total", &[("reason", "broadcast")]),
+        get("tandem_dhcp_packets_total", &[("type", "discover"), ("direction", "in")]),
+        get("tandem_dhcp_packets_total", &[("type", "request"), ("direction", "in")]),
+        get("tandem_dhcp_packets_total", &[("type", "offer"), ("direction", "out")]),
+        get("tandem_dhcp_packets_total", &[("type", "ack"), ("direction", "out")]),
+        get("tandem_dhcp_packets_total", &[("type", "nak"), ("direction", "out")]),
+        get("tandem_xdp_packets_total", &[("proto", "dhcp"), ("verdict", "pass")]),
+        get("tandem_xdp_packets_total", &[("proto", "dhcp"), ("verdict", "ratelimited")]),
+        udp.join(" / "),
+    )
 }
 
 /// Polls `value` for up to 3 s until it reaches `want`; returns the last value.

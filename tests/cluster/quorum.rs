@@ -1,27 +1,74 @@
 //! Quorum: two of three nodes still serve; a node left alone fences itself
 //! (no service, no VIP), and a write against it fails with exit code 3,
-//! "no quorum or no leader reachable" (DESIGN.md section 4).
+//! "no quorum or no leader reachable" (DESIGN.md section 4). `GET
+//! /v1/health`, open without a token, answers 200 while the node has its
+//! quorum and 503 once it is alone.
 
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
 use tandem_tests::clients::{udhcpc, udhcpc_lease};
 use tandem_tests::cluster::{
     describe_statuses, reports_serving, vip_count, vip_holders, wait_agreed_leader, wait_leases_on,
     AGREE_TIMEOUT,
 };
 use tandem_tests::metrics::{scrape, sum};
-use tandem_tests::{describe_output, lab, phase, status, wait_until, SERVICE_TOML};
+use tandem_tests::{describe_output, lab, phase, status, wait_until, Lab, SERVICE_TOML};
 
 use super::{in_pool, others, serving_cluster, DHCP_TIMEOUT, REPLICATION_TIMEOUT};
 
 /// How long a leader that lost its quorum may keep serving (lease 50 ms).
 const FENCE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// `GET /v1/health` on node `i` with no token, from its own namespace and
+/// verified against its CA: the status code and the JSON body.
+fn health(lab: &Lab, i: usize) -> (u16, Value) {
+    let url = format!("{}/v1/health", lab.node_api(i));
+    let ca = lab.node_ca_path(i);
+    let args = [
+        "-sS",
+        "--cacert",
+        ca.to_str().expect("UTF-8"),
+        "-o",
+        "-",
+        "-w",
+        "\n%{http_code}",
+        &url,
+    ];
+    let out = lab
+        .exec_ok(&lab.node_ns(i), "curl", &args, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("curl {url}: {e:#}"));
+    let (body, code) = out.trim_end().rsplit_once('\n').unwrap_or(("", out.trim()));
+    let body = serde_json::from_str(body).unwrap_or_else(|e| panic!("{url}: {e}: {out}"));
+    (
+        code.parse().unwrap_or_else(|_| panic!("{url}: {out}")),
+        body,
+    )
+}
+
 #[test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one story: two of three, then one of three"
+)]
 fn survivors_and_quorum_loss() {
     let (lab, leader) = serving_cluster(2);
     let followers = others(&[leader]);
     let (f1, f2) = (followers[0], followers[1]);
+
+    phase("GET /v1/health, no token: 200 on the leader and on a follower");
+    let (code, h) = health(&lab, leader);
+    assert_eq!(code, 200, "{h}");
+    assert_eq!(h["node_id"].as_u64(), Some(leader as u64), "{h}");
+    assert_eq!(h["role"], "leader", "{h}");
+    assert_eq!(h["serving"], true, "{h}");
+    assert_eq!(h["quorum"], true, "{h}");
+    let (code, h) = health(&lab, f2);
+    assert_eq!(
+        (code, &h["role"], &h["quorum"]),
+        (200, &"follower".into(), &true.into()),
+        "{h}"
+    );
 
     phase(&format!("SIGKILL follower {f1}: two of three remain"));
     lab.kill_node(f1, libc::SIGKILL)
@@ -104,6 +151,13 @@ fn survivors_and_quorum_loss() {
         vip_holders(&lab).is_empty(),
         "nobody may hold the VIP: {:?}",
         vip_holders(&lab)
+    );
+    let (code, h) = health(&lab, leader);
+    println!("the lone node's health: {code} {h}");
+    assert_eq!((code, &h["quorum"]), (503, &false.into()), "{h}");
+    assert!(
+        h["problems"].as_array().is_some_and(|p| !p.is_empty()),
+        "{h}"
     );
 
     phase("a client gets no lease from the lone node");

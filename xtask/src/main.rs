@@ -47,9 +47,10 @@ enum Cmd {
     Demo,
     /// Benchmarks side by side with the peers (not run in CI): `dhcp [--nodes 3]`
     /// (perfdhcp vs kea-dhcp4, dnsmasq), `tftp` (50 clients vs tftpd-hpa),
-    /// `failover [--trials N]` (vs keepalived + dnsmasq), `stability [--minutes M]`.
+    /// `failover [--trials N]` (vs keepalived + dnsmasq), `stability [--minutes M]`,
+    /// `overload [--rate R]` (Raft heartbeats under a DHCP flood).
     Bench {
-        /// `dhcp`, `tftp`, `failover`, `stability` or `boot`, then any flags of `tandem-bench`.
+        /// `dhcp`, `tftp`, `failover`, `stability`, `boot` or `overload`, then any flags of `tandem-bench`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         args: Vec<String>,
     },

@@ -37,6 +37,24 @@ pub struct StatusDto {
     pub warnings: Vec<String>,
 }
 
+/// `GET /v1/health` (open by default, `api.open`): the same body with 200
+/// when the node is healthy and 503 when it is not, for a load balancer or
+/// a supervisor.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthDto {
+    pub node_id: u64,
+    /// As in [`StatusDto::role`].
+    pub role: String,
+    /// Whether the responders run on this node (only the leader serves, so
+    /// a healthy follower says false).
+    pub serving: bool,
+    /// A leader: a quorum acked a heartbeat within the leader lease (or it
+    /// is the only voter). A follower or learner: it knows a leader.
+    pub quorum: bool,
+    /// Why the node is not healthy; empty with 200.
+    pub problems: Vec<String>,
+}
+
 /// An error body: every non-2xx answer carries one.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ErrorDto {

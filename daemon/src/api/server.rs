@@ -15,11 +15,13 @@ use tokio_util::sync::CancellationToken;
 use super::auth::Auth;
 use super::client::Access;
 use super::dto::{
-    ApplyDto, CaDto, EnrollDto, EnrolledDto, ErrorDto, HandoverDto, JoinDto, MemberAddDto,
-    MemberDto, OkDto, StatusDto, TokenDto, TokenRequestDto,
+    ApplyDto, CaDto, EnrollDto, EnrolledDto, ErrorDto, HandoverDto, HealthDto, JoinDto,
+    MemberAddDto, MemberDto, OkDto, StatusDto, TokenDto, TokenRequestDto,
 };
 use super::reply::error as err;
-use crate::consensus::{Cluster, ClusterHandle, MembershipError, NodeInfo, ProposeError};
+use crate::consensus::{
+    Cluster, ClusterHandle, MembershipError, NodeInfo, ProposeError, RaftFatal, Role,
+};
 use crate::metrics;
 use crate::model::{Command, CommandResponse, Lease, ServiceConfig};
 use crate::trust::{ca, token, JoinToken, Material};
@@ -39,6 +41,9 @@ pub struct ServiceStatus {
     pub serving: bool,
     pub vip_held: bool,
     pub warnings: Vec<String>,
+    /// A responder that failed, while the node holds back from serving
+    /// because of it (cleared once it serves again): unhealthy.
+    pub responder_failed: Option<String>,
 }
 
 #[derive(Clone)]
@@ -174,6 +179,57 @@ impl Api {
 
 async fn status(AxState(api): AxState<Api>) -> Json<StatusDto> {
     Json(api.status())
+}
+
+/// `GET /v1/health`: 200 or 503, the same [`HealthDto`] either way.
+async fn health(AxState(api): AxState<Api>) -> Response {
+    let c = &api.cluster;
+    let st = c.status();
+    let quorum = match st.role {
+        Role::Leader => c.holds_lease(),
+        Role::Follower | Role::Learner => st.leader.is_some(),
+        Role::Candidate | Role::Shutdown => false,
+    };
+    let h = judge_health(st.id, st.role, quorum, c.fatal(), &api.service.borrow());
+    let code = if h.problems.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(h)).into_response()
+}
+
+/// The health verdict: unhealthy (problems listed) without quorum, after a
+/// storage error or a panic stopped Raft, or while a failed responder keeps
+/// the node out of service. Not serving is no problem in itself: only the
+/// leader serves, and a fresh node serves nothing until a config is applied.
+fn judge_health(
+    node_id: u64,
+    role: Role,
+    quorum: bool,
+    fatal: Option<RaftFatal>,
+    svc: &ServiceStatus,
+) -> HealthDto {
+    let mut problems = Vec::new();
+    match fatal {
+        Some(RaftFatal::Storage(m)) => problems.push(format!("storage error: {m}")),
+        Some(RaftFatal::Panicked) => problems.push("Raft's core task panicked".into()),
+        None => {}
+    }
+    if !quorum {
+        problems.push(match role {
+            Role::Leader => "leader without quorum contact (fenced)".into(),
+            _ => format!("no leader known (role {})", role.as_str()),
+        });
+    }
+    problems.extend(svc.responder_failed.clone());
+    HealthDto {
+        node_id,
+        role: role.as_str().into(),
+        serving: svc.serving,
+        quorum,
+        problems,
+    }
 }
 
 async fn leases(AxState(api): AxState<Api>) -> Json<Vec<Lease>> {
@@ -510,6 +566,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let artifacts = super::artifacts::routes(api.cluster.clone(), api.artifacts.clone());
     let app = Router::new()
+        .route("/v1/health", get(health))
         .route("/v1/status", get(status))
         .route("/v1/leases", get(leases))
         .route("/v1/config", get(get_config).put(put_config))
@@ -567,4 +624,58 @@ pub async fn serve(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serving() -> ServiceStatus {
+        ServiceStatus {
+            serving: true,
+            vip_held: true,
+            ..ServiceStatus::default()
+        }
+    }
+
+    #[test]
+    fn a_leader_with_quorum_and_a_follower_that_knows_it_are_healthy() {
+        let h = judge_health(1, Role::Leader, true, None, &serving());
+        assert_eq!(
+            h,
+            HealthDto {
+                node_id: 1,
+                role: "leader".into(),
+                serving: true,
+                quorum: true,
+                problems: vec![],
+            }
+        );
+        let f = judge_health(2, Role::Follower, true, None, &ServiceStatus::default());
+        assert!(f.problems.is_empty() && !f.serving, "{f:?}");
+    }
+
+    #[test]
+    fn no_quorum_storage_errors_and_failed_responders_are_unhealthy() {
+        let fenced = judge_health(1, Role::Leader, false, None, &ServiceStatus::default());
+        assert_eq!(fenced.problems, ["leader without quorum contact (fenced)"]);
+        let lost = judge_health(3, Role::Candidate, false, None, &ServiceStatus::default());
+        assert_eq!(lost.problems, ["no leader known (role candidate)"]);
+        let disk = RaftFatal::Storage("writing /var/lib/tandem/raft.redb: No space left".into());
+        let full = judge_health(
+            1,
+            Role::Shutdown,
+            false,
+            Some(disk),
+            &ServiceStatus::default(),
+        );
+        assert_eq!(full.problems.len(), 2, "{full:?}");
+        assert!(full.problems[0].starts_with("storage error: writing /var/lib/tandem"));
+        let svc = ServiceStatus {
+            responder_failed: Some("tftp responder failed: cannot bind".into()),
+            ..ServiceStatus::default()
+        };
+        let h = judge_health(1, Role::Follower, true, None, &svc);
+        assert_eq!(h.problems, ["tftp responder failed: cannot bind"]);
+    }
 }

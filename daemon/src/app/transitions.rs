@@ -216,6 +216,7 @@ impl Transitions {
             serving: self.serving.is_some(),
             vip_held: self.vip.is_present().unwrap_or(false),
             warnings,
+            responder_failed: self.problems.get(P_RESPONDER).cloned(),
         };
         metrics::get().serving.set(i64::from(st.serving));
         self.status.send_if_modified(|cur| {

@@ -23,6 +23,8 @@
 //!                                          └ no ─▶ pool busy >= 80 %? ─ yes ─▶ NAK (DISCOVER again)
 //!                                                  └ no ─▶ MAC and global buckets ─ ok ─▶ commit
 //!                                                                                 └ empty ─▶ shed
+//!   OFFER or NAK sent at once to L2 broadcast ─▶ broadcast bucket ─ ok ─▶ send
+//!                                                             └ empty ─▶ shed
 //! ```
 //!
 //! "Busy" counts live leases and held offers in the subnet's pools. Past
@@ -30,6 +32,12 @@
 //! fifth of the pool away from a client whose REQUEST follows its OFFER at
 //! once; at worst two clients race for one address and the loser gets a NAK
 //! and starts again, as Kea (which holds no offers at all) does.
+//!
+//! Replies broadcast at L2 reach every host, so the server must not turn a
+//! flood into as many broadcasts: those sent at once (OFFERs to clients
+//! that set the broadcast flag, NAKs to SELECTING or INIT-REBOOT REQUESTs)
+//! share one bucket ([`BROADCAST_REPLIES`]) and the rest are shed; a
+//! client that is shed retransmits. Replies to commits never wait on it.
 //!
 //! Both are read through a [`Pool`]: one request's bound view of its subnet
 //! (state, offers, subnet, server id, now). The freedom rule itself is
@@ -114,6 +122,13 @@ impl Offers {
     pub fn of_mac(&self, mac: Mac) -> Option<(Ipv4Addr, u64)> {
         let ip = *self.by_mac.get(&mac)?;
         self.by_ip.get(&ip).map(|&(_, until)| (ip, until))
+    }
+
+    /// The address offered to `mac` without a hold, if any, and until when
+    /// (expired entries too, as with [`Offers::of_mac`]).
+    #[must_use]
+    pub fn unheld_of_mac(&self, mac: Mac) -> Option<(Ipv4Addr, u64)> {
+        self.unheld.get(&mac).copied()
     }
 
     /// Forgets every offer whose `until <= now`; returns how many went.
@@ -243,6 +258,8 @@ pub struct Allocator {
     pressure: HashMap<Ipv4Net, Pressure>,
     /// Unsolicited SELECTING REQUESTs, per MAC and in all.
     unsolicited: Unsolicited,
+    /// Broadcast OFFERs and immediate NAKs ([`BROADCAST_REPLIES`]).
+    broadcasts: Option<Bucket>,
 }
 
 /// Share of a pool, in percent, past which an OFFER holds nothing and an
@@ -273,6 +290,17 @@ pub const UNSOLICITED_PER_MAC: Limit = Limit::new(4, 16);
 /// this one bounds the leases such a flood can commit (50/s, bursts of 200:
 /// a failover with hundreds of clients mid-DORA still passes).
 pub const UNSOLICITED_TOTAL: Limit = Limit::new(50, 200);
+/// Replies to clients that asked for broadcast (flag set, or an immediate
+/// NAK), in all: 500/s, bursts of 1,000. Each such reply reaches every host
+/// on the segment, so a flood of DISCOVERs or SELECTING REQUESTs from random
+/// MACs that got one each would be reflected onto the whole LAN at its own
+/// rate, and a real client's packet socket, which sees every broadcast to
+/// port 68, overflows and drops its own ACK (measured: 4,400 broadcasts/s
+/// from the leader under the flood test's 6,200 frames/s, and udhcpc
+/// missed three ACKs in a row that had reached its interface). L2-unicast
+/// replies and the replies to commits (ACK or NAK after a REQUEST, which a
+/// real client waits for) never draw on it.
+pub const BROADCAST_REPLIES: Limit = Limit::new(500, 1_000);
 /// MAC buckets kept at most; past it the map is cleared (a flood of random
 /// MACs is what fills it, and the global bucket still holds meanwhile).
 const UNSOLICITED_MACS: usize = 4096;
@@ -444,6 +472,16 @@ impl Allocator {
             u.total = Some(Bucket::first(now_ns, UNSOLICITED_TOTAL));
             true
         }
+    }
+
+    /// Takes a token for one L2-broadcast reply at `now_ns` from the
+    /// [`BROADCAST_REPLIES`] bucket; false means "shed it".
+    pub fn admit_broadcast(&mut self, now_ns: u64) -> bool {
+        if let Some(b) = &mut self.broadcasts {
+            return b.take(now_ns, BROADCAST_REPLIES);
+        }
+        self.broadcasts = Some(Bucket::first(now_ns, BROADCAST_REPLIES));
+        true
     }
 
     /// A free address from `pool`'s subnet for `mac`, or `None` when the

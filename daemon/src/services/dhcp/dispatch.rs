@@ -60,8 +60,8 @@ use crate::model::CommandResponse;
 pub const MAX_IN_FLIGHT: usize = 1024;
 
 /// Every reason a request is shed for (this module's in-flight bound, and
-/// the handler's limit on unsolicited REQUESTs).
-pub const SHED_REASONS: &[&str] = &["queue_full", "unsolicited_request"];
+/// the handler's limits on unsolicited REQUESTs and on broadcast replies).
+pub const SHED_REASONS: &[&str] = &["queue_full", "unsolicited_request", "broadcast"];
 
 /// Creates every `tandem_dhcp_shed_total{reason}` series at 0, so that
 /// dashboards and `rate()` see a flat line rather than no data before the

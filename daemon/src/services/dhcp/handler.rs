@@ -13,6 +13,7 @@
 //!   request ──▶ handle() ──▶ Drop ─────────────▶ (the loop counts a malformed one)
 //!                       ├──▶ Reply ────────────▶ send now           (NAK, INFORM ACK, BOOTP reservation)
 //!                       ├──▶ Offer ────────────▶ Offers::record, send OFFER
+//!                       ├──▶ Shed ─────────────▶ (counted)          (a flood guard's limit)
 //!                       ├──▶ Commit ───────────▶ propose            (RELEASE, DECLINE)
 //!                       └──▶ CommitThenReply ──▶ propose ─▶ applied Ok? ─ yes ─▶ send ACK
 //!                                                                       └ no ──▶ send NAK
@@ -176,7 +177,7 @@ pub fn handle(req: &Request<'_>, view: &View<'_>, alloc: &mut Allocator) -> Acti
         ),
     };
 
-    match req.kind {
+    let action = match req.kind {
         None => d.bootp(alloc),
         Some(MessageType::Discover) => d.discover(alloc),
         Some(MessageType::Request) => d.request(alloc, view.now_ns),
@@ -184,6 +185,22 @@ pub fn handle(req: &Request<'_>, view: &View<'_>, alloc: &mut Allocator) -> Acti
         Some(MessageType::Decline) => d.decline(),
         Some(MessageType::Inform) => d.inform(),
         Some(_) => Action::ignore("message type a server does not answer"),
+    };
+    // What goes out at once to L2 broadcast reaches every host: one budget
+    // for all of it, so a flood is not reflected onto the LAN (see
+    // `allocator::BROADCAST_REPLIES`). Replies after a commit do not wait on it.
+    match action {
+        Action::Offer {
+            to: Destination::Broadcast,
+            ..
+        }
+        | Action::Reply {
+            to: Destination::Broadcast,
+            ..
+        } if !alloc.admit_broadcast(view.now_ns) => Action::Shed {
+            reason: "broadcast",
+        },
+        a => a,
     }
 }
 
@@ -240,15 +257,26 @@ impl Decision<'_> {
     }
 
     /// The address to offer, in order of preference: the reservation, an
-    /// outstanding offer (a retransmitted DISCOVER gets the same answer), the
-    /// client's own lease record (live or expired), the address it asks for
-    /// (option 50), and finally a fresh pick from the pools.
+    /// outstanding offer, held or not (a retransmitted DISCOVER gets the
+    /// same answer), the client's own lease record (live or expired), the
+    /// address it asks for (option 50), and finally a fresh pick from the
+    /// pools.
     fn choose(&self, alloc: &mut Allocator) -> Option<Ipv4Addr> {
         if let Some(r) = self.reservation() {
             return Some(r.ip);
         }
         let reusable = |ip: Ipv4Addr| self.pool.in_pool(ip) && self.free(ip);
-        if let Some((ip, until)) = self.pool.offers.of_mac(self.req.mac) {
+        // Held or not: under a flood the OFFER may reach the client after it
+        // retransmitted its DISCOVER, and the REQUEST it then sends names the
+        // first OFFER's address, which must still be what we offered it.
+        let offers = self.pool.offers;
+        for (ip, until) in [
+            offers.of_mac(self.req.mac),
+            offers.unheld_of_mac(self.req.mac),
+        ]
+        .into_iter()
+        .flatten()
+        {
             if until > self.now() && reusable(ip) {
                 return Some(ip);
             }

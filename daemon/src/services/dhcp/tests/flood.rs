@@ -3,8 +3,10 @@
 //! preceded gets a NAK under pressure and held to per-MAC and global buckets
 //! otherwise; the commits in flight are bounded and the rest shed.
 
+use dhcproto::v4::Flags;
+
 use super::*;
-use crate::services::dhcp::allocator::{UNSOLICITED_PER_MAC, UNSOLICITED_TOTAL};
+use crate::services::dhcp::allocator::{BROADCAST_REPLIES, UNSOLICITED_PER_MAC, UNSOLICITED_TOTAL};
 use crate::services::dhcp::dispatch::MAX_IN_FLIGHT;
 use crate::services::dhcp::handler::OFFER_HOLD_SECS;
 
@@ -66,6 +68,89 @@ fn a_request_after_an_unheld_offer_is_granted_under_pressure() {
     let (a, sent) = s.run(&select(mac(26), ip, SID));
     assert!(matches!(a, Action::CommitThenReply { .. }), "{a:?}");
     assert_eq!(sent.unwrap().0.opts().msg_type(), Some(MessageType::Ack));
+}
+
+/// A client whose OFFER is slow to come (a flood fills the socket queue)
+/// retransmits its DISCOVER, takes the first OFFER and REQUESTs it while
+/// the server is still answering the retransmission. Under pressure, both
+/// OFFERs must name the same address and the REQUEST for the first must be
+/// granted. Before, the second OFFER picked a new address and replaced the
+/// first in the unheld record, so the REQUEST looked unsolicited: refused
+/// with a NAK under pressure, and the client had to start again.
+#[test]
+fn a_retransmitted_discover_under_pressure_gets_the_same_unheld_offer() {
+    let mut s = Server::new();
+    for n in 1..=25 {
+        s.dora(mac(n));
+    }
+    let first = s.run(&discover(mac(26))).0;
+    assert!(!held(&first), "25 of 30 leased: under pressure");
+    let Action::Offer { ip, .. } = first else {
+        unreachable!()
+    };
+    // The flood's DISCOVERs in between move the allocator's cursor.
+    for n in 0..50 {
+        s.run(&discover(flood_mac(n)));
+    }
+    s.now += 1;
+    let Action::Offer { ip: again, .. } = s.run(&discover(mac(26))).0 else {
+        panic!("no second offer")
+    };
+    assert_eq!(again, ip, "a retransmitted DISCOVER gets the same answer");
+    let (a, sent) = s.run(&select(mac(26), ip, SID));
+    assert!(matches!(a, Action::CommitThenReply { .. }), "{a:?}");
+    assert_eq!(sent.unwrap().0.opts().msg_type(), Some(MessageType::Ack));
+}
+
+/// A flood that asks for broadcast replies is not reflected onto the LAN:
+/// the OFFERs and NAKs that go out at once to L2 broadcast stop at the
+/// bucket's burst, then pass at its rate; the rest are shed. A real client
+/// without the flag mid-flood still gets its OFFER and its ACK. (In the
+/// flood test the leader sent 4,400 broadcasts/s, 40 % of what a real
+/// udhcpc's packet socket had to read there, and it dropped its own ACKs.)
+#[test]
+fn broadcast_replies_to_a_flood_are_bounded() {
+    let mut s = Server::new();
+    for n in 1..=24 {
+        s.dora(mac(n));
+    }
+    let broadcast = |mut m: Message| {
+        m.set_flags(Flags::default().set_broadcast());
+        m
+    };
+    let mut sent = 0;
+    let mut shed = 0;
+    for n in 0..3_000 {
+        let m = if n % 2 == 0 {
+            broadcast(discover(flood_mac(n)))
+        } else {
+            // Unsolicited under pressure (24 of 30 leased): a broadcast NAK each.
+            select(flood_mac(n), v4(100 + u8::try_from(n % 30).unwrap()), SID)
+        };
+        match s.run(&m) {
+            (Action::Shed { reason }, None) => {
+                assert_eq!(reason, "broadcast");
+                shed += 1;
+            }
+            (_, Some((_, Destination::Broadcast))) => sent += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    let burst = usize::try_from(BROADCAST_REPLIES.burst).unwrap();
+    assert_eq!((sent, shed), (burst, 3_000 - burst));
+    // The real client: OFFER by L2 unicast, REQUEST, ACK, all mid-flood.
+    let ip = s.dora(mac(25));
+    assert!(pool().contains(&ip));
+    // A second later the bucket has refilled by its rate.
+    s.now += 1;
+    let again = (0..2_000)
+        .filter(|&n| {
+            s.run(&broadcast(discover(flood_mac(10_000 + n))))
+                .1
+                .is_some()
+        })
+        .count();
+    assert_eq!(again, usize::try_from(BROADCAST_REPLIES.rate).unwrap());
 }
 
 /// Under pressure, a SELECTING REQUEST without an OFFER gets a NAK (a real
