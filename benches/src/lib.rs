@@ -176,24 +176,20 @@ impl Bench {
         })
     }
 
-    /// Whether tandem on `node` reports `"serving": true`.
-    fn tandem_serving(&self, node: usize) -> Result<bool> {
+    /// `tandem status --json` of `node`.
+    fn tandem_status(&self, node: usize) -> Result<serde_json::Value> {
         let out = self.lab.tandem(node, &["status", "--json"])?;
         ensure!(
             out.status.success(),
             "tandem status --json: {}",
             describe_output(&out)
         );
-        let v: serde_json::Value =
-            serde_json::from_slice(&out.stdout).context("tandem status --json printed no JSON")?;
-        v.get("serving")
-            .and_then(serde_json::Value::as_bool)
-            .context("tandem status --json has no boolean \"serving\"")
+        serde_json::from_slice(&out.stdout).context("tandem status --json printed no JSON")
     }
 
-    /// Starts tandem on `node` with an empty data dir, waits until it serves
-    /// (it forms a cluster of one and takes the VIP by itself), and applies
-    /// the service config `service_toml`.
+    /// Starts tandem on `node` with an empty data dir, waits until it leads
+    /// its cluster of one, applies the service config `service_toml`, and
+    /// waits until it serves.
     pub fn start_tandem(&self, node: usize, service_toml: &str) -> Result<()> {
         let data = self.lab.node_data_dir(node);
         if data.exists() {
@@ -207,21 +203,29 @@ impl Bench {
 
         let p = self.lab.start_node(node, &self.tandem_bin)?;
         let log = self.lab.node_log_path(node);
-        wait_for(
-            Duration::from_secs(60),
-            "tandem to report \"serving\": true",
-            || {
+        // A fresh node leads its cluster of one but serves only once a
+        // service config is applied: wait for "leader", apply, then wait
+        // for "serving".
+        let field = |key: &'static str| -> Result<serde_json::Value> {
+            let v = self.tandem_status(node)?;
+            Ok(v.get(key).cloned().unwrap_or_default())
+        };
+        let wait = |what: &str, done: &dyn Fn() -> Result<bool>| {
+            wait_for(Duration::from_secs(60), what, || {
                 if let Some(status) = p.try_status() {
                     bail!(
-                        "tandem exited ({status}) before serving; log {}:\n{}",
+                        "tandem exited ({status}) before {what}; log {}:\n{}",
                         log.display(),
                         tail(&log, 30)
                     );
                 }
                 // The API is not up for the first moments: not an error yet.
-                Ok(self.tandem_serving(node).unwrap_or(false))
-            },
-        )?;
+                Ok(done().unwrap_or(false))
+            })
+        };
+        wait("tandem to lead its cluster of one", &|| {
+            Ok(field("role")? == "leader")
+        })?;
         let service = service.to_str().context("lab path is not UTF-8")?;
         let out = self.lab.tandem(node, &["apply", service])?;
         ensure!(
@@ -229,6 +233,9 @@ impl Bench {
             "tandem apply failed: {}",
             describe_output(&out)
         );
+        wait("tandem to report \"serving\": true", &|| {
+            Ok(field("serving")? == true)
+        })?;
         Ok(())
     }
 
