@@ -50,7 +50,7 @@ use lab::{describe_output, Lab, LabProcess, INTERFACE, VIP};
 use serde_json::json;
 
 use crate::servers::start_tftpd_hpa;
-use crate::tftp::pseudo_random;
+use crate::tftp::{make_world_readable, pseudo_random};
 use crate::{
     cluster, interrupt, json_num, require_tools, tail, wait_for, warn_host_services, Bench,
 };
@@ -1266,15 +1266,6 @@ impl Drop for TempDir {
             }
         }
     }
-}
-
-fn make_world_readable(file: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o644))
-        .with_context(|| format!("chmod 644 {}", file.display()))?;
-    let dir = file.parent().context("the served file has a directory")?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
-        .with_context(|| format!("chmod 755 {}", dir.display()))
 }
 
 #[cfg(test)]

@@ -337,7 +337,7 @@ pub(crate) fn pseudo_random(len: usize) -> Vec<u8> {
 /// tftpd-hpa chroots into its directory as root (`-s`) and then drops
 /// privileges to the `tftp` user, who must be able to list the directory
 /// and read the file.
-fn make_world_readable(file: &Path) -> Result<()> {
+pub(crate) fn make_world_readable(file: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o644))
         .with_context(|| format!("chmod 644 {}", file.display()))?;

@@ -55,7 +55,9 @@ use std::time::Duration;
 use serde_json::Value;
 use tandem_tests::cluster::{three_node_cluster, wait_agreed_leader, wait_one_serving_among};
 use tandem_tests::metrics::counter;
-use tandem_tests::qemu::{build_initramfs, cloud_kernel, put_artifacts, vm_tap, Firmware, Vm};
+use tandem_tests::qemu::{
+    boot_service_toml, build_initramfs, cloud_kernel, put_artifacts, vm_tap, Firmware, Vm,
+};
 use tandem_tests::{apply, json, lab, phase, wait_until, Lab, LabProcess};
 
 use super::{others, AGREE_TIMEOUT, FAILOVER_TIMEOUT};
@@ -98,28 +100,7 @@ impl Transport {
 const KILL_AFTER: Duration = Duration::from_millis(500);
 
 fn service_toml(t: Transport) -> String {
-    format!(
-        r#"[[subnet]]
-cidr = "10.99.0.0/16"
-pools = ["10.99.1.1-10.99.1.200"]
-lease_time = 600
-profile = "linux"
-
-[[reservation]]
-mac = "{VM_MAC}"
-ip = "{VM_IP}"
-profile = "linux"
-
-[[profile]]
-name = "linux"
-bios = "undionly.kpxe"
-kernel = "{}"
-initrd = "{}"
-cmdline = "console=ttyS0 panic=-1 quiet"
-"#,
-        t.file("vmlinuz"),
-        t.file("initrd.img")
-    )
+    boot_service_toml(VM_MAC, VM_IP, &t.file("vmlinuz"), &t.file("initrd.img"))
 }
 
 /// Whether every one of `nodes` is listed as a holder of each of `names`.

@@ -20,7 +20,9 @@ use std::time::Duration;
 
 use tandem_tests::clients::{dhclient_with, udhcpc_lease};
 use tandem_tests::metrics::counter;
-use tandem_tests::qemu::{build_initramfs, cloud_kernel, put_artifacts, vm_tap, Firmware, Vm};
+use tandem_tests::qemu::{
+    boot_service_toml, build_initramfs, cloud_kernel, put_artifacts, vm_tap, Firmware, Vm,
+};
 use tandem_tests::{apply, lab, phase, start_lab, wait_single_server, Lab};
 
 /// The VM's NIC: its reservation names the profile with the kernel.
@@ -28,26 +30,7 @@ const VM_MAC: &str = "52:54:00:99:00:01";
 const VM_IP: &str = "10.99.4.1";
 
 fn service_toml() -> String {
-    format!(
-        r#"[[subnet]]
-cidr = "10.99.0.0/16"
-pools = ["10.99.1.1-10.99.1.200"]
-lease_time = 600
-profile = "linux"
-
-[[reservation]]
-mac = "{VM_MAC}"
-ip = "{VM_IP}"
-profile = "linux"
-
-[[profile]]
-name = "linux"
-bios = "undionly.kpxe"
-kernel = "vmlinuz"
-initrd = "initrd.img"
-cmdline = "console=ttyS0 panic=-1 quiet"
-"#
-    )
+    boot_service_toml(VM_MAC, VM_IP, "vmlinuz", "initrd.img")
 }
 
 /// Waits until node 1 leads its cluster of one (it serves only once a

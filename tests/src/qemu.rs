@@ -256,3 +256,31 @@ impl Vm {
         took
     }
 }
+
+/// The service config of the VM boot tests: the lab's subnet and pool, a
+/// reservation for the VM (`mac`, `ip`) naming the profile `linux`, which
+/// boots `kernel` with `initrd` (artifact names or URLs) on the serial
+/// console; BIOS PXE ROMs get `undionly.kpxe`.
+#[must_use]
+pub fn boot_service_toml(mac: &str, ip: &str, kernel: &str, initrd: &str) -> String {
+    format!(
+        r#"[[subnet]]
+cidr = "10.99.0.0/16"
+pools = ["10.99.1.1-10.99.1.200"]
+lease_time = 600
+profile = "linux"
+
+[[reservation]]
+mac = "{mac}"
+ip = "{ip}"
+profile = "linux"
+
+[[profile]]
+name = "linux"
+bios = "undionly.kpxe"
+kernel = "{kernel}"
+initrd = "{initrd}"
+cmdline = "console=ttyS0 panic=-1 quiet"
+"#
+    )
+}
