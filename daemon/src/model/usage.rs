@@ -27,7 +27,7 @@ pub fn pool_usage(s: &State, now: u64) -> Vec<PoolUsage> {
         .subnets
         .iter()
         .map(|sub| {
-            let size: u64 = sub.pools.iter().map(super::PoolRange::len).sum();
+            let size: u64 = sub.pools.iter().map(super::config::PoolRange::len).sum();
             let (mut bound, mut declined) = (0, 0);
             for l in s.leases.values() {
                 if !l.is_active(now) || !sub.pools.iter().any(|p| p.contains(l.ip)) {
