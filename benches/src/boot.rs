@@ -52,7 +52,7 @@ use serde_json::json;
 use crate::servers::start_tftpd_hpa;
 use crate::tftp::{make_world_readable, pseudo_random};
 use crate::{
-    cluster, interrupt, json_num, require_tools, tail, wait_for, warn_host_services, Bench,
+    cluster, interrupt, json_num, require_tools, tail, wait_for, warn_host_services, Bench, TempDir,
 };
 
 /// The served file's name.
@@ -368,13 +368,7 @@ impl<'a> Ctx<'a> {
             lab::sha256_file(&served)? == sha256,
             "the copies of {FILE} differ"
         );
-        let shm = Path::new("/dev/shm");
-        let base = if shm.is_dir() {
-            shm.to_path_buf()
-        } else {
-            bench.lab.root().to_path_buf()
-        };
-        let downloads = TempDir(base.join(format!("tandem-bench-boot-{}", bench.lab.prefix())));
+        let downloads = bench.downloads_dir("boot");
         std::fs::create_dir_all(&downloads.0)
             .with_context(|| format!("creating {}", downloads.0.display()))?;
         Ok(Ctx {
@@ -1253,19 +1247,6 @@ fn report_http(opts: &BootOptions, t: &Round, n: &Round) -> serde_json::Value {
 /// `a`'s wall time over `b`'s.
 fn ratio(a: &Round, b: &Round) -> f64 {
     a.wall.as_secs_f64() / b.wall.as_secs_f64()
-}
-
-/// Removes a directory tree on drop (the downloads on tmpfs).
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.0) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                eprintln!("removing {}: {e}", self.0.display());
-            }
-        }
-    }
 }
 
 #[cfg(test)]

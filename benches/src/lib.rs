@@ -176,6 +176,20 @@ impl Bench {
         })
     }
 
+    /// A scratch directory for the clients' downloads, on tmpfs
+    /// (`/dev/shm`) when there is one so disk speed does not enter the
+    /// figures, under the lab root otherwise; removed on drop.
+    #[must_use]
+    pub fn downloads_dir(&self, bench: &str) -> TempDir {
+        let shm = Path::new("/dev/shm");
+        let base = if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            self.lab.root().to_path_buf()
+        };
+        TempDir(base.join(format!("tandem-bench-{bench}-{}", self.lab.prefix())))
+    }
+
     /// `tandem status --json` of `node`.
     fn tandem_status(&self, node: usize) -> Result<serde_json::Value> {
         let out = self.lab.tandem(node, &["status", "--json"])?;
@@ -381,6 +395,19 @@ pub fn json_num(x: Option<f64>, decimals: i32) -> serde_json::Value {
         .map_or(serde_json::Value::Null, |v| {
             serde_json::json!((v * scale).round() / scale)
         })
+}
+
+/// Removes a directory tree on drop (the downloads on tmpfs).
+pub struct TempDir(pub PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                eprintln!("removing {}: {e}", self.0.display());
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -60,19 +60,6 @@ struct Round {
     finishes: Vec<Duration>,
 }
 
-/// Removes a directory tree on drop (the downloads on tmpfs).
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.0) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                eprintln!("removing {}: {e}", self.0.display());
-            }
-        }
-    }
-}
-
 /// Runs the bench, prints a table, and returns the closing JSON object.
 pub fn run(opts: &TftpOptions) -> Result<serde_json::Value> {
     ensure!(
@@ -109,13 +96,7 @@ pub fn run(opts: &TftpOptions) -> Result<serde_json::Value> {
         "the two copies of {FILE} differ"
     );
 
-    let shm = Path::new("/dev/shm");
-    let base = if shm.is_dir() {
-        shm.to_path_buf()
-    } else {
-        bench.lab.root().to_path_buf()
-    };
-    let downloads = TempDir(base.join(format!("tandem-bench-{}", bench.lab.prefix())));
+    let downloads = bench.downloads_dir("tftp");
 
     println!("=== tandem");
     bench.activate(TANDEM_NODE)?;
