@@ -157,8 +157,8 @@ impl Cluster {
         .map_err(|e| ConsensusError::Config(e.to_string()))?;
         // Raft's tasks and its peer listener run on their own runtime, whose
         // thread has a higher scheduling priority: heartbeats stay timely
-        // when TFTP, the API or anything else on the box saturates the CPUs.
-        // The DHCP responder runs there too (see `Cluster::runtime`).
+        // when DHCP, TFTP, the API or anything else on the box saturates the
+        // CPUs. Its log writes run on the store's writer thread.
         let rt = raft_runtime().map_err(|e| ConsensusError::Start(format!("raft runtime: {e}")))?;
         let (id, addr, c) = (cfg.node_id, cfg.raft_listen, cancel.clone());
         let (log_store, state_machine) = (store.log_store(), store.state_machine());
@@ -206,6 +206,7 @@ impl Cluster {
             tracing::info!(target: "tandem::raft", node = cfg.node_id, "initialised a new cluster of one");
         }
         super::health::spawn(raft.clone(), cancel.clone());
+        rt.spawn(watch_runtime_delay(cancel.clone()));
         let leadership = spawn_leadership_watch(&raft, cancel);
         Ok(Cluster {
             id: cfg.node_id,
@@ -215,13 +216,11 @@ impl Cluster {
         })
     }
 
-    /// The Raft runtime: one thread at raised priority, shared by Raft and
-    /// the DHCP responder. A lease is one round trip between the two, so on
-    /// one thread it costs no thread hand-offs (wakeups and context switches
-    /// were most of its cost with DHCP on the main runtime: `cargo xtask
-    /// bench dhcp` went from about 3,300 to 5,300 exchanges/s). Tokio's
-    /// cooperative budget makes the DHCP loop yield after a burst of
-    /// packets, so heartbeats still go out every few milliseconds.
+    /// The Raft runtime: one thread at raised priority, for Raft's tasks and
+    /// for short work that must not be delayed by a busy box (the VIP
+    /// probe). The DHCP responder does not run here: under a flood it is
+    /// busy all the time, and on this thread it delayed heartbeats (see
+    /// `tandem_raft_runtime_delay_seconds`).
     #[must_use]
     pub fn runtime(&self) -> tokio::runtime::Handle {
         raft_runtime()
@@ -381,6 +380,28 @@ fn raft_runtime() -> std::io::Result<&'static tokio::runtime::Runtime> {
         })
         .build()?;
     Ok(RT.get_or_init(|| rt))
+}
+
+/// How often [`watch_runtime_delay`] samples the Raft thread.
+const DELAY_TICK: Duration = Duration::from_millis(5);
+
+/// Samples how late a timer on the Raft runtime fires, into
+/// `tandem_raft_runtime_delay_seconds`: a Raft thread kept busy (or
+/// starved of CPU) delays heartbeats by as much.
+async fn watch_runtime_delay(cancel: CancellationToken) {
+    let h = &metrics::get().raft_runtime_delay_seconds;
+    loop {
+        let due = tokio::time::Instant::now() + DELAY_TICK;
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep_until(due) => {}
+        }
+        h.observe(
+            tokio::time::Instant::now()
+                .saturating_duration_since(due)
+                .as_secs_f64(),
+        );
+    }
 }
 
 fn spawn_leadership_watch(raft: &Raft, cancel: CancellationToken) -> watch::Receiver<Leadership> {

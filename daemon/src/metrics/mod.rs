@@ -413,6 +413,10 @@ metrics! {
         "tandem_raft_peer_lag_entries", "Entries a peer lags behind (on the leader).";
     raft_peer_silence: Family<PeerLabel, FloatGauge> =
         "tandem_raft_peer_silence_seconds", "Time since a peer last acked a heartbeat (on the leader).";
+    raft_append_seconds: Histogram =
+        "tandem_raft_append_seconds", "Time to write and fsync one batch of log entries.";
+    raft_runtime_delay_seconds: Histogram =
+        "tandem_raft_runtime_delay_seconds", "How late a 5 ms timer on the Raft thread fires (scheduling stalls).";
     raft_tls_refused: Counter =
         "tandem_raft_tls_refused_total", "Raft connections refused at the TLS handshake (no or a bad certificate).";
     api_unauthorized: Counter =

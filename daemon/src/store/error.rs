@@ -52,6 +52,14 @@ pub enum StoreError {
     Snapshot(String),
     #[error("storage task did not finish")]
     Join(#[source] tokio::task::JoinError),
+    #[error("cannot start the store's writer thread")]
+    Spawn(#[source] io::Error),
+    /// The writer thread is gone (it panicked): nothing more is written.
+    #[error("the store's writer thread is gone")]
+    Writer,
+    /// Another write in the same transaction failed; its error, as text.
+    #[error("{0}")]
+    Batch(String),
 }
 
 /// openraft 0.10's storage traits speak `io::Error`; openraft itself wraps

@@ -1,56 +1,101 @@
 //! The Raft log and vote: openraft's `RaftLogStorage` and `RaftLogReader`.
 //!
-//! Writes are serialized by openraft (one `RaftCore` task owns the store) and
-//! by redb (one write transaction at a time), so the order of commits is the
-//! order of calls. Every write that openraft needs durable — `append`,
-//! `save_vote`, `truncate_after`, `purge` — commits with
-//! `Durability::Immediate` before it reports success.
+//! Every write goes to the store's writer thread ([`super::writer`]), in call
+//! order, so the order of commits is the order of calls. `append` returns at
+//! once: its entries wait in the pending map, where readers find them, until
+//! their transaction committed with `Durability::Immediate`; only then is
+//! openraft told they are flushed. `save_vote`, `truncate_after` and `purge`
+//! wait for their durable commit before they return.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::io;
-use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::type_config::alias::{EntryOf, LogIdOf, VoteOf};
 use openraft::{OptionalSend, RaftLogReader};
-use redb::{Database, Durability, ReadableDatabase, ReadableTable};
+use redb::{Database, ReadableDatabase, ReadableTable};
 
 use super::codec;
-use super::error::{blocking, redb_err, StoreError};
+use super::error::{redb_err, StoreError};
 use super::rows::get_meta;
 use super::tables::{self, raft_meta};
 use super::types::StoreTypes;
+use super::writer::Writer;
 
-/// Handle to the Raft log in `tandem.redb`. Clones share the database; the
-/// log reader openraft asks for is a clone too.
-pub struct LogStore<C> {
+/// Entries appended but not yet committed, by index: readable at once, as
+/// openraft requires of `append`.
+type Pending<C> = Arc<Mutex<BTreeMap<u64, EntryOf<C>>>>;
+
+/// Handle to the Raft log in `tandem.redb`. Clones share the database, the
+/// writer and the pending entries; the log reader openraft asks for is a
+/// clone too.
+pub struct LogStore<C: StoreTypes> {
     db: Arc<Database>,
-    _types: PhantomData<C>,
+    writer: Arc<Writer>,
+    pending: Pending<C>,
 }
 
-// By hand: a derive would ask `C: Clone`, and the handle clones the database only.
-impl<C> Clone for LogStore<C> {
+// By hand: a derive would ask `C: Clone`, and the handle clones handles only.
+impl<C: StoreTypes> Clone for LogStore<C> {
     fn clone(&self) -> Self {
         LogStore {
             db: self.db.clone(),
-            _types: PhantomData,
+            writer: self.writer.clone(),
+            pending: self.pending.clone(),
         }
     }
 }
 
 impl<C: StoreTypes> LogStore<C> {
-    pub(super) fn new(db: Arc<Database>) -> Self {
+    pub(super) fn new(db: Arc<Database>, writer: Arc<Writer>) -> Self {
         LogStore {
             db,
-            _types: PhantomData,
+            writer,
+            pending: Arc::default(),
         }
     }
 
-    /// Entries in `[lo, hi)`, each verified: checksum, stored index equal to
-    /// its key, and no hole between consecutive entries.
+    fn pending(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, EntryOf<C>>> {
+        // The map is never left half-changed: every holder does one insert,
+        // remove or clone.
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Entries in `[lo, hi)`: the pending ones, then the committed ones
+    /// (in that order: an entry leaves the map only after its commit, so
+    /// each is found in one or the other), without a hole.
     fn read_entries(&self, lo: Bound<u64>, hi: Bound<u64>) -> Result<Vec<EntryOf<C>>, StoreError> {
+        let pending: Vec<EntryOf<C>> = self
+            .pending()
+            .range((lo, hi))
+            .map(|(_, e)| e.clone())
+            .collect();
+        let Some(first_pending) = pending.first().map(|e| e.log_id.index) else {
+            return self.read_committed_entries(lo, hi);
+        };
+        let mut out = self.read_committed_entries(lo, Bound::Excluded(first_pending))?;
+        if let Some(prev) = out.last().map(|e| e.log_id.index) {
+            if prev + 1 != first_pending {
+                return Err(StoreError::Corrupt {
+                    what: "raft log".into(),
+                    detail: format!("hole between entries {prev} and {first_pending}"),
+                });
+            }
+        }
+        out.extend(pending);
+        Ok(out)
+    }
+
+    /// Committed entries in `[lo, hi)`, each verified: checksum, stored
+    /// index equal to its key, and no hole between consecutive entries.
+    fn read_committed_entries(
+        &self,
+        lo: Bound<u64>,
+        hi: Bound<u64>,
+    ) -> Result<Vec<EntryOf<C>>, StoreError> {
         let txn = self.db.begin_read().map_err(redb_err("read logs: begin"))?;
         let table = txn
             .open_table(tables::LOG)
@@ -90,8 +135,13 @@ impl<C: StoreTypes> LogStore<C> {
             Some((k, v)) => Some(decode_entry::<C>(k.value(), v.value())?.log_id),
             None => None,
         };
-        // With no entry left, the last log id is the last purged one.
-        let last_log_id = last.or(last_purged_log_id);
+        // Pending entries are newer than every committed one; with no entry
+        // left, the last log id is the last purged one.
+        let pending = self
+            .pending()
+            .last_key_value()
+            .map(|(_, e)| e.log_id.clone());
+        let last_log_id = pending.or(last).or(last_purged_log_id);
         Ok(LogState {
             last_purged_log_id,
             last_log_id,
@@ -108,31 +158,21 @@ impl<C: StoreTypes> LogStore<C> {
         get_meta(&meta, key, op)
     }
 
-    /// Writes one `raft_meta` value in its own transaction.
+    /// Writes one `raft_meta` value, waiting for its commit.
     async fn write_raft_meta(
         &self,
         key: &'static str,
         value: Vec<u8>,
-        durability: Durability,
+        durable: bool,
         op: &'static str,
     ) -> Result<(), StoreError> {
-        let db = self.db.clone();
-        let write = move || {
-            let mut txn = db.begin_write().map_err(redb_err(op))?;
-            txn.set_durability(durability).map_err(redb_err(op))?;
-            {
+        self.writer
+            .run(durable, move |txn| {
                 let mut meta = txn.open_table(tables::RAFT_META).map_err(redb_err(op))?;
                 meta.insert(key, value.as_slice()).map_err(redb_err(op))?;
-            }
-            txn.commit().map_err(redb_err(op))
-        };
-        // A commit without fsync only touches the page cache: running it
-        // inline saves two thread hand-offs per commit on the hot path.
-        if matches!(durability, Durability::None) {
-            write()
-        } else {
-            blocking(write).await
-        }
+                Ok(())
+            })
+            .await
     }
 }
 
@@ -178,7 +218,7 @@ impl<C: StoreTypes> RaftLogStorage<C> for LogStore<C> {
     async fn save_vote(&mut self, vote: &VoteOf<C>) -> Result<(), io::Error> {
         let v = codec::encode(0, vote, "vote")?;
         Ok(self
-            .write_raft_meta(raft_meta::VOTE, v, Durability::Immediate, "save vote")
+            .write_raft_meta(raft_meta::VOTE, v, true, "save vote")
             .await?)
     }
 
@@ -187,9 +227,23 @@ impl<C: StoreTypes> RaftLogStorage<C> for LogStore<C> {
     /// is on disk, every append committed before it is too.
     async fn save_committed(&mut self, committed: Option<LogIdOf<C>>) -> Result<(), io::Error> {
         let v = codec::encode(0, &committed, "committed log id")?;
-        Ok(self
-            .write_raft_meta(raft_meta::COMMITTED, v, Durability::None, "save committed")
-            .await?)
+        // Queued, not awaited: nothing waits for this value.
+        self.writer.submit(
+            false,
+            Box::new(move |txn| {
+                let op = "save committed";
+                let mut meta = txn.open_table(tables::RAFT_META).map_err(redb_err(op))?;
+                meta.insert(raft_meta::COMMITTED, v.as_slice())
+                    .map_err(redb_err(op))?;
+                Ok(())
+            }),
+            Box::new(|r| {
+                if let Err(e) = r {
+                    tracing::warn!(target: "tandem::consensus", error = %e, "cannot save the committed log id");
+                }
+            }),
+        );
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogIdOf<C>>, io::Error> {
@@ -198,70 +252,85 @@ impl<C: StoreTypes> RaftLogStorage<C> for LogStore<C> {
         Ok(v.flatten())
     }
 
-    /// One redb write transaction for the whole batch, fsynced, and only then
-    /// the callback: when openraft hands over several entries at once they
-    /// share one fsync (group commit). It runs inline on the Raft thread:
-    /// Raft cannot commit before the fsync anyway, and handing it to a
-    /// blocking thread cost two context switches per batch.
+    /// Puts the entries in the pending map (readable at once) and queues
+    /// their write; the writer commits them, with whatever else is queued,
+    /// in one fsynced transaction (group commit), and only then calls
+    /// `callback`. Encoding happens on the writer thread too, off the Raft
+    /// thread.
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<C>) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = EntryOf<C>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<EntryOf<C>> = entries.into_iter().collect();
-        let db = self.db.clone();
-        let res = (move || {
-            let rows = entries
-                .iter()
-                .map(|e| {
-                    Ok((
-                        e.log_id.index,
-                        codec::encode(e.log_id.index, e, "log entry")?,
-                    ))
-                })
-                .collect::<Result<Vec<_>, StoreError>>()?;
-            let mut txn = db.begin_write().map_err(redb_err("append: begin"))?;
-            txn.set_durability(Durability::Immediate)
-                .map_err(redb_err("append: durability"))?;
-            {
+        if entries.is_empty() {
+            callback.io_completed(Ok(()));
+            return Ok(());
+        };
+        {
+            let mut p = self.pending();
+            for e in &entries {
+                p.insert(e.log_id.index, e.clone());
+            }
+        }
+        let ids: Vec<LogIdOf<C>> = entries.iter().map(|e| e.log_id.clone()).collect();
+        let pending = self.pending.clone();
+        let started = std::time::Instant::now();
+        self.writer.submit(
+            true,
+            Box::new(move |txn| {
                 let mut log = txn
                     .open_table(tables::LOG)
                     .map_err(redb_err("append: open log"))?;
-                for (index, value) in &rows {
-                    log.insert(index, value.as_slice())
+                for e in &entries {
+                    let v = codec::encode(e.log_id.index, e, "log entry")?;
+                    log.insert(e.log_id.index, v.as_slice())
                         .map_err(redb_err("append: insert"))?;
                 }
-            }
-            txn.commit().map_err(redb_err("append: commit"))
-        })();
-        match res {
-            Ok(()) => {
-                callback.io_completed(Ok(()));
                 Ok(())
-            }
-            Err(e) => {
-                // Both the waiter on the callback and the caller learn of it.
-                callback.io_completed(Err(io::Error::other(e.to_string())));
-                Err(e.into())
-            }
-        }
+            }),
+            Box::new(move |r| {
+                crate::metrics::get()
+                    .raft_append_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                match r {
+                    Ok(()) => {
+                        {
+                            // Committed now: readers find them in redb. An
+                            // index re-appended since (after a truncation)
+                            // holds another log id and stays.
+                            let mut p = pending.lock().unwrap_or_else(PoisonError::into_inner);
+                            for id in &ids {
+                                if p.get(&id.index).is_some_and(|e| e.log_id == *id) {
+                                    p.remove(&id.index);
+                                }
+                            }
+                        }
+                        callback.io_completed(Ok(()));
+                    }
+                    Err(e) => callback.io_completed(Err(io::Error::from(e))),
+                }
+            }),
+        );
+        Ok(())
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogIdOf<C>>) -> Result<(), io::Error> {
         let from = last_log_id.map_or(0, |l| l.index + 1);
-        let db = self.db.clone();
-        blocking(move || {
-            let txn = db.begin_write().map_err(redb_err("truncate: begin"))?;
-            {
+        self.writer
+            .run(true, move |txn| {
                 let mut log = txn
                     .open_table(tables::LOG)
                     .map_err(redb_err("truncate: open log"))?;
                 log.retain_in(from.., |_, _| false)
                     .map_err(redb_err("truncate: delete"))?;
-            }
-            txn.commit().map_err(redb_err("truncate: commit"))
-        })
-        .await?;
+                Ok(())
+            })
+            .await?;
+        // Every append queued before this call committed before it (one
+        // writer, in order), so nothing at or past `from` is still pending;
+        // this only makes sure.
+        drop(self.pending().split_off(&from));
         Ok(())
     }
 
@@ -270,10 +339,8 @@ impl<C: StoreTypes> RaftLogStorage<C> for LogStore<C> {
     /// built or installed, i.e. at or below what the state machine applied
     /// in an earlier commit, which this commit makes durable too.
     async fn purge(&mut self, log_id: LogIdOf<C>) -> Result<(), io::Error> {
-        let db = self.db.clone();
-        blocking(move || {
-            let txn = db.begin_write().map_err(redb_err("purge: begin"))?;
-            {
+        self.writer
+            .run(true, move |txn| {
                 let mut meta = txn
                     .open_table(tables::RAFT_META)
                     .map_err(redb_err("purge: open meta"))?;
@@ -289,10 +356,9 @@ impl<C: StoreTypes> RaftLogStorage<C> for LogStore<C> {
                     .map_err(redb_err("purge: open log"))?;
                 log.retain_in(..=log_id.index, |_, _| false)
                     .map_err(redb_err("purge: delete"))?;
-            }
-            txn.commit().map_err(redb_err("purge: commit"))
-        })
-        .await?;
+                Ok(())
+            })
+            .await?;
         Ok(())
     }
 }

@@ -48,6 +48,7 @@ mod tables;
 mod tests;
 mod types;
 mod view;
+mod writer;
 
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
@@ -87,6 +88,7 @@ pub const DB_FILE: &str = "tandem.redb";
 /// ([`Store::view`]).
 pub struct Store<C> {
     db: Arc<Database>,
+    writer: Arc<writer::Writer>,
     view: StateView,
     path: PathBuf,
     _types: PhantomData<C>,
@@ -119,8 +121,11 @@ impl<C: StoreTypes> Store<C> {
             "store opened"
         );
         let view = StateView::new(applied.state, index);
+        let db = Arc::new(db);
+        let writer = writer::Writer::spawn(db.clone()).map_err(StoreError::Spawn)?;
         Ok(Store {
-            db: Arc::new(db),
+            writer: Arc::new(writer),
+            db,
             view,
             path,
             _types: PhantomData,
@@ -130,13 +135,13 @@ impl<C: StoreTypes> Store<C> {
     /// The Raft log and vote, for `Raft::new`. Clones share the database.
     #[must_use]
     pub fn log_store(&self) -> LogStore<C> {
-        LogStore::new(self.db.clone())
+        LogStore::new(self.db.clone(), self.writer.clone())
     }
 
     /// The state machine, for `Raft::new`. It updates [`Store::view`].
     #[must_use]
     pub fn state_machine(&self) -> StateMachine<C> {
-        StateMachine::new(self.db.clone(), self.view.clone())
+        StateMachine::new(self.db.clone(), self.writer.clone(), self.view.clone())
     }
 
     /// The applied state, for readers (DHCP handler, API). Cheap to call.

@@ -29,7 +29,7 @@
 //!
 //! # Performance
 //!
-//! One write transaction per batch (up to [`MAX_BATCH`] entries). Only the
+//! One write job per batch (up to [`MAX_BATCH`] entries), in the writer's shared transaction. Only the
 //! lease rows that `State::apply_tracked` reports changed are rewritten (a
 //! Grant touches its address and the client's previous one), never the
 //! whole state; likewise the artifact and holder rows.
@@ -44,7 +44,7 @@ use futures::{Stream, StreamExt};
 use openraft::storage::{ApplyResponder, EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::type_config::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
 use openraft::{EntryPayload, OptionalSend, StoredMembership};
-use redb::{Database, Durability, ReadableDatabase};
+use redb::{Database, ReadableDatabase, WriteTransaction};
 
 use super::codec;
 use super::error::{blocking, redb_err, StoreError};
@@ -53,6 +53,7 @@ use super::snapshot::{self, SnapshotData};
 use super::tables::{self, sm_meta};
 use super::types::StoreTypes;
 use super::view::StateView;
+use super::writer::Writer;
 use crate::model::{Artifact, CommandResponse, Lease, ServiceConfig, TrustState};
 
 /// Entries applied per redb transaction at most; bounds memory when a
@@ -63,6 +64,7 @@ pub const MAX_BATCH: usize = 1024;
 /// log store and the state with every [`StateView`].
 pub struct StateMachine<C> {
     db: Arc<Database>,
+    writer: Arc<Writer>,
     view: StateView,
     _types: PhantomData<C>,
 }
@@ -88,9 +90,10 @@ struct BatchWrite<C: StoreTypes> {
 }
 
 impl<C: StoreTypes> StateMachine<C> {
-    pub(super) fn new(db: Arc<Database>, view: StateView) -> Self {
+    pub(super) fn new(db: Arc<Database>, writer: Arc<Writer>, view: StateView) -> Self {
         StateMachine {
             db,
+            writer,
             view,
             _types: PhantomData,
         }
@@ -99,7 +102,7 @@ impl<C: StoreTypes> StateMachine<C> {
     /// Applies one batch: in memory under the view's write lock (pure, no
     /// I/O, so readers wait microseconds), then one redb transaction, then
     /// publishes the applied index and answers the clients.
-    fn apply_batch(&mut self, batch: Vec<EntryResponder<C>>) -> Result<(), StoreError> {
+    async fn apply_batch(&mut self, batch: Vec<EntryResponder<C>>) -> Result<(), StoreError> {
         let mut responses: Vec<(Option<ApplyResponder<C>>, CommandResponse)> =
             Vec::with_capacity(batch.len());
         let write = {
@@ -166,11 +169,12 @@ impl<C: StoreTypes> StateMachine<C> {
                     .collect(),
             }
         };
-        let last = write.last_applied;
-        let db = self.db.clone();
-        // Not fsynced (see the module docs), so inline: a page-cache commit is
-        // cheaper than handing it to the blocking pool and back.
-        write_batch(&db, &write)?;
+        let last = write.last_applied.clone();
+        // Not fsynced (see the module docs); in the writer's order, after
+        // every log append queued before it.
+        self.writer
+            .run(false, move |txn| write_batch(txn, &write))
+            .await?;
 
         self.view.publish_applied(last.as_ref().map(|l| l.index));
         if let Some(l) = &last {
@@ -202,11 +206,7 @@ fn abort_on_apply_panic(index: u64) -> ! {
     std::process::abort()
 }
 
-fn write_batch<C: StoreTypes>(db: &Database, w: &BatchWrite<C>) -> Result<(), StoreError> {
-    let mut txn = db.begin_write().map_err(redb_err("apply: begin"))?;
-    // Not fsynced: see the module docs for why this is safe.
-    txn.set_durability(Durability::None)
-        .map_err(redb_err("apply: durability"))?;
+fn write_batch<C: StoreTypes>(txn: &WriteTransaction, w: &BatchWrite<C>) -> Result<(), StoreError> {
     {
         let mut leases = txn
             .open_table(tables::LEASES)
@@ -277,7 +277,7 @@ fn write_batch<C: StoreTypes>(db: &Database, w: &BatchWrite<C>) -> Result<(), St
                 .map_err(redb_err("apply: write trust"))?;
         }
     }
-    txn.commit().map_err(redb_err("apply: commit"))
+    Ok(())
 }
 
 impl<C: StoreTypes> RaftStateMachine<C> for StateMachine<C> {
@@ -312,11 +312,11 @@ impl<C: StoreTypes> RaftStateMachine<C> for StateMachine<C> {
         while let Some(item) = entries.next().await {
             batch.push(item?);
             if batch.len() >= MAX_BATCH {
-                self.apply_batch(std::mem::take(&mut batch))?;
+                self.apply_batch(std::mem::take(&mut batch)).await?;
             }
         }
         if !batch.is_empty() {
-            self.apply_batch(batch)?;
+            self.apply_batch(batch).await?;
         }
         Ok(())
     }
