@@ -53,7 +53,7 @@ use crate::metrics::{self, DirectionLabel, ResponderLabel};
 use crate::model::ServiceConfig;
 use crate::services::artifacts::{ArtifactLookup, Artifacts};
 use crate::services::dhcp::server::{self as dhcp, DhcpConfig};
-use crate::services::http::{self, HttpConfig};
+use crate::services::http;
 use crate::services::tftp::{self, TftpConfig};
 use crate::services::vip::{Conflict, Vip};
 use crate::steering::{Role, Steering};
@@ -387,11 +387,11 @@ impl Transitions {
         tracing::info!(target: "tandem::transition", term, index, "step 2: XDP role = leader");
         // 3. Probe, then the VIP and gratuitous ARPs.
         let serve_cancel = CancellationToken::new();
-        let Some(tsock) = self.claim_vip(cluster, (term, index), &serve_cancel).await else {
+        let Some(bound) = self.claim_vip(cluster, (term, index), &serve_cancel).await else {
             return;
         };
-        // 4. Responders (the TFTP socket is bound in step 3).
-        let tasks = self.start_responders(cluster, tsock, &serve_cancel);
+        // 4. Responders (the TFTP and HTTP sockets are bound in step 3).
+        let tasks = self.start_responders(cluster, bound, &serve_cancel);
         self.serving = Some(Serving {
             cancel: serve_cancel,
             tasks,
@@ -411,14 +411,15 @@ impl Transitions {
         tracing::info!(target: "tandem::transition", term, index, seconds = secs, "step 5: serving");
     }
 
-    /// Step 3: probe, add the VIP, bind TFTP on it, announce. `None` when
-    /// the node did not take the VIP (it stepped down and reported why).
+    /// Step 3: probe, add the VIP, bind TFTP and HTTP on it, announce.
+    /// `None` when the node did not take the VIP (it stepped down and
+    /// reported why).
     async fn claim_vip(
         &mut self,
         cluster: &Cluster,
         (term, index): (u64, u64),
         cancel: &CancellationToken,
-    ) -> Option<tokio::net::UdpSocket> {
+    ) -> Option<Bound> {
         let probed = Instant::now();
         // On the Raft runtime, whose raised priority keeps the probe's
         // 35 ms window from stretching when the box is busy (measured: 91 ms
@@ -468,21 +469,31 @@ impl Transitions {
             self.step_down(cluster, "vip failure").await;
             return None;
         }
-        // TFTP's socket is bound now, before any gratuitous ARP, so a port
-        // taken by another process stops the transition before the LAN is
-        // pointed at this node or it reports serving.
-        let taddr = std::net::SocketAddr::from((self.cfg.vip_addr(), self.cfg.service.tftp_port));
-        let tsock = match bind_udp(taddr) {
-            Ok(s) => s,
-            Err(e) => {
+        // TFTP's and HTTP's sockets are bound now, before any gratuitous
+        // ARP: a port taken by another process stops the transition before
+        // the LAN is pointed at this node or it reports serving, and a
+        // client that follows the ARP at once finds both ports open (an HTTP
+        // connection that met a closed port in between was refused).
+        let vip = self.cfg.vip_addr();
+        let taddr = std::net::SocketAddr::from((vip, self.cfg.service.tftp_port));
+        let haddr = std::net::SocketAddr::from((vip, self.cfg.service.http_port));
+        let bound = match bind_udp(taddr) {
+            Err(e) => Err(("tftp", format!("cannot bind {taddr}: {e}"))),
+            Ok(tftp) => match bind_tcp(haddr) {
+                Err(e) => Err(("http", format!("cannot bind {haddr}: {e}"))),
+                Ok(http) => Ok(Bound { tftp, http }),
+            },
+        };
+        let bound = match bound {
+            Ok(b) => b,
+            Err((name, cause)) => {
                 // Counted and held back like a responder that died.
                 self.serving = Some(Serving {
                     cancel: cancel.clone(),
                     tasks: Vec::new(),
                     since: Instant::now(),
                 });
-                self.responder_failed(cluster, "tftp", &format!("cannot bind {taddr}: {e}"))
-                    .await;
+                self.responder_failed(cluster, name, &cause).await;
                 return None;
             }
         };
@@ -494,7 +505,7 @@ impl Transitions {
         }
         self.problem(P_VIP, None);
         tracing::info!(target: "tandem::transition", term, index, vip = %self.vip.addr(), "step 3: VIP added, gratuitous ARP sent");
-        Some(tsock)
+        Some(bound)
     }
 
     /// Step 4: the responder tasks of this term, each watched by the epoch
@@ -502,7 +513,7 @@ impl Transitions {
     fn start_responders(
         &self,
         cluster: &Cluster,
-        tsock: tokio::net::UdpSocket,
+        bound: Bound,
         cancel: &CancellationToken,
     ) -> Vec<(&'static str, Task)> {
         let mut tasks: Vec<(&'static str, Task)> = Vec::new();
@@ -513,11 +524,10 @@ impl Transitions {
             http_port: self.cfg.service.http_port,
         };
         let (cl, c) = (cluster.clone(), cancel.clone());
-        // On the Raft runtime: see `Cluster::runtime`.
+        // On its own thread at normal priority: see `dhcp_runtime`.
         tasks.push((
             "dhcp",
-            cluster
-                .runtime()
+            dhcp_runtime()
                 .spawn(async move { dhcp::serve(dcfg, cl, c).await.map_err(|e| e.to_string()) }),
         ));
         let tcfg = TftpConfig::new(self.cfg.artifact_dir.clone());
@@ -525,7 +535,7 @@ impl Transitions {
         tasks.push((
             "tftp",
             tokio::spawn(async move {
-                tftp::serve_bound(tsock, tcfg, c)
+                tftp::serve_bound(bound.tftp, tcfg, c)
                     .await
                     .map_err(|e| e.to_string())
             }),
@@ -545,26 +555,26 @@ impl Transitions {
             }),
         ));
         // Last: HTTP boot.
-        tasks.push(("http", self.spawn_http(cluster, cancel.clone())));
+        tasks.push(("http", self.spawn_http(cluster, bound.http, cancel.clone())));
         tasks
     }
 
     /// The HTTP boot server on VIP:`http_port`, serving the artifacts this
     /// node holds verified (the store's lookup).
-    fn spawn_http(&self, cluster: &Cluster, cancel: CancellationToken) -> Task {
-        let cfg = HttpConfig {
-            addr: std::net::SocketAddr::from((self.cfg.vip_addr(), self.cfg.service.http_port)),
-            limits: http::Limits::default(),
-        };
+    fn spawn_http(
+        &self,
+        cluster: &Cluster,
+        listener: tokio::net::TcpListener,
+        cancel: CancellationToken,
+    ) -> Task {
         let Some(arts) = self.artifacts.clone() else {
             return tokio::spawn(async { Err("no artifact store open".to_owned()) });
         };
         let arts: Arc<dyn ArtifactLookup> = Arc::new(arts);
         let cl = cluster.clone();
         tokio::spawn(async move {
-            http::serve(cfg, cl, arts, cancel)
-                .await
-                .map_err(|e| e.to_string())
+            http::serve_listener(listener, http::Limits::default(), cl, arts, cancel).await;
+            Ok(())
         })
     }
 
@@ -615,6 +625,22 @@ impl Transitions {
             })
             .observe(t.elapsed().as_secs_f64());
     }
+}
+
+/// The sockets step 3 binds on the VIP for step 4's responders.
+struct Bound {
+    tftp: tokio::net::UdpSocket,
+    http: tokio::net::TcpListener,
+}
+
+/// Binds and listens on a TCP port for a tokio responder now, with
+/// `SO_REUSEADDR` (as `TcpListener::bind` sets it), so a port whose last
+/// connections linger in TIME_WAIT after a step-down can be bound again.
+fn bind_tcp(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let s = tokio::net::TcpSocket::new_v4()?;
+    s.set_reuseaddr(true)?;
+    s.bind(addr)?;
+    s.listen(1024)
 }
 
 /// Binds a UDP socket for a tokio responder now (not inside its task), so a
@@ -683,4 +709,24 @@ mod tests {
         );
         assert_eq!(s.tasks.len(), 1, "the quiet task is still watched");
     }
+}
+
+/// The DHCP responder's runtime: one thread at the default priority, apart
+/// from the Raft thread. Under a flood the responder is busy all the time;
+/// on the Raft thread it delayed heartbeats (the thread's 5 ms timer fired
+/// up to 38 ms late), and at the Raft threads' raised priority it kept the
+/// followers' Raft threads off the CPU on a shared box. Here every Raft
+/// thread preempts it.
+fn dhcp_runtime() -> tokio::runtime::Handle {
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("dhcp")
+            .enable_all()
+            .build()
+            .expect("cannot start the DHCP runtime")
+    })
+    .handle()
+    .clone()
 }
