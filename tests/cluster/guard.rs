@@ -204,17 +204,30 @@ fn fresh_node_takes_neither_vip_nor_clients() {
     assert_eq!(vip_count(&lab, 4), 0, "node 4 took the VIP");
 }
 
-/// A UDP socket bound to VIP:69 in a node's namespace, before the VIP
-/// exists there (`IP_FREEBIND`), held until killed.
+/// A socket bound to VIP:PORT (`udp`, or `tcp` and listening) in a node's
+/// namespace, before the VIP exists there (`IP_FREEBIND`), held until killed.
 const PORT_HOLDER: &str = "import socket, sys, time\n\
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+kind = socket.SOCK_DGRAM if sys.argv[2] == 'udp' else socket.SOCK_STREAM\n\
+s = socket.socket(socket.AF_INET, kind)\n\
 s.setsockopt(socket.SOL_IP, 15, 1)  # IP_FREEBIND\n\
-s.bind((sys.argv[1], 69))\n\
+s.bind((sys.argv[1], int(sys.argv[3])))\n\
+if kind == socket.SOCK_STREAM: s.listen(8)\n\
 print('bound', flush=True)\n\
 time.sleep(3600)\n";
 
 #[test]
 fn leader_with_taken_tftp_port_steps_down_and_another_serves() {
+    taken_port_steps_down("tftp", "udp", 69);
+}
+
+/// HTTP is bound in step 3 with TFTP, before the gratuitous ARP: a taken
+/// port stops the transition the same way.
+#[test]
+fn leader_with_taken_http_port_steps_down_and_another_serves() {
+    taken_port_steps_down("http", "tcp", 80);
+}
+
+fn taken_port_steps_down(responder: &str, proto: &str, port: u16) {
     let lab = Lab::builder()
         .nodes(3)
         .clients(1)
@@ -231,13 +244,19 @@ fn leader_with_taken_tftp_port_steps_down_and_another_serves() {
     }
     let bad = form(&lab);
 
-    phase(&format!("another process binds VIP:69 in node {bad}'s namespace (the leader, not serving yet: no config)"));
+    phase(&format!("another process binds VIP:{port}/{proto} in node {bad}'s namespace (the leader, not serving yet: no config)"));
     let holder_log = lab.root().join("port-holder.log");
     let _holder = lab
         .spawn_in(
             &lab.node_ns(bad),
             "/usr/bin/python3",
-            &["-c", PORT_HOLDER, &lab::VIP.to_string()],
+            &[
+                "-c",
+                PORT_HOLDER,
+                &lab::VIP.to_string(),
+                proto,
+                &port.to_string(),
+            ],
             &holder_log,
         )
         .expect("starting the port holder");
@@ -251,7 +270,7 @@ fn leader_with_taken_tftp_port_steps_down_and_another_serves() {
     );
 
     phase(&format!(
-        "apply the service config: node {bad} cannot serve TFTP, another node serves"
+        "apply the service config: node {bad} cannot serve {responder}, another node serves"
     ));
     let applied = Instant::now();
     apply(&lab, bad, SERVICE_TOML);
@@ -265,14 +284,14 @@ fn leader_with_taken_tftp_port_steps_down_and_another_serves() {
         &lab,
         bad,
         "tandem_responder_failures_total",
-        &[("responder", "tftp")],
+        &[("responder", responder)],
     );
     assert!(
         failures >= 1.0,
-        "node {bad} counted no TFTP responder failure"
+        "node {bad} counted no {responder} responder failure"
     );
     assert!(
-        warns(&lab, bad, "tftp responder failed"),
+        warns(&lab, bad, &format!("{responder} responder failed")),
         "node {bad}'s status lacks the cause: {:?}",
         warnings(&lab, bad)
     );
@@ -283,7 +302,7 @@ fn leader_with_taken_tftp_port_steps_down_and_another_serves() {
     );
     assert!(
         !log.contains("step 5: serving"),
-        "node {bad} reported serving with its TFTP port taken"
+        "node {bad} reported serving with its {responder} port taken"
     );
     assert_eq!(vip_count(&lab, bad), 0, "node {bad} still holds the VIP");
 
@@ -309,7 +328,7 @@ fn leader_with_taken_tftp_port_steps_down_and_another_serves() {
         &lab,
         bad,
         "tandem_responder_failures_total",
-        &[("responder", "tftp")],
+        &[("responder", responder)],
     );
     assert!(
         again <= failures,

@@ -32,7 +32,7 @@ mod script;
 #[cfg(test)]
 mod tests;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::extract::{Extension, Path, State};
@@ -52,25 +52,6 @@ use crate::consensus::ClusterHandle;
 use crate::model::{BootProfile, Mac};
 use conn::Peer;
 
-/// What the HTTP boot server serves, where.
-#[derive(Clone, Debug)]
-pub struct HttpConfig {
-    /// VIP:port (`service.http_port`, default 80).
-    pub addr: SocketAddr,
-    pub limits: Limits,
-}
-
-/// Why the server may not start.
-#[derive(Debug, thiserror::Error)]
-pub enum HttpError {
-    #[error("cannot bind the HTTP boot socket on {addr}")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
 /// The URL base clients reach this server at: `http://IP` with `:port`
 /// unless it is 80. The DHCP replies and the rendered scripts use it.
 #[must_use]
@@ -88,25 +69,9 @@ pub fn artifact_url(base: &str, name: &str) -> String {
     script::resolve(base, name)
 }
 
-/// Binds `cfg.addr` and serves until `cancel` fires; then every open
-/// connection is dropped at once (a node that stepped down stays silent).
-pub async fn serve<C: ClusterHandle>(
-    cfg: HttpConfig,
-    cluster: C,
-    artifacts: Arc<dyn ArtifactLookup>,
-    cancel: CancellationToken,
-) -> Result<(), HttpError> {
-    let listener = TcpListener::bind(cfg.addr)
-        .await
-        .map_err(|source| HttpError::Bind {
-            addr: cfg.addr,
-            source,
-        })?;
-    serve_listener(listener, cfg.limits, cluster, artifacts, cancel).await;
-    Ok(())
-}
-
-/// Same, with a bound listener (tests bind port 0).
+/// Serves on `listener` until `cancel` fires; then every open connection
+/// is dropped at once (a node that stepped down stays silent). The caller
+/// binds it (the transition's step 3, before the gratuitous ARP).
 pub async fn serve_listener<C: ClusterHandle>(
     listener: TcpListener,
     limits: Limits,
