@@ -104,6 +104,35 @@ fn sample(bench: &Bench, i: usize) -> Option<Sample> {
     Some((v["leader"].as_u64(), silences))
 }
 
+/// The upper bound (`le`) of the first bucket of histogram `name` in
+/// Prometheus text that holds the `q` quantile (0..=1) of its samples, and
+/// the sample count; `None` without samples.
+#[must_use]
+pub fn hist_quantile(text: &str, name: &str, q: f64) -> Option<(f64, f64)> {
+    let prefix = format!("{name}_bucket{{le=\"");
+    let buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix(prefix.as_str()))
+        .filter_map(|rest| {
+            let (le, n) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, n.trim().parse().ok()?))
+        })
+        .collect();
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    buckets
+        .iter()
+        .find(|(_, n)| *n >= q * total)
+        .map(|(le, _)| (*le, total))
+}
+
 /// The `q` quantile (0..=1) of `xs`, nearest rank; `None` if empty.
 #[must_use]
 pub fn quantile(xs: &[u64], q: f64) -> Option<u64> {
@@ -181,12 +210,12 @@ pub fn run(opts: &OverloadOptions) -> Result<serde_json::Value> {
     let (report, per_follower, quorum, failed, never_acked, leaders) = flood;
     let after: Vec<f64> = NODES.iter().map(|&i| changes(i)).collect::<Result<_>>()?;
     // Counters of every node: the shed ones count on whoever led.
-    let metrics = NODES
+    let per_node = NODES
         .iter()
         .map(|&i| api_get(&bench, i, "/metrics"))
         .collect::<Result<Vec<_>>>()
-        .context("the nodes' metrics")?
-        .join("\n");
+        .context("the nodes' metrics")?;
+    let metrics = per_node.join("\n");
     let shed = |reason: &str| {
         metric_sum(
             &metrics,
@@ -194,6 +223,21 @@ pub fn run(opts: &OverloadOptions) -> Result<serde_json::Value> {
             Some(&format!("reason=\"{reason}\"")),
         )
     };
+    for (&i, text) in NODES.iter().zip(&per_node) {
+        for name in [
+            "tandem_raft_runtime_delay_seconds",
+            "tandem_raft_append_seconds",
+        ] {
+            let q = |q| hist_quantile(text, name, q).map(|(le, _)| le * 1e3);
+            let n = hist_quantile(text, name, 1.0).map_or(0.0, |(_, n)| n);
+            println!(
+                "    node {i} {name}: p50 <= {:?} ms, p99 <= {:?} ms, max <= {:?} ms ({n} samples)",
+                q(0.5),
+                q(0.99),
+                q(1.0)
+            );
+        }
+    }
     let shed_json = serde_json::json!({
         "queue_full": shed("queue_full"),
         "unsolicited_request": shed("unsolicited_request"),
