@@ -1,4 +1,5 @@
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -98,6 +99,41 @@ const LINGER_MS: u64 = 1;
 /// How often the app checks the leader lease.
 pub const LEASE_CHECK_MS: u64 = 5;
 
+/// This node's place in the log, for log lines: the current term and last
+/// log index, kept up to date by the leadership watch (which wakes on every
+/// change of Raft's metrics), read by the log formatter. Zero until Raft
+/// has started in this process ([`position`] says `None` then).
+static POSITION: Position = Position {
+    term: AtomicU64::new(0),
+    index: AtomicU64::new(0),
+    known: AtomicBool::new(false),
+};
+
+struct Position {
+    term: AtomicU64,
+    index: AtomicU64,
+    known: AtomicBool,
+}
+
+/// `(term, last log index)` of this process's Raft node as of now; `None`
+/// before Raft first started. Every log line carries it (`app::logging`),
+/// so the logs of several nodes line up (DESIGN.md section 6).
+#[must_use]
+pub fn position() -> Option<(u64, u64)> {
+    POSITION.known.load(Ordering::Relaxed).then(|| {
+        (
+            POSITION.term.load(Ordering::Relaxed),
+            POSITION.index.load(Ordering::Relaxed),
+        )
+    })
+}
+
+fn set_position(term: u64, index: u64) {
+    POSITION.term.store(term, Ordering::Relaxed);
+    POSITION.index.store(index, Ordering::Relaxed);
+    POSITION.known.store(true, Ordering::Relaxed);
+}
+
 /// This node's view of leadership, derived from openraft's metrics. It holds
 /// only what changes on an election, so watchers wake on elections, not on
 /// every commit.
@@ -189,6 +225,13 @@ impl Cluster {
             })
             .await
             .map_err(|e| ConsensusError::Start(e.to_string()))??;
+        {
+            // Log lines from here on carry term and index (the watch below
+            // keeps them current).
+            let m = raft.metrics();
+            let m = m.borrow_watched();
+            set_position(m.current_term, m.last_log_index.unwrap_or(0));
+        }
         let me = NodeInfo {
             raft: cfg.raft_listen.to_string(),
             api: cfg.api_listen.to_string(),
@@ -332,6 +375,19 @@ impl Cluster {
             .unwrap_or(0)
     }
 
+    /// Whether Raft's core loop answers a request within `within`: a round
+    /// trip through the core task (not a read of its published metrics), so
+    /// a wedged or stopped core says `false`. The systemd watchdog is fed
+    /// only while this holds (`app::notify`).
+    ///
+    /// cancel-safety: cancel-safe; nothing is changed.
+    pub async fn core_answers(&self, within: Duration) -> bool {
+        matches!(
+            tokio::time::timeout(within, self.raft.with_raft_state(|_| ())).await,
+            Ok(Ok(()))
+        )
+    }
+
     /// Waits until everything committed so far is applied here, confirming
     /// with a quorum that this node still leads (a read index), for at most
     /// `within`. Returns the index the view reached. The first step of
@@ -399,6 +455,7 @@ fn spawn_leadership_watch(raft: &Raft, cancel: CancellationToken) -> watch::Rece
                 (l, m.last_log_index.unwrap_or(0))
             };
             let (l, index) = l;
+            set_position(l.term, index);
             let g = metrics::get();
             g.raft_term.set(i64::try_from(l.term).unwrap_or(i64::MAX));
             g.raft_is_leader.set(i64::from(l.is_leader));
