@@ -73,6 +73,12 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: ArtifactCmd,
     },
+    /// Several nodes' logs (text, JSON or journalctl output) as one story, by time, term and index.
+    Logs {
+        /// The log files, one per node, each in time order.
+        #[arg(long, required = true, num_args = 1.., value_name = "FILE")]
+        merge: Vec<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -186,6 +192,7 @@ pub fn run_admin(cli: &Cli) -> ExitCode {
     let client = Client::new(&api_base(cli), &access(cli));
     match &cli.cmd {
         Cmd::Daemon { .. } => unreachable!("main runs the daemon itself"),
+        Cmd::Logs { merge } => super::logs::run(merge),
         Cmd::Status { json } => match client.get::<StatusDto>("/v1/status") {
             Ok(s) if *json => {
                 print_json(&s);
