@@ -502,3 +502,47 @@ impl ClusterHandle for Cluster {
         self.view.read(f)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A free port on 127.0.0.1 (bound, then released).
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    /// What the systemd watchdog is fed on (`app::notify`): a running core
+    /// answers the round trip, a stopped one does not; and log lines learn
+    /// the node's place in the log once Raft has started.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn core_answers_while_raft_runs_and_not_after_it_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = NodeConfig::parse(&format!(
+            "node_id = 1\ndata_dir = {:?}\n[cluster]\nlisten = \"127.0.0.1:{}\"\n\
+             [api]\nlisten = \"127.0.0.1:{}\"\n[service]\ninterface = \"lo\"\nvip = \"10.250.0.10/24\"\n",
+            dir.path().display().to_string(),
+            free_port(),
+            free_port()
+        ))
+        .unwrap();
+        let material = crate::trust::ca::ensure(&cfg.data_dir, 1, &[cfg.raft_listen.ip()]).unwrap();
+        let store = NodeStore::open(&cfg.data_dir).unwrap();
+        let cancel = CancellationToken::new();
+        let cluster = Cluster::start(&cfg, &store, &material, true, cancel.clone())
+            .await
+            .unwrap();
+        assert!(position().is_some(), "known once Raft started");
+        assert!(cluster.core_answers(Duration::from_secs(2)).await);
+        cluster.shutdown().await;
+        assert!(
+            !cluster.core_answers(Duration::from_millis(500)).await,
+            "a stopped core must starve the watchdog"
+        );
+        cancel.cancel();
+    }
+}
