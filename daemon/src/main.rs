@@ -8,22 +8,9 @@ use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.cmd, Cmd::Daemon) {
+    let Cmd::Daemon { log_format } = &cli.cmd else {
         return cli::run_admin(&cli);
-    }
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        // journald and log files get plain text; colours only on a terminal.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG").unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new(format!(
-                    "info,{}",
-                    tandem::consensus::QUIET_OPENRAFT_LOG
-                ))
-            }),
-        )
-        .init();
+    };
     let cfg = match tandem::config::NodeConfig::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
@@ -31,6 +18,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    tandem::app::logging::init(log_format.unwrap_or(cfg.log_format), cfg.node_id);
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

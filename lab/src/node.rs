@@ -132,6 +132,19 @@ impl Lab {
     /// standard config first if there is none. Remembers `tandem_bin` for
     /// [`Lab::restart_node`] and [`Lab::tandem`].
     pub fn start_node(&self, i: usize, tandem_bin: &Path) -> Result<LabProcess> {
+        self.start_node_with(i, tandem_bin, &[], &[])
+    }
+
+    /// [`Lab::start_node`], with `env` added to the daemon's environment and
+    /// the command run through `wrapper` (e.g. `["setpriv", ...]`, which
+    /// execs it: the PID stays the daemon's).
+    pub fn start_node_with(
+        &self,
+        i: usize,
+        tandem_bin: &Path,
+        wrapper: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<LabProcess> {
         let mut daemons = lock(&self.daemons);
         if let Some(p) = &daemons[i] {
             if p.is_running() {
@@ -166,18 +179,19 @@ impl Lab {
         drop(f);
 
         let backtrace = std::env::var("RUST_BACKTRACE").unwrap_or_else(|_| "1".into());
-        let args = [
+        let mut args: Vec<&OsStr> = wrapper.iter().skip(1).map(OsStr::new).collect();
+        if !wrapper.is_empty() {
+            args.push(tandem_bin.as_os_str());
+        }
+        args.extend([
             OsStr::new("daemon"),
             OsStr::new("--config"),
             config.as_os_str(),
-        ];
-        let p = spawn_with_env(
-            &self.node_ns(i),
-            tandem_bin,
-            &args,
-            &log,
-            &[("RUST_BACKTRACE", &backtrace)],
-        )?;
+        ]);
+        let program = wrapper.first().map_or(tandem_bin.as_os_str(), OsStr::new);
+        let mut envs = vec![("RUST_BACKTRACE", backtrace.as_str())];
+        envs.extend_from_slice(env);
+        let p = spawn_with_env(&self.node_ns(i), program, &args, &log, &envs)?;
         lock(&self.processes).push(p.clone());
         daemons[i] = Some(p.clone());
         Ok(p)

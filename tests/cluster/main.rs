@@ -17,6 +17,8 @@
 //! - [`guard`]: a fresh node with the VIP, a leader with its TFTP port
 //!   taken, a leader whose disk fills up.
 //! - [`flood`]: a DHCP flood starves no real client and moves no leader.
+//! - [`logs`]: JSON logs of three nodes merged by `tandem logs --merge` tell
+//!   a failover in order, every consensus line with term and index.
 //! - [`artifacts`]: put, replication with Range resume, corruption, rm, RSS.
 //! - [`pxe_failover`]: QEMU PXE boots over HTTP and TFTP with the leader
 //!   `SIGKILLed` mid-kernel finish, and about as fast as a clean boot.
@@ -32,6 +34,7 @@ mod flood;
 mod formation;
 mod guard;
 mod handover;
+mod logs;
 mod no_lost_leases;
 mod prometheus;
 mod pxe_failover;

@@ -3,6 +3,12 @@
 //! every `tandem_*` name the rules and the Grafana dashboard use is one the
 //! daemon exports. (That each dashboard query returns data from a real
 //! Prometheus scraping a lab is the cluster test `prometheus`.)
+//!
+//! The systemd unit (`deploy/systemd/tandem.service`) passes `systemd-analyze
+//! verify` with its `ExecStart` pointed at the built binary, and declares
+//! notify, the watchdog, the hardening and the journald settings the daemon
+//! relies on. (That the daemon speaks the notify protocol, and runs with the
+//! unit's capabilities only, is the node test `systemd`.)
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -114,4 +120,117 @@ fn dashboard_is_grafana_json_with_a_prometheus_query_per_panel() {
             );
         }
     }
+}
+
+/// `systemd-analyze verify` of `unit_text` saved as `tandem.service` in a
+/// fresh directory: its exit status and everything it printed.
+fn systemd_verify(unit_text: &str) -> (bool, String) {
+    let dir = std::env::temp_dir().join(format!(
+        "tandem-unit-{}-{}",
+        std::process::id(),
+        unit_text.len()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let unit = dir.join("tandem.service");
+    std::fs::write(&unit, unit_text).unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit)
+        .output()
+        .expect("systemd-analyze runs (package systemd)");
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// The shipped unit with `ExecStart` pointed at the built binary (verify
+/// checks that the command exists).
+fn unit_with_built_binary() -> String {
+    let text = std::fs::read_to_string(deploy_dir().join("systemd/tandem.service")).unwrap();
+    let bin = tandem_tests::tandem_bin();
+    assert!(text.contains("ExecStart=/usr/bin/tandem "), "{text}");
+    text.replace(
+        "ExecStart=/usr/bin/tandem ",
+        &format!("ExecStart={} ", bin.display()),
+    )
+}
+
+#[test]
+fn systemd_unit_passes_systemd_analyze_verify_without_a_warning() {
+    let unit = unit_with_built_binary();
+    let (ok, text) = systemd_verify(&unit);
+    assert!(
+        ok && text.trim().is_empty(),
+        "systemd-analyze verify:\n{text}"
+    );
+    // The check bites: verify only warns (exit 0) on an unknown key, and
+    // fails on a missing binary.
+    let (ok, text) = systemd_verify(&unit.replace("WatchdogSec=", "WatchDogSec="));
+    assert!(ok && text.contains("Unknown key"), "{text}");
+    let (ok, _) = systemd_verify(&unit.replace("ExecStart=/", "ExecStart=/nonexistent/"));
+    assert!(!ok);
+}
+
+/// `Key=value` lines of a unit or config file (last one wins).
+fn keys(text: &str) -> std::collections::BTreeMap<String, String> {
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
+#[test]
+fn unit_is_notify_with_a_watchdog_hardened_and_keeps_its_log() {
+    let unit = keys(&std::fs::read_to_string(deploy_dir().join("systemd/tandem.service")).unwrap());
+    for (k, v) in [
+        ("Type", "notify"),
+        ("NotifyAccess", "main"),
+        ("Restart", "on-failure"),
+        ("ProtectSystem", "strict"),
+        ("ReadWritePaths", "/var/lib/tandem"),
+        ("ProtectHome", "yes"),
+        ("PrivateTmp", "yes"),
+        ("NoNewPrivileges", "yes"),
+        // A failover's lines are never rate-limited away.
+        ("LogRateLimitIntervalSec", "0"),
+    ] {
+        assert_eq!(unit.get(k).map(String::as_str), Some(v), "{k}");
+    }
+    let wd = unit.get("WatchdogSec").expect("WatchdogSec");
+    let secs: u64 = wd
+        .trim_end_matches('s')
+        .parse()
+        .expect("WatchdogSec in seconds");
+    assert!((2..=30).contains(&secs), "WatchdogSec={wd}");
+    // Capabilities instead of full root: nothing that amounts to root.
+    let caps = unit.get("CapabilityBoundingSet").expect("a bounding set");
+    for must in [
+        "CAP_NET_ADMIN",
+        "CAP_NET_RAW",
+        "CAP_NET_BIND_SERVICE",
+        "CAP_BPF",
+    ] {
+        assert!(caps.contains(must), "{caps}");
+    }
+    for never in [
+        "CAP_SYS_ADMIN",
+        "CAP_DAC_OVERRIDE",
+        "CAP_SYS_PTRACE",
+        "CAP_SYS_MODULE",
+    ] {
+        assert!(!caps.contains(never), "{caps}");
+    }
+    let journald = keys(
+        &std::fs::read_to_string(deploy_dir().join("systemd/journald.conf.d/tandem.conf")).unwrap(),
+    );
+    assert_eq!(
+        journald.get("Storage").map(String::as_str),
+        Some("persistent")
+    );
+    assert!(journald.contains_key("SystemMaxUse"));
 }

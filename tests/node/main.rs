@@ -12,6 +12,8 @@
 //! - [`durability`]: SIGKILL and restart keep leases; the stale VIP goes.
 //! - [`bad_input`]: malformed DHCP packets, invalid node and service configs.
 //! - [`xdp`]: steering counters, and the role map silencing DHCP.
+//! - [`systemd`]: `READY=1`, `STATUS=`, `WATCHDOG=1` and `STOPPING=1` over a
+//!   real `NOTIFY_SOCKET`, with the unit's capabilities only (setpriv).
 //! - [`pxe`]: a QEMU VM boots kernel and initrd by iPXE over HTTP from the VIP;
 //!   dhclient as a UEFI HTTP boot client gets the binary's URL.
 
@@ -19,6 +21,7 @@ mod bad_input;
 mod dhcp;
 mod durability;
 mod pxe;
+mod systemd;
 mod tftp;
 mod xdp;
 

@@ -34,8 +34,32 @@ pub fn api_addr(lab: &Lab, i: usize) -> String {
 /// three agree on one leader among three voters.
 #[must_use]
 pub fn three_node_cluster(clients: usize) -> Lab {
+    three_node_cluster_with(clients, "")
+}
+
+/// [`three_node_cluster`] with `node_toml` appended to each node's
+/// `node.toml` (e.g. `[log]` with `format = "json"`).
+#[must_use]
+pub fn three_node_cluster_with(clients: usize, node_toml: &str) -> Lab {
     phase("lab up: three nodes, each starts as a cluster of one");
-    let lab = start_lab(3, clients);
+    let lab = if node_toml.is_empty() {
+        start_lab(3, clients)
+    } else {
+        let bin = crate::tandem_bin();
+        let lab = Lab::builder()
+            .nodes(3)
+            .clients(clients)
+            .tandem_bin(&bin)
+            .build()
+            .expect("building the lab");
+        for i in 1..=3 {
+            lab.write_node_config(i, node_toml)
+                .unwrap_or_else(|e| panic!("writing node {i}'s config: {e:#}"));
+            lab.start_node(i, &bin)
+                .unwrap_or_else(|e| panic!("starting node {i}: {e:#}"));
+        }
+        lab
+    };
     for i in 1..=3 {
         assert!(
             wait_until(START_TIMEOUT, || crate::is_leader(&lab, i)),

@@ -7,7 +7,9 @@
 //!   leadership with the transition driver until shutdown or a join.
 //! - `transitions`: the leadership transition of DESIGN.md section 2
 //!   (become leader in five checked steps; step down in reverse).
-//! - `notify`: systemd's `READY=1`.
+//! - `notify`: systemd's `READY=1`, `STATUS=`, `WATCHDOG=1` and `STOPPING=1`.
+//! - `logging`: the log line formats (text, JSON), each line stamped with
+//!   node id, term and index.
 //! - `gauges`: gauges read from the replicated state (pool use, config applied).
 //!
 //! ```text
@@ -34,6 +36,7 @@
 //! poisoned lock outlives it.
 
 mod gauges;
+pub mod logging;
 mod notify;
 mod transitions;
 
@@ -137,14 +140,14 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), App
     };
     let (status_tx, status_rx) = watch::channel(ServiceStatus::default());
     let mut tr = Transitions::new(cfg.clone(), vip, steering, status_tx, warnings);
-    let mut notified = false;
+    let mut notifier = notify::Notifier::from_env();
     loop {
         let joining = JoinMarker::new(&cfg.data_dir).pending();
         // Give up the single-node state: the cluster's replaces it.
         if joining.is_some() && NodeStore::discard(&cfg.data_dir)? {
             tracing::warn!(target: "tandem::raft", data_dir = %cfg.data_dir.display(), "discarded this node's own cluster state to join another");
         }
-        let end = epoch(&cfg, &mut tr, &status_rx, joining, &shutdown, &mut notified).await?;
+        let end = epoch(&cfg, &mut tr, &status_rx, joining, &shutdown, &mut notifier).await?;
         match end {
             EpochEnd::Shutdown => break,
             EpochEnd::Fatal(RaftFatal::Storage(cause)) => {
@@ -212,7 +215,7 @@ async fn epoch(
     status_rx: &watch::Receiver<ServiceStatus>,
     joining: Option<String>,
     shutdown: &CancellationToken,
-    notified: &mut bool,
+    notifier: &mut notify::Notifier,
 ) -> Result<EpochEnd, AppError> {
     let (material, admin_token) = trust_material(cfg)?;
     let store = NodeStore::open(&cfg.data_dir)?;
@@ -230,6 +233,9 @@ async fn epoch(
         token: Some(admin_token.clone()),
         insecure: false,
     };
+    // Stopped before Raft is, so a core shut down on purpose is not reported as hung.
+    let watchdog_cancel = raft_cancel.child_token();
+    notifier.watch(&cluster, watchdog_cancel.clone());
     let arts = start_artifacts(cfg, &store, &cluster, &access, &raft_cancel)?;
     tokio::spawn(gauges::run(store.view(), raft_cancel.clone()));
     tr.artifacts = Some(arts.clone());
@@ -248,7 +254,7 @@ async fn epoch(
     let auth = Auth::new(&admin_token, &cfg.api_open);
     let api_cancel = CancellationToken::new();
     let api_task = start_api(cfg, api, auth, &material, api_cancel.clone()).await?;
-    if let Some(addr) = joining {
+    if let Some(addr) = joining.clone() {
         tokio::spawn(consensus::join(
             cluster.clone(),
             JoinMarker::new(&cfg.data_dir),
@@ -258,10 +264,6 @@ async fn epoch(
         ));
     }
     tr.publish();
-    if !*notified {
-        notify::ready();
-        *notified = true;
-    }
 
     let mut leadership = cluster.leadership();
     let mut metrics_tick = tokio::time::interval(Duration::from_secs(1));
@@ -289,6 +291,13 @@ async fn epoch(
             tr.step_down(&cluster, "leader lease expired: no quorum contact")
                 .await;
         }
+        notify_state(
+            notifier,
+            &cluster,
+            &l,
+            tr.serving.is_some(),
+            joining.as_deref(),
+        );
         let serving = tr.serving.as_mut();
         let ev = tokio::select! {
             () = shutdown.cancelled() => break EpochEnd::Shutdown,
@@ -313,7 +322,10 @@ async fn epoch(
         tr.handle(&cluster, ev).await;
     };
     let why = match &end {
-        EpochEnd::Shutdown => "shutdown",
+        EpochEnd::Shutdown => {
+            notifier.stopping("shutdown");
+            "shutdown"
+        }
         EpochEnd::Fatal(RaftFatal::Storage(cause)) => {
             tr.storage_failed(cfg, cause);
             "storage failure"
@@ -322,11 +334,39 @@ async fn epoch(
         EpochEnd::Join(_) => "joining another cluster",
     };
     tr.step_down(&cluster, why).await;
+    watchdog_cancel.cancel();
     cluster.shutdown().await;
     raft_cancel.cancel();
     api_cancel.cancel();
     let _ = api_task.await;
     Ok(end)
+}
+
+/// Tells systemd the node's state line, and that it has started once it
+/// serves, follows a leader or waits for its first service config.
+fn notify_state(
+    notifier: &mut notify::Notifier,
+    cluster: &Cluster,
+    l: &consensus::Leadership,
+    serving: bool,
+    joining: Option<&str>,
+) {
+    let lease = l.is_leader && cluster.holds_lease();
+    let state = notify::NodeState {
+        id: cluster.id,
+        leadership: l,
+        lease,
+        fenced: notifier.fenced(l.term, l.is_leader && !lease),
+        serving,
+        // Read only where it decides the line: a leader with a lease that does not serve.
+        configured: !(l.is_leader && lease && !serving)
+            || cluster
+                .view()
+                .read(|s| s.config != crate::model::ServiceConfig::default()),
+        joining: joining.filter(|_| !cluster.is_member()),
+    };
+    let (line, ready) = notify::state_line(&state);
+    notifier.update(&line, ready);
 }
 
 impl Transitions {

@@ -17,4 +17,4 @@ pub mod service;
 pub(crate) use error::field_err;
 pub use error::ConfigError;
 pub use limits::{PacketLimit, PacketLimits};
-pub use node::{NodeConfig, ServiceIface};
+pub use node::{LogFormat, NodeConfig, ServiceIface};

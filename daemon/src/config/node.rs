@@ -24,6 +24,37 @@ struct Wire {
     service: Option<WireService>,
     /// The leader's per-sender packet limits (XDP); defaults if left out.
     limits: Option<super::limits::WireLimits>,
+    log: Option<WireLog>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireLog {
+    /// `"text"` (default) or `"json"`: one JSON object per line, for log
+    /// shippers and `tandem logs --merge`. `tandem daemon --log-format` wins.
+    format: Option<String>,
+}
+
+/// How the daemon writes its log lines (DESIGN.md section 6).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `TIME LEVEL target: message node_id=.. term=.. index=.. key=value..`
+    #[default]
+    Text,
+    /// One JSON object per line with the same fields.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<LogFormat, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("{other:?} is not a log format (text or json)")),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -86,6 +117,8 @@ pub struct NodeConfig {
     pub api_open: Vec<String>,
     pub service: ServiceIface,
     pub limits: super::limits::PacketLimits,
+    /// `[log] format`; `tandem daemon --log-format` overrides it.
+    pub log_format: LogFormat,
 }
 
 /// The API's open reads unless `api.open` says otherwise.
@@ -281,8 +314,19 @@ impl Wire {
             ));
         }
         let limits = self.limits.unwrap_or_default().validate()?;
+        let log_format = match self.log.and_then(|l| l.format) {
+            None => LogFormat::Text,
+            Some(f) => f.parse().map_err(|problem: String| {
+                field_err(
+                    "log.format",
+                    problem,
+                    "set `format = \"text\"` or `\"json\"` under [log]",
+                )
+            })?,
+        };
         Ok(NodeConfig {
             limits,
+            log_format,
             node_id,
             data_dir,
             artifact_dir,
@@ -349,6 +393,19 @@ vip = "10.0.0.10/24"
             .contains("api.open"));
         assert_eq!(c.service.http_port, 80);
         assert_eq!(c.limits, crate::config::PacketLimits::default());
+    }
+
+    #[test]
+    fn log_format_is_text_by_default_json_on_request_and_named_when_wrong() {
+        assert_eq!(NodeConfig::parse(GOOD).unwrap().log_format, LogFormat::Text);
+        let json = format!("{GOOD}[log]\nformat = \"json\"\n");
+        assert_eq!(
+            NodeConfig::parse(&json).unwrap().log_format,
+            LogFormat::Json
+        );
+        let bad = format!("{GOOD}[log]\nformat = \"yaml\"\n");
+        let e = NodeConfig::parse(&bad).unwrap_err().to_string();
+        assert!(e.contains("log.format") && e.contains("\"json\""), "{e}");
     }
 
     #[test]

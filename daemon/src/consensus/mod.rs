@@ -11,7 +11,8 @@
 //!   and, if no process listens there, starts the election at once.
 //! - `health`: peer lag and silence on the leader (metrics, log).
 //! - `node`: starting Raft on the store ([`Cluster::start`]), the timers,
-//!   leadership watch, ensure-applied and shutdown.
+//!   leadership watch, ensure-applied and shutdown; this process's log
+//!   [`position`] (term, index) for every log line.
 //! - `membership`: add, remove, handover, and the join protocol ([`join`], [`JoinMarker`]).
 //! - `status`: [`ClusterStatus`], this node's view as a plain value.
 //!
@@ -31,8 +32,8 @@ mod types;
 pub use handle::{ClusterHandle, ProposeError};
 pub use membership::{join, size_warning, JoinMarker, MembershipError};
 pub use node::{
-    Cluster, ConsensusError, EnsureError, Leadership, RaftFatal, ELECTION_MAX_MS, ELECTION_MIN_MS,
-    HEARTBEAT_MS, LEADER_LEASE_MS, LEASE_CHECK_MS,
+    position, Cluster, ConsensusError, EnsureError, Leadership, RaftFatal, ELECTION_MAX_MS,
+    ELECTION_MIN_MS, HEARTBEAT_MS, LEADER_LEASE_MS, LEASE_CHECK_MS,
 };
 pub use status::{ClusterStatus, MemberRole, MemberStatus, Role};
 pub use types::{NodeId, NodeInfo, NodeStore, TypeConfig};

@@ -1,4 +1,5 @@
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -98,6 +99,41 @@ const LINGER_MS: u64 = 1;
 /// How often the app checks the leader lease.
 pub const LEASE_CHECK_MS: u64 = 5;
 
+/// This node's place in the log, for log lines: the current term and last
+/// log index, kept up to date by the leadership watch (which wakes on every
+/// change of Raft's metrics), read by the log formatter. Zero until Raft
+/// has started in this process ([`position`] says `None` then).
+static POSITION: Position = Position {
+    term: AtomicU64::new(0),
+    index: AtomicU64::new(0),
+    known: AtomicBool::new(false),
+};
+
+struct Position {
+    term: AtomicU64,
+    index: AtomicU64,
+    known: AtomicBool,
+}
+
+/// `(term, last log index)` of this process's Raft node as of now; `None`
+/// before Raft first started. Every log line carries it (`app::logging`),
+/// so the logs of several nodes line up (DESIGN.md section 6).
+#[must_use]
+pub fn position() -> Option<(u64, u64)> {
+    POSITION.known.load(Ordering::Relaxed).then(|| {
+        (
+            POSITION.term.load(Ordering::Relaxed),
+            POSITION.index.load(Ordering::Relaxed),
+        )
+    })
+}
+
+fn set_position(term: u64, index: u64) {
+    POSITION.term.store(term, Ordering::Relaxed);
+    POSITION.index.store(index, Ordering::Relaxed);
+    POSITION.known.store(true, Ordering::Relaxed);
+}
+
 /// This node's view of leadership, derived from openraft's metrics. It holds
 /// only what changes on an election, so watchers wake on elections, not on
 /// every commit.
@@ -189,6 +225,13 @@ impl Cluster {
             })
             .await
             .map_err(|e| ConsensusError::Start(e.to_string()))??;
+        {
+            // Log lines from here on carry term and index (the watch below
+            // keeps them current).
+            let m = raft.metrics();
+            let m = m.borrow_watched();
+            set_position(m.current_term, m.last_log_index.unwrap_or(0));
+        }
         let me = NodeInfo {
             raft: cfg.raft_listen.to_string(),
             api: cfg.api_listen.to_string(),
@@ -331,6 +374,19 @@ impl Cluster {
             .unwrap_or(0)
     }
 
+    /// Whether Raft's core loop answers a request within `within`: a round
+    /// trip through the core task (not a read of its published metrics), so
+    /// a wedged or stopped core says `false`. The systemd watchdog is fed
+    /// only while this holds (`app::notify`).
+    ///
+    /// cancel-safety: cancel-safe; nothing is changed.
+    pub async fn core_answers(&self, within: Duration) -> bool {
+        matches!(
+            tokio::time::timeout(within, self.raft.with_raft_state(|_| ())).await,
+            Ok(Ok(()))
+        )
+    }
+
     /// Waits until everything committed so far is applied here, confirming
     /// with a quorum that this node still leads (a read index), for at most
     /// `within`. Returns the index the view reached. The first step of
@@ -420,6 +476,7 @@ fn spawn_leadership_watch(raft: &Raft, cancel: CancellationToken) -> watch::Rece
                 (l, m.last_log_index.unwrap_or(0))
             };
             let (l, index) = l;
+            set_position(l.term, index);
             let g = metrics::get();
             g.raft_term.set(i64::try_from(l.term).unwrap_or(i64::MAX));
             g.raft_is_leader.set(i64::from(l.is_leader));
@@ -464,5 +521,49 @@ impl ClusterHandle for Cluster {
 
     fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
         self.view.read(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A free port on 127.0.0.1 (bound, then released).
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    /// What the systemd watchdog is fed on (`app::notify`): a running core
+    /// answers the round trip, a stopped one does not; and log lines learn
+    /// the node's place in the log once Raft has started.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn core_answers_while_raft_runs_and_not_after_it_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = NodeConfig::parse(&format!(
+            "node_id = 1\ndata_dir = {:?}\n[cluster]\nlisten = \"127.0.0.1:{}\"\n\
+             [api]\nlisten = \"127.0.0.1:{}\"\n[service]\ninterface = \"lo\"\nvip = \"10.250.0.10/24\"\n",
+            dir.path().display().to_string(),
+            free_port(),
+            free_port()
+        ))
+        .unwrap();
+        let material = crate::trust::ca::ensure(&cfg.data_dir, 1, &[cfg.raft_listen.ip()]).unwrap();
+        let store = NodeStore::open(&cfg.data_dir).unwrap();
+        let cancel = CancellationToken::new();
+        let cluster = Cluster::start(&cfg, &store, &material, true, cancel.clone())
+            .await
+            .unwrap();
+        assert!(position().is_some(), "known once Raft started");
+        assert!(cluster.core_answers(Duration::from_secs(2)).await);
+        cluster.shutdown().await;
+        assert!(
+            !cluster.core_answers(Duration::from_millis(500)).await,
+            "a stopped core must starve the watchdog"
+        );
+        cancel.cancel();
     }
 }

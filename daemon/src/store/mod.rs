@@ -112,11 +112,15 @@ impl<C: StoreTypes> Store<C> {
             let txn = db.begin_read().map_err(redb_err("open: begin read"))?;
             rows::load_applied::<C>(&txn)?
         };
+        // Before Raft starts, the last applied entry is this node's place
+        // in the log (0, 0: nothing applied yet).
         let index = applied.log_id.map(|l| l.index);
+        let last = applied.log_id.as_ref();
         tracing::info!(
             target: "tandem::consensus",
             path = %path.display(),
-            index = ?index,
+            term = last.map_or(0, |l| l.leader_id.term),
+            index = last.map_or(0, |l| l.index),
             leases = applied.state.leases.len(),
             "store opened"
         );

@@ -44,7 +44,11 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
     /// Run the node in the foreground (systemd Type=notify).
-    Daemon,
+    Daemon {
+        /// Log lines as `text` or `json` (default: node.toml's `[log] format`, else text).
+        #[arg(long, env = "TANDEM_LOG_FORMAT")]
+        log_format: Option<crate::config::LogFormat>,
+    },
     /// This node's view of the cluster.
     Status {
         #[arg(long)]
@@ -68,6 +72,12 @@ pub enum Cmd {
     Artifact {
         #[command(subcommand)]
         cmd: ArtifactCmd,
+    },
+    /// Several nodes' logs (text, JSON or journalctl output) as one story, by time, term and index.
+    Logs {
+        /// The log files, one per node, each in time order.
+        #[arg(long, required = true, num_args = 1.., value_name = "FILE")]
+        merge: Vec<PathBuf>,
     },
 }
 
@@ -181,7 +191,8 @@ fn print_json<T: serde::Serialize>(v: &T) {
 pub fn run_admin(cli: &Cli) -> ExitCode {
     let client = Client::new(&api_base(cli), &access(cli));
     match &cli.cmd {
-        Cmd::Daemon => unreachable!("main runs the daemon itself"),
+        Cmd::Daemon { .. } => unreachable!("main runs the daemon itself"),
+        Cmd::Logs { merge } => super::logs::run(merge),
         Cmd::Status { json } => match client.get::<StatusDto>("/v1/status") {
             Ok(s) if *json => {
                 print_json(&s);

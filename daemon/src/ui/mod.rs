@@ -2,5 +2,7 @@
 //! What operators type and see. Built on `api::client` and `api::dto` only.
 //!
 //! - `cli`: the `tandem` command line (clap), its exit codes and output.
+//! - `logs`: `tandem logs --merge`, several nodes' logs as one story.
 
 pub mod cli;
+pub mod logs;

@@ -447,7 +447,7 @@ impl Decision<'_> {
     }
 
     fn nak(&self, why: &'static str) -> Action {
-        tracing::debug!(target: "tandem::dhcp", mac = %self.req.mac, reason = why, "NAK");
+        tracing::debug!(target: "tandem::packet::dhcp", mac = %self.req.mac, reason = why, "NAK");
         Action::Reply {
             reply: self.replies.nak(why),
             to: Destination::of_nak(self.req),

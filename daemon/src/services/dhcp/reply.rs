@@ -225,7 +225,7 @@ impl<'a> Replies<'a> {
 
         let max = self.req.max_len;
         if !fit(reply, max, self.req.params) {
-            tracing::debug!(target: "tandem::dhcp", mac = %self.req.mac, max, "reply exceeds the client's maximum size");
+            tracing::debug!(target: "tandem::packet::dhcp", mac = %self.req.mac, max, "reply exceeds the client's maximum size");
         }
     }
 
@@ -243,7 +243,7 @@ impl<'a> Replies<'a> {
             return;
         };
         let Some(profile) = self.config.profile(name) else {
-            tracing::debug!(target: "tandem::dhcp", profile = name, "boot profile not found");
+            tracing::debug!(target: "tandem::packet::dhcp", profile = name, "boot profile not found");
             return;
         };
         let base = http::base_url(self.server_id.into(), self.http_port);

@@ -303,7 +303,7 @@ pub async fn serve<C: ClusterHandle>(
             if malformed {
                 metrics::get().dhcp_malformed.inc();
             }
-            tracing::debug!(target: "tandem::dhcp::packet", xid = msg.xid(), chaddr = ?msg.chaddr(), reason, "no reply");
+            tracing::debug!(target: "tandem::packet::dhcp", xid = msg.xid(), chaddr = ?msg.chaddr(), reason, "no reply");
         }
         responder.dispatch(action, &mut offers);
     }

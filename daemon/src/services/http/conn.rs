@@ -108,7 +108,7 @@ pub(super) async fn run(
             Slot::take(&per_client, peer.ip(), limits.max_per_client)
         };
         let Some(slot) = slot else {
-            tracing::debug!(target: "tandem::http", %peer, open = conns.len(), "connection over the cap refused");
+            tracing::debug!(target: "tandem::packet::http", %peer, open = conns.len(), "connection over the cap refused");
             // Read the request before answering 503, so that closing does not
             // reset the connection over unread bytes (and lose the answer).
             // Refusals are capped too; past that the connection is just closed.
@@ -196,7 +196,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, limits: &Limits, router
                 }
             };
             count(resp.status());
-            tracing::debug!(target: "tandem::http::request", %peer, status = resp.status().as_u16(), "answered");
+            tracing::debug!(target: "tandem::packet::http", %peer, status = resp.status().as_u16(), "answered");
             Ok::<_, Infallible>(resp)
         }
     });
@@ -212,13 +212,13 @@ async fn connection(stream: TcpStream, peer: SocketAddr, limits: &Limits, router
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {
-                    tracing::debug!(target: "tandem::http", %peer, error = %e, "connection ended");
+                    tracing::debug!(target: "tandem::packet::http", %peer, error = %e, "connection ended");
                 }
                 return;
             }
             () = tokio::time::sleep_until(idle_at) => {
                 if activity.last() + limits.idle_timeout <= Instant::now() {
-                    tracing::debug!(target: "tandem::http", %peer, "idle connection closed");
+                    tracing::debug!(target: "tandem::packet::http", %peer, "idle connection closed");
                     return;
                 }
             }

@@ -33,6 +33,9 @@ use super::session::{wire_block, Action, Negotiated, Session};
 use crate::metrics::{self, ResultLabel};
 
 const LOG_TARGET: &str = "tandem::tftp";
+/// Per-packet and per-transfer debug lines: their own target, so turning
+/// them on (`TANDEM_LOG=info,tandem::packet=debug`) drowns nothing else.
+const PACKET_TARGET: &str = "tandem::packet::tftp";
 /// Largest datagram we accept on the listener; requests with long option
 /// lists can exceed 512 bytes.
 const LISTEN_BUF: usize = 65_536;
@@ -205,13 +208,13 @@ impl Listener {
                 refuse(sock, peer, ErrorCode::IllegalOperation, msg, "error").await;
             }
             Ok(Packet::Rrq(req)) if self.tasks.len() >= MAX_TRANSFERS => {
-                debug!(target: LOG_TARGET, file = %req.filename, peer = %peer, "too many transfers; request refused");
+                debug!(target: PACKET_TARGET, file = %req.filename, peer = %peer, "too many transfers; request refused");
                 let msg = "server busy, retry later";
                 refuse(sock, peer, ErrorCode::NotDefined, msg, "error").await;
             }
             Ok(Packet::Rrq(req)) => {
                 let Some(slot) = self.client_slot(peer.ip()) else {
-                    debug!(target: LOG_TARGET, file = %req.filename, peer = %peer, "too many transfers from this client; request refused");
+                    debug!(target: PACKET_TARGET, file = %req.filename, peer = %peer, "too many transfers from this client; request refused");
                     let msg = "too many transfers from this address, retry later";
                     refuse(&self.sock, peer, ErrorCode::NotDefined, msg, "busy").await;
                     return;
@@ -239,11 +242,11 @@ impl Listener {
                 // DATA/ACK/ERROR/OACK belong on a transfer port; on :69 they
                 // are strays (e.g. from a transfer that already ended).
                 self.malformed += 1;
-                debug!(target: LOG_TARGET, peer = %peer, packet = kind(&other), malformed = self.malformed, "stray packet on listener dropped");
+                debug!(target: PACKET_TARGET, peer = %peer, packet = kind(&other), malformed = self.malformed, "stray packet on listener dropped");
             }
             Err(e) => {
                 self.malformed += 1;
-                debug!(target: LOG_TARGET, peer = %peer, error = %e, malformed = self.malformed, "malformed datagram on listener");
+                debug!(target: PACKET_TARGET, peer = %peer, error = %e, malformed = self.malformed, "malformed datagram on listener");
                 if is_request_opcode(datagram) {
                     // A broken request is a failed transfer: tell the client why.
                     let code = if matches!(e, ParseError::UnknownMode(_)) {
@@ -312,7 +315,7 @@ pub(super) fn count(result: &str) {
 async fn refuse(sock: &UdpSocket, peer: SocketAddr, code: ErrorCode, msg: &str, result: &str) {
     count(result);
     if let Err(e) = sock.send_to(&encode_error(code, msg), peer).await {
-        debug!(target: LOG_TARGET, peer = %peer, error = %e, "sending ERROR failed");
+        debug!(target: PACKET_TARGET, peer = %peer, error = %e, "sending ERROR failed");
     }
 }
 
@@ -405,7 +408,7 @@ async fn send(sock: &UdpSocket, buf: &[u8]) -> Result<(), Outcome> {
             Err(Outcome::Error("client port unreachable".to_owned()))
         }
         Err(e) => {
-            debug!(target: LOG_TARGET, error = %e, "tftp send failed; the timer will retry");
+            debug!(target: PACKET_TARGET, error = %e, "tftp send failed; the timer will retry");
             Ok(())
         }
     }
@@ -503,7 +506,7 @@ async fn transfer(
     let mut dbuf = Vec::with_capacity(4 + usize::from(negotiated.block_size()));
     let mut rbuf = vec![0u8; TRANSFER_BUF];
     let bytes_metric = &metrics::get().tftp_bytes;
-    debug!(target: LOG_TARGET, file = %req.filename, peer = %peer, ?negotiated, blocks = session.last_block(), "tftp transfer starting");
+    debug!(target: PACKET_TARGET, file = %req.filename, peer = %peer, ?negotiated, blocks = session.last_block(), "tftp transfer starting");
 
     let mut action = session.start();
     let mut deadline = Instant::now() + timeout;
@@ -577,19 +580,19 @@ fn on_received(
         ))),
         Ok(Ok(other)) => {
             stats.malformed += 1;
-            debug!(target: LOG_TARGET, peer = %peer, packet = kind(&other), "unexpected packet during transfer ignored");
+            debug!(target: PACKET_TARGET, peer = %peer, packet = kind(&other), "unexpected packet during transfer ignored");
             Ok(Action::Wait)
         }
         Ok(Err(e)) => {
             stats.malformed += 1;
-            debug!(target: LOG_TARGET, peer = %peer, error = %e, "malformed packet during transfer ignored");
+            debug!(target: PACKET_TARGET, peer = %peer, error = %e, "malformed packet during transfer ignored");
             Ok(Action::Wait)
         }
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
             Err(Outcome::Error("client port unreachable".to_owned()))
         }
         Err(e) => {
-            debug!(target: LOG_TARGET, peer = %peer, error = %e, "transfer recv error");
+            debug!(target: PACKET_TARGET, peer = %peer, error = %e, "transfer recv error");
             Ok(Action::Wait)
         }
     }
