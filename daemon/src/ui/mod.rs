@@ -2,5 +2,7 @@
 //! What operators type and see. Built on `api::client` and `api::dto` only.
 //!
 //! - `cli`: the `tandem` command line (clap), its exit codes and output.
+//! - `top`: `tandem top`, the ratatui console over every member's API.
 
 pub mod cli;
+pub mod top;
