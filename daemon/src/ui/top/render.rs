@@ -397,7 +397,11 @@ fn draw_leases(f: &mut Frame, area: Rect, snap: &Snapshot, view: &View) {
         ]));
     }
     if lines.is_empty() {
-        lines.push(Line::from("no subnets (tandem apply)"));
+        lines.push(Line::from(if snap.nodes.iter().any(|n| n.reachable) {
+            "no subnets (tandem apply)"
+        } else {
+            "no node answers"
+        }));
     }
     let skip = view.scroll[Pane::Leases.index()].min(lines.len().saturating_sub(1));
     let lines: Vec<Line> = lines.into_iter().skip(skip).collect();

@@ -199,10 +199,13 @@ impl Snapshot {
             .max_by_key(|(_, s)| s.term);
         let leader = leader_view.map(|(_, s)| (s.node_id, s.term));
         let leader_status = leader_view.map(|(_, s)| s);
-        // Ids of members nobody reached, from the others' member lists.
+        // Ids of members not reached now: from member lists, the answers
+        // of reachable nodes winning over older ones (an id does not change
+        // while its node is down).
         let mut ids: BTreeMap<String, u64> = BTreeMap::new();
-        for s in reachable.iter().filter_map(|v| v.status.as_ref()) {
-            for m in &s.members {
+        let stale = views.iter().filter(|v| !v.reachable());
+        for v in stale.chain(reachable.iter().copied()) {
+            for m in v.status.iter().flat_map(|s| &s.members) {
                 ids.insert(host_port(&m.api).to_owned(), m.id);
             }
         }

@@ -318,6 +318,8 @@ fn with_no_leader_reachable_the_header_says_so() {
         "{}",
         lines[0]
     );
+    // Node 1 never answered since it died: its id is still known.
+    assert_eq!(s.nodes[0].id, Some(1));
     // No leader: no lag or heartbeat column to fill.
     assert!(s
         .nodes
