@@ -21,6 +21,8 @@ const FIRST_SCREEN: Duration = Duration::from_secs(10);
 /// namespace. Drop kills the server and, by PID, whatever survives it.
 struct Tmux {
     socket: String,
+    /// The socket file, removed in Drop if the server left it.
+    socket_path: Option<PathBuf>,
     server_pid: Option<i32>,
     pane_pid: Option<i32>,
 }
@@ -49,6 +51,7 @@ impl Tmux {
             .unwrap_or_else(|e| panic!("tmux new-session in {ns}: {e:#}"));
         let mut t = Tmux {
             socket: socket.to_owned(),
+            socket_path: None,
             server_pid: None,
             pane_pid: None,
         };
@@ -59,6 +62,8 @@ impl Tmux {
         );
         t.server_pid = t.format("#{pid}").trim().parse().ok();
         t.pane_pid = t.format("#{pane_pid}").trim().parse().ok();
+        let path = t.format("#{socket_path}");
+        t.socket_path = Some(PathBuf::from(path.trim())).filter(|p| p.is_absolute());
         t
     }
 
@@ -101,9 +106,21 @@ impl Tmux {
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = tmux_cmd(&self.socket, &["kill-server"]).status();
-        for pid in [self.pane_pid, self.server_pid].into_iter().flatten() {
-            // SAFETY: kill(2) on PIDs this guard's tmux server reported as its own.
-            let _ = unsafe { libc::kill(pid, libc::SIGKILL) };
+        // SAFETY: kill(2) on PIDs this guard's tmux server reported as its
+        // own; signal 0 only asks whether the process still exists.
+        let alive = |pid: i32| unsafe { libc::kill(pid, 0) } == 0;
+        // Let the server exit (it hangs up its pane and unlinks its socket).
+        // Only if it did not are the PIDs still its own to kill.
+        if let Some(server) = self.server_pid {
+            if !wait_until(Duration::from_secs(2), || !alive(server)) {
+                for pid in [self.pane_pid, Some(server)].into_iter().flatten() {
+                    // SAFETY: as above; the server still runs, so these are its.
+                    let _ = unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+        }
+        if let Some(p) = &self.socket_path {
+            let _ = std::fs::remove_file(p);
         }
     }
 }
@@ -272,6 +289,31 @@ fn top_follows_a_failover_and_its_own_node_dying() {
         clock(s) != before && up(s, &lab, other).as_deref() == Some("yes")
     });
     println!("clock {before} -> {}", clock(&after));
+
+    phase(&format!(
+        "cut node {other}'s link: its calls time out, the screen goes on"
+    ));
+    lab.set_node_connected(other, false)
+        .expect("cutting the link");
+    let (screen, took) = wait_screen(&top, SHOWN_WITHIN, "the silent node unreachable", |s| {
+        up(s, &lab, other).as_deref() == Some("NO") && header(s).contains("0/3 up")
+    });
+    println!(
+        "silent node shown down {took:?} after the cut:\n{}",
+        screen.join("\n")
+    );
+    // Two more refreshes, each within about a second, while every call
+    // to the silent node waits for its timeout.
+    for _ in 0..2 {
+        let before = clock(&wait_screen(&top, SHOWN_WITHIN, "a frame", |_| true).0);
+        let (_, took) = wait_screen(
+            &top,
+            Duration::from_millis(2500),
+            "the header clock moving on",
+            |s| clock(s) != before,
+        );
+        println!("refreshed {took:?} after {before}");
+    }
 
     phase("q quits");
     top.send_keys("q");
