@@ -19,7 +19,7 @@
 //! - [`services`]: DHCP, TFTP and the VIP; they reach the cluster via `ClusterHandle`.
 //! - [`steering`]: aya only: loads the XDP program and flips its role map.
 //! - [`api`]: the admin HTTP API, its client and DTOs.
-//! - [`ui`]: the CLI (and later the TUI), built on `api::client` only.
+//! - [`ui`]: the CLI and the console TUI (`tandem top`), built on `api::client` only.
 //! - [`app`]: the composition root: wires everything and owns shutdown.
 //! - `fuzzing` (hidden): the fuzz targets' bodies, for `fuzz/` and its
 //!   regression test; above every layer, used by none.

@@ -22,6 +22,8 @@
 //! - [`artifacts`]: put, replication with Range resume, corruption, rm, RSS.
 //! - [`pxe_failover`]: QEMU PXE boots over HTTP and TFTP with the leader
 //!   `SIGKILLed` mid-kernel finish, and about as fast as a clean boot.
+//! - [`top`]: `tandem top` under tmux (80x24): three nodes and a leader, a
+//!   leader killed (SIGKILL), then its own node: shown down, new leader and events.
 //! - [`trust`]: no credentials, no change (API 401, Raft refused at the TLS
 //!   handshake); join tokens; a removed node's certificate is refused.
 
@@ -39,6 +41,7 @@ mod no_lost_leases;
 mod prometheus;
 mod pxe_failover;
 mod quorum;
+mod top;
 mod trust;
 
 use std::net::Ipv4Addr;

@@ -86,17 +86,26 @@ pub struct Client {
 impl Client {
     #[must_use]
     pub fn new(base: &str, access: &Access) -> Client {
-        Client::build(base, access, false)
+        Client::build(base, access, Some(Duration::from_secs(15)))
+    }
+
+    /// A client whose every call gives up after `timeout`, connecting
+    /// included: `tandem top` polls every member each second, and a dead or
+    /// cut-off one must cost it no more than that.
+    #[must_use]
+    pub fn with_timeout(base: &str, access: &Access, timeout: Duration) -> Client {
+        Client::build(base, access, Some(timeout))
     }
 
     /// A client for long transfers: no overall deadline (a 1 GiB artifact
     /// takes a while), but a connection that stalls for 30 s fails.
     #[must_use]
     pub fn for_transfers(base: &str, access: &Access) -> Client {
-        Client::build(base, access, true)
+        Client::build(base, access, None)
     }
 
-    fn build(base: &str, access: &Access, transfers: bool) -> Client {
+    /// `deadline`: the bound of each whole call; `None` for transfers.
+    fn build(base: &str, access: &Access, deadline: Option<Duration>) -> Client {
         let base = base_url(base);
         let mut tls = ureq::tls::TlsConfig::builder()
             .provider(ureq::tls::TlsProvider::Rustls)
@@ -115,12 +124,12 @@ impl Client {
         let cfg = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .tls_config(tls.build());
-        let cfg = if transfers {
-            cfg.timeout_connect(Some(Duration::from_secs(5)))
+        let cfg = match deadline {
+            None => cfg
+                .timeout_connect(Some(Duration::from_secs(5)))
                 .timeout_per_read(Some(Duration::from_secs(30)))
-                .timeout_per_write(Some(Duration::from_secs(30)))
-        } else {
-            cfg.timeout_global(Some(Duration::from_secs(15)))
+                .timeout_per_write(Some(Duration::from_secs(30))),
+            Some(d) => cfg.timeout_global(Some(d)),
         };
         Client {
             base,

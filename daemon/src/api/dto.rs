@@ -173,3 +173,28 @@ pub struct ArtifactDto {
     /// Nodes that hold a verified copy.
     pub holders: Vec<u64>,
 }
+
+/// One event of `GET /v1/events` (see `metrics::events`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventDto {
+    /// 1, 2, 3 … per process run ([`EventsDto::boot_ms`]).
+    pub seq: u64,
+    /// Unix milliseconds.
+    pub at_ms: u64,
+    /// "election", "transition", "vip-conflict", "peer-lost", "peer-found" or "storage".
+    pub kind: String,
+    pub message: String,
+}
+
+/// `GET /v1/events?since=SEQ` (admin): this node's events after `since`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventsDto {
+    pub node_id: u64,
+    /// When this process started recording (unix ms): a change means a
+    /// restart, and `seq` began again at 1.
+    pub boot_ms: u64,
+    /// The last sequence number recorded: the next `since`.
+    pub last_seq: u64,
+    /// Oldest first; at most the ring's capacity (256).
+    pub events: Vec<EventDto>,
+}

@@ -7,6 +7,7 @@
 //! - `server`: axum routes over the running node, served over TLS with the
 //!   node certificate (hyper, one task per connection, bounded).
 //! - `artifacts`: the artifact routes (uploads, blobs for peers, holders).
+//! - `events`: `GET /v1/events?since=SEQ`, the node's event ring (bounded, rate-limited).
 //! - `reply`: the JSON error answer every handler and the auth layer send.
 //! - `enroll`: the joiner's half of a join (CA pin, CSR, enrollment).
 //! - `client`: a small blocking HTTPS client the CLI (and TUI) and
@@ -21,6 +22,7 @@
 //! (open: a joiner pins the CA, then trades its token for a certificate).
 //! Artifacts: `GET /v1/artifacts`, `PUT|DELETE /v1/artifacts/{name}` (leader),
 //! `GET /v1/blobs/{sha256}` (with Range), `POST /v1/holders` (leader).
+//! Events: `GET /v1/events?since=SEQ` (admin token).
 //! Writes on a follower answer 421 with the leader's API address.
 
 pub mod artifacts;
@@ -28,5 +30,6 @@ pub mod auth;
 pub mod client;
 pub mod dto;
 pub mod enroll;
+mod events;
 mod reply;
 pub mod server;

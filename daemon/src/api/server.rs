@@ -565,6 +565,7 @@ pub async fn serve(
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     let artifacts = super::artifacts::routes(api.cluster.clone(), api.artifacts.clone());
+    let events = super::events::routes(api.cluster.id);
     let app = Router::new()
         .route("/v1/health", get(health))
         .route("/v1/status", get(status))
@@ -581,6 +582,7 @@ pub async fn serve(
         .route("/metrics", get(prometheus))
         .with_state(api)
         .merge(artifacts)
+        .merge(events)
         // Last, so that it covers every route above (deny by default).
         .layer(axum::middleware::from_fn_with_state(
             auth,

@@ -402,6 +402,10 @@ impl Transitions {
         metrics::get().storage_errors.inc();
         let db = cfg.data_dir.join(crate::store::DB_FILE);
         tracing::error!(target: "tandem::raft", db = %db.display(), cause, "Raft stopped on a storage error");
+        metrics::events::record(
+            metrics::events::Kind::Storage,
+            format!("Raft stopped on a storage error: {cause}"),
+        );
         self.problem(
             "storage",
             Some(format!(

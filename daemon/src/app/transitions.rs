@@ -280,6 +280,10 @@ impl Transitions {
                     Ok(Some(c)) => {
                         metrics::get().vip_conflicts.inc();
                         tracing::warn!(target: "tandem::vip", vip = %self.vip.addr(), other = %c.mac, "VIP conflict: {c} (this node has no service config and does not take it)");
+                        metrics::events::record(
+                            metrics::events::Kind::VipConflict,
+                            format!("{}: {c} (not taken: no service config)", self.vip.addr()),
+                        );
                         self.problem(
                             P_CONFLICT,
                             Some(format!(
@@ -409,6 +413,13 @@ impl Transitions {
             })
             .observe(secs);
         tracing::info!(target: "tandem::transition", term, index, seconds = secs, "step 5: serving");
+        metrics::events::record(
+            metrics::events::Kind::Transition,
+            format!(
+                "serving, up in {:.1} ms (term {term}, index {index})",
+                secs * 1e3
+            ),
+        );
     }
 
     /// Step 3: probe, add the VIP, bind TFTP and HTTP on it, announce.
@@ -445,6 +456,10 @@ impl Transitions {
                 metrics::get().vip_conflicts.inc();
                 let hold = self.conflict_hold.hold();
                 tracing::error!(target: "tandem::transition", term, index, vip = %self.vip.addr(), other = %c.mac, kind = ?c.kind, "step 3: VIP conflict: {c}; not taking the VIP, probing again in {}s", hold.as_secs());
+                metrics::events::record(
+                    metrics::events::Kind::VipConflict,
+                    format!("{}: {c}; not serving (term {term})", self.vip.addr()),
+                );
                 self.problem(
                     P_CONFLICT,
                     Some(format!(
@@ -584,6 +599,7 @@ impl Transitions {
         let l = cluster.leadership().borrow().clone();
         let (term, index) = (l.term, cluster.last_log_index());
         tracing::info!(target: "tandem::transition", term, index, why, "stepping down");
+        let was_serving = self.serving.is_some();
         if let Some(s) = self.serving.take() {
             // Cancelling silences them at once (the DHCP loop stops reading and
             // its in-flight commits will not reply). Give the tasks one shared
@@ -618,12 +634,22 @@ impl Transitions {
             }
         }
         self.publish();
+        let secs = t.elapsed().as_secs_f64();
         metrics::get()
             .transition_seconds
             .get_or_create(&DirectionLabel {
                 direction: "down".into(),
             })
-            .observe(t.elapsed().as_secs_f64());
+            .observe(secs);
+        if was_serving {
+            metrics::events::record(
+                metrics::events::Kind::Transition,
+                format!(
+                    "stopped serving ({why}), down in {:.1} ms (term {term}, index {index})",
+                    secs * 1e3
+                ),
+            );
+        }
     }
 }
 

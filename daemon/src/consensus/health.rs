@@ -102,8 +102,19 @@ pub(super) fn spawn(raft: Raft, cancel: CancellationToken) {
                 let was_silent = silent.insert(p.id, now_silent).unwrap_or(false);
                 if now_silent && !was_silent {
                     tracing::warn!(target: LOG_TARGET, peer = p.id, silence = ?p.silence, lag = p.lag_entries, "peer is not answering heartbeats");
+                    metrics::events::record(
+                        metrics::events::Kind::PeerLost,
+                        format!(
+                            "peer {} is not answering heartbeats (lag {})",
+                            p.id, p.lag_entries
+                        ),
+                    );
                 } else if was_silent && !now_silent {
                     tracing::info!(target: LOG_TARGET, peer = p.id, lag = p.lag_entries, "peer answers again");
+                    metrics::events::record(
+                        metrics::events::Kind::PeerFound,
+                        format!("peer {} answers again (lag {})", p.id, p.lag_entries),
+                    );
                 }
             }
             silent.retain(|id, _| peers.iter().any(|p| p.id == *id));

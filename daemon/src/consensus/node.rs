@@ -487,6 +487,13 @@ fn spawn_leadership_watch(raft: &Raft, cancel: CancellationToken) -> watch::Rece
                     g.raft_leader_changes.inc();
                 }
                 tracing::info!(target: "tandem::raft", term = l.term, index, leader = ?l.leader, "leader changed");
+                metrics::events::record(
+                    metrics::events::Kind::Election,
+                    match l.leader {
+                        Some(n) => format!("leader is node {n} (term {}, index {index})", l.term),
+                        None => format!("no leader known (term {}, index {index})", l.term),
+                    },
+                );
                 last_leader = l.leader;
             }
             tx.send_if_modified(|cur| {

@@ -10,6 +10,8 @@
 //!   [`Histogram`]; a [`Family`] is one name with labels, given by a [`Labels`]
 //!   struct such as [`PeerLabel`].
 //! - [`dhcp_packet`]: the per-packet shorthand, with cached handles.
+//! - [`events`]: the bounded ring of operator events (elections,
+//!   transitions, VIP conflicts, peers, storage) behind `GET /v1/events`.
 //!
 //! Every metric name owns its `PrometheusRecorder`; none is installed as the
 //! global `metrics` recorder:
@@ -29,6 +31,8 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
+
+pub mod events;
 
 use metrics::{Key, KeyName, Label, Level, Metadata, Recorder as _, SharedString};
 use metrics_exporter_prometheus::formatting::{sanitize_label_key, sanitize_label_value};

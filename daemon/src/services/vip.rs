@@ -410,6 +410,7 @@ pub async fn arp_duty(
             if last_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                 last_log = Some(std::time::Instant::now());
                 tracing::warn!(target: "tandem::vip", %vip, other = %c.mac, kind = ?c.kind, "VIP conflict: {c}");
+                metrics::events::record(metrics::events::Kind::VipConflict, format!("{vip}: {c}"));
             }
             if c.kind != ConflictKind::Probe
                 && last_defence.is_none_or(|t| t.elapsed() >= DEFEND_INTERVAL)

@@ -79,6 +79,12 @@ pub enum Cmd {
         #[arg(long, required = true, num_args = 1.., value_name = "FILE")]
         merge: Vec<PathBuf>,
     },
+    /// The console: every member's state, leases, rates, XDP, artifacts and events, each second.
+    Top {
+        /// Member APIs to watch (host:port,…) instead of those the node reports.
+        #[arg(long, value_delimiter = ',')]
+        nodes: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -245,6 +251,7 @@ pub fn run_admin(cli: &Cli) -> ExitCode {
         }
         Cmd::Cluster { cmd } => cluster(cli, &client, cmd),
         Cmd::Artifact { cmd } => artifact(&client, cmd),
+        Cmd::Top { nodes } => super::top::run(&api_base(cli), nodes, access(cli)),
         Cmd::Export => match client.get::<ServiceConfig>("/v1/config") {
             Ok(c) => {
                 print!("{}", crate::config::service::to_toml(&c));
