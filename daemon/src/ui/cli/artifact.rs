@@ -1,12 +1,11 @@
 //! `tandem artifact`: boot files stored by sha256 on every node.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use super::output::{fail, print_json};
-use crate::api::client::Client;
+use super::output::{CliError, Done, Out};
+use super::reach::{Kind, Reach};
 use crate::api::dto::{ArtifactDto, OkDto};
 
 #[derive(Subcommand, Debug)]
@@ -19,45 +18,38 @@ pub enum ArtifactCmd {
         name: Option<String>,
     },
     /// Every artifact with its size, sha256 and the nodes that hold it.
-    List {
-        #[arg(long)]
-        json: bool,
-    },
+    List,
     /// Remove the name; every node deletes the bytes no name refers to.
     Rm { name: String },
 }
 
-/// Runs `tandem artifact CMD` through `client`.
-pub fn run(client: &Client, cmd: &ArtifactCmd) -> ExitCode {
+/// Runs `tandem artifact CMD`. An upload is bounded by its progress (a
+/// stall of 30 s fails it), not by `--timeout`, which bounds finding the
+/// leader.
+pub fn run(r: &Reach, out: Out, cmd: &ArtifactCmd) -> Done {
     match cmd {
         ArtifactCmd::Put { file, name } => {
             let Some(name) = name
                 .clone()
                 .or_else(|| file.file_name()?.to_str().map(str::to_owned))
             else {
-                eprintln!("tandem: {} has no file name; give --name", file.display());
-                return ExitCode::from(2);
+                return Err(CliError::usage(
+                    format!("{} has no file name", file.display()),
+                    Some("give --name NAME"),
+                ));
             };
-            if let Err(e) = crate::model::validate_name(&name) {
-                eprintln!("tandem: {e}");
-                return ExitCode::from(2);
-            }
-            match client.put_file(&name, file) {
-                Ok(a) => {
-                    println!("{}  {}  {} bytes", a.name, a.sha256, a.size);
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(&e),
-            }
+            crate::model::validate_name(&name)
+                .map_err(|e| CliError::usage(e.to_string(), Some("give another --name")))?;
+            let a: ArtifactDto = r.call(Kind::Leader, |c| c.put_file(&name, file))?;
+            out.show(&a, |a| {
+                println!("{}  {}  {} bytes", a.name, a.sha256, a.size)
+            });
         }
-        ArtifactCmd::List { json } => match client.get::<Vec<ArtifactDto>>("/v1/artifacts") {
-            Ok(l) if *json => {
-                print_json(&l);
-                ExitCode::SUCCESS
-            }
-            Ok(l) => {
+        ArtifactCmd::List => {
+            let l: Vec<ArtifactDto> = r.read("/v1/artifacts")?;
+            out.show(&l, |l| {
                 println!("{:<32} {:>12}  {:<64}  HOLDERS", "NAME", "SIZE", "SHA256");
-                for a in &l {
+                for a in l {
                     let h: Vec<String> = a.holders.iter().map(u64::to_string).collect();
                     println!(
                         "{:<32} {:>12}  {}  {}",
@@ -67,18 +59,13 @@ pub fn run(client: &Client, cmd: &ArtifactCmd) -> ExitCode {
                         h.join(",")
                     );
                 }
-                ExitCode::SUCCESS
-            }
-            Err(e) => fail(&e),
-        },
+            });
+        }
         ArtifactCmd::Rm { name } => {
-            match client.delete::<OkDto>(&format!("/v1/artifacts/{name}")) {
-                Ok(ok) => {
-                    println!("{}", ok.message);
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(&e),
-            }
+            let path = format!("/v1/artifacts/{name}");
+            let ok: OkDto = r.call(Kind::Leader, |c| c.delete(&path))?;
+            out.show(&ok, |ok| println!("{}", ok.message));
         }
     }
+    Ok(())
 }

@@ -2,48 +2,41 @@
 //! declaratively (it round-trips).
 
 use std::path::Path;
-use std::process::ExitCode;
 
-use super::output::fail;
-use crate::api::client::Client;
+use super::output::{CliError, Done, Out};
+use super::reach::{Kind, Reach};
 use crate::api::dto::ApplyDto;
 use crate::model::ServiceConfig;
 
-/// `tandem apply FILE`: parse and validate here, then `PUT /v1/config`.
-pub fn apply(client: &Client, file: &Path) -> ExitCode {
-    let text = match std::fs::read_to_string(file) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("tandem: cannot read {}: {e}", file.display());
-            return ExitCode::from(1);
+/// `tandem apply FILE`: parse and validate here, then `PUT /v1/config` on
+/// the leader.
+pub fn apply(r: &Reach, out: Out, file: &Path) -> Done {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        CliError::failed(
+            format!("cannot read {}: {e}", file.display()),
+            Some("give the path of a service config file (TOML)"),
+        )
+    })?;
+    let cfg = crate::config::service::parse(&text).map_err(|e| {
+        let msg = format!("{}: {e}", file.display());
+        match msg.split_once("; fix: ") {
+            Some((m, fix)) => CliError::failed(m, Some(fix)),
+            None => CliError::failed(msg, None),
         }
-    };
-    let cfg = match crate::config::service::parse(&text) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("tandem: {}: {e}", file.display());
-            return ExitCode::from(1);
-        }
-    };
-    match client.put::<_, ApplyDto>("/v1/config", &cfg) {
-        Ok(a) => {
-            println!(
-                "applied at index {}: {} subnet(s), {} reservation(s), {} profile(s)",
-                a.applied_index, a.subnets, a.reservations, a.profiles
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(&e),
-    }
+    })?;
+    let a: ApplyDto = r.call(Kind::Leader, |c| c.put("/v1/config", &cfg))?;
+    out.show(&a, |a| {
+        println!(
+            "applied at index {}: {} subnet(s), {} reservation(s), {} profile(s)",
+            a.applied_index, a.subnets, a.reservations, a.profiles
+        );
+    });
+    Ok(())
 }
 
-/// `tandem export`: the cluster's service config as TOML.
-pub fn export(client: &Client) -> ExitCode {
-    match client.get::<ServiceConfig>("/v1/config") {
-        Ok(c) => {
-            print!("{}", crate::config::service::to_toml(&c));
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(&e),
-    }
+/// `tandem export`: the cluster's service config as TOML (as JSON with `--json`).
+pub fn export(r: &Reach, out: Out) -> Done {
+    let c: ServiceConfig = r.read("/v1/config")?;
+    out.show(&c, |c| print!("{}", crate::config::service::to_toml(c)));
+    Ok(())
 }

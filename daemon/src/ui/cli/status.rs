@@ -1,8 +1,17 @@
 //! `tandem status`: this node's view of the cluster.
 
+use super::output::{Done, Out};
+use super::reach::Reach;
 use crate::api::dto::StatusDto;
 
-pub fn print_status(s: &StatusDto) {
+/// `tandem status`: `GET /v1/status` of the first node that answers.
+pub fn run(r: &Reach, out: Out) -> Done {
+    let s: StatusDto = r.read("/v1/status")?;
+    out.show(&s, print_status);
+    Ok(())
+}
+
+fn print_status(s: &StatusDto) {
     println!(
         "node {}  role {}  term {}  leader {}",
         s.node_id,
