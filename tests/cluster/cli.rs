@@ -128,12 +128,12 @@ fn leases_reservations_json_and_exit_codes() {
         let by_mac = ok(&lab, i, &["lease", "show", &mac]);
         assert_eq!(by_mac["ip"], ip.as_str(), "{by_mac}");
     }
-    let list = ok(&lab, follower, &["lease", "list"]);
+    let leases = ok(&lab, follower, &["lease", "list"]);
     assert!(
-        list.as_array().is_some_and(|l| l
+        leases.as_array().is_some_and(|l| l
             .iter()
             .any(|x| x["ip"] == ip.as_str() && x["status"] == "bound")),
-        "{list}"
+        "{leases}"
     );
 
     phase(&format!(

@@ -179,18 +179,7 @@ impl State {
             Command::AddReservation { reservation } => {
                 self.add_reservation(reservation, &mut changes)
             }
-            Command::RemoveReservation { mac } => {
-                let before = self.config.reservations.len();
-                self.config.reservations.retain(|r| r.mac != *mac);
-                if self.config.reservations.len() == before {
-                    CommandResponse::Rejected {
-                        reason: format!("field `mac`: {mac} has no reservation; fix: `tandem reservation list` shows the reserved MACs"),
-                    }
-                } else {
-                    changes.config = true;
-                    CommandResponse::Ok
-                }
-            }
+            Command::RemoveReservation { mac } => self.remove_reservation(*mac, &mut changes),
             Command::Grant { lease } => {
                 if let Some(cur) = self.leases.get(&lease.ip) {
                     if cur.mac != lease.mac
@@ -323,6 +312,21 @@ impl State {
             ));
         }
         self.config.reservations.push(r.clone());
+        changes.config = true;
+        CommandResponse::Ok
+    }
+
+    /// [`Command::RemoveReservation`].
+    fn remove_reservation(&mut self, mac: Mac, changes: &mut Changes) -> CommandResponse {
+        let before = self.config.reservations.len();
+        self.config.reservations.retain(|r| r.mac != mac);
+        if self.config.reservations.len() == before {
+            return CommandResponse::Rejected {
+                reason: format!(
+                    "field `mac`: {mac} has no reservation; fix: `tandem reservation list` shows the reserved MACs"
+                ),
+            };
+        }
         changes.config = true;
         CommandResponse::Ok
     }

@@ -42,7 +42,7 @@ pub fn run(r: &Reach, out: Out, cmd: &ArtifactCmd) -> Done {
                 .map_err(|e| CliError::usage(e.to_string(), Some("give another --name")))?;
             let a: ArtifactDto = r.call(Kind::Leader, |c| c.put_file(&name, file))?;
             out.show(&a, |a| {
-                println!("{}  {}  {} bytes", a.name, a.sha256, a.size)
+                println!("{}  {}  {} bytes", a.name, a.sha256, a.size);
             });
         }
         ArtifactCmd::List => {

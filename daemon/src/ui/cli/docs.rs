@@ -1,5 +1,5 @@
 //! `tandem completions SHELL` and `tandem man`: generated from the clap
-//! definition itself (clap_complete, clap_mangen), so they never drift from
+//! definition itself (`clap_complete`, `clap_mangen`), so they never drift from
 //! the flags.
 
 use serde::Serialize;
