@@ -2,12 +2,14 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use tandem::ui::cli::{self, Cli, Cmd};
+use tandem::ui::cli::{self, Cmd};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match cli::parse() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
     let Cmd::Daemon { log_format } = &cli.cmd else {
         return cli::run_admin(&cli);
     };

@@ -26,8 +26,11 @@
 //!   leader killed (SIGKILL), then its own node: shown down, new leader and events.
 //! - [`trust`]: no credentials, no change (API 401, Raft refused at the TLS
 //!   handshake); join tokens; a removed node's certificate is refused.
+//! - [`cli`]: the admin CLI: lease show/release, reservations through
+//!   export, `--json` everywhere, exit codes 0-3, `--nodes` and `--timeout`.
 
 mod artifacts;
+mod cli;
 mod clients_survive;
 mod dual_answer;
 mod durability;

@@ -56,6 +56,7 @@ fn not_leader(api: &Api) -> Response {
         Json(ErrorDto {
             error: "not the leader".into(),
             leader_api: api.cluster.leader_api(),
+            hint: None,
         }),
     )
         .into_response()

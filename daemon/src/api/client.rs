@@ -20,8 +20,13 @@ pub enum ClientError {
     Unreachable { url: String, message: String },
     #[error("no leader: {0}")]
     NoLeader(String),
+    /// The server answered with an error; `hint` is what it says to do.
     #[error("{status}: {message}")]
-    Failed { status: u16, message: String },
+    Failed {
+        status: u16,
+        message: String,
+        hint: Option<String>,
+    },
     #[error("unexpected answer from {url}: {message}")]
     Protocol { url: String, message: String },
 }
@@ -75,6 +80,21 @@ pub fn base_url(addr: &str) -> String {
     }
 }
 
+/// How long one API call may take at most.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long connecting may take: a LAN peer answers in milliseconds, and a
+/// host that is down should not hold up the next one for long.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What bounds a client's calls.
+#[derive(Clone, Copy)]
+enum Bound {
+    /// The whole call, connect included.
+    Call(Duration),
+    /// Connecting, and each read or write, not the whole transfer.
+    Transfer,
+}
+
 pub struct Client {
     base: String,
     agent: ureq::Agent,
@@ -86,26 +106,32 @@ pub struct Client {
 impl Client {
     #[must_use]
     pub fn new(base: &str, access: &Access) -> Client {
-        Client::build(base, access, Some(Duration::from_secs(15)))
+        Client::build(base, access, Bound::Call(CALL_TIMEOUT))
     }
 
-    /// A client whose every call gives up after `timeout`, connecting
-    /// included: `tandem top` polls every member each second, and a dead or
-    /// cut-off one must cost it no more than that.
+    /// A client whose every call ends within `timeout` (at most
+    /// [`CALL_TIMEOUT`]), connecting within [`CONNECT_TIMEOUT`], so that the
+    /// CLI's `--timeout` bounds a whole retried call and a dead host does not
+    /// use up the budget of the nodes after it.
     #[must_use]
     pub fn with_timeout(base: &str, access: &Access, timeout: Duration) -> Client {
-        Client::build(base, access, Some(timeout))
+        Client::build(base, access, Bound::Call(timeout.min(CALL_TIMEOUT)))
     }
 
     /// A client for long transfers: no overall deadline (a 1 GiB artifact
     /// takes a while), but a connection that stalls for 30 s fails.
     #[must_use]
     pub fn for_transfers(base: &str, access: &Access) -> Client {
-        Client::build(base, access, None)
+        Client::build(base, access, Bound::Transfer)
     }
 
-    /// `deadline`: the bound of each whole call; `None` for transfers.
-    fn build(base: &str, access: &Access, deadline: Option<Duration>) -> Client {
+    /// The base URL this client talks to (`https://host:port`).
+    #[must_use]
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn build(base: &str, access: &Access, bound: Bound) -> Client {
         let base = base_url(base);
         let mut tls = ureq::tls::TlsConfig::builder()
             .provider(ureq::tls::TlsProvider::Rustls)
@@ -124,12 +150,14 @@ impl Client {
         let cfg = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .tls_config(tls.build());
-        let cfg = match deadline {
-            None => cfg
+        let cfg = match bound {
+            Bound::Transfer => cfg
                 .timeout_connect(Some(Duration::from_secs(5)))
                 .timeout_per_read(Some(Duration::from_secs(30)))
                 .timeout_per_write(Some(Duration::from_secs(30))),
-            Some(d) => cfg.timeout_global(Some(d)),
+            Bound::Call(t) => cfg
+                .timeout_global(Some(t))
+                .timeout_connect(Some(t.min(CONNECT_TIMEOUT))),
         };
         Client {
             base,
@@ -172,15 +200,21 @@ impl Client {
                 message: e.to_string(),
             });
         }
-        let message =
-            serde_json::from_str::<ErrorDto>(&body).map_or(body, |e| match e.leader_api {
+        let (message, hint) = serde_json::from_str::<ErrorDto>(&body).map_or((body, None), |e| {
+            let m = match e.leader_api {
                 Some(l) => format!("{} (leader API: {l})", e.error),
                 None => e.error,
-            });
+            };
+            (m, e.hint)
+        });
         if status == 503 || status == 421 {
             return Err(ClientError::NoLeader(message));
         }
-        Err(ClientError::Failed { status, message })
+        Err(ClientError::Failed {
+            status,
+            message,
+            hint,
+        })
     }
 
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
@@ -374,6 +408,7 @@ impl Client {
             let file = std::fs::File::open(path).map_err(|e| ClientError::Failed {
                 status: 0,
                 message: format!("cannot read {}: {e}", path.display()),
+                hint: None,
             })?;
             let c = Client::for_transfers(&base, &self.access);
             let r = c.send("PUT", &route, &[], SendBody::File(&file));

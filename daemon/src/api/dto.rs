@@ -1,5 +1,7 @@
 use serde::{Deserialize, Serialize};
 
+use crate::model::{Lease, LeaseState};
+
 /// One member as this node sees it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MemberDto {
@@ -59,6 +61,10 @@ pub struct HealthDto {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ErrorDto {
     pub error: String,
+    /// What to do about it, when the server knows (e.g. the fix of a
+    /// config error); the CLI shows it as `hint`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
     /// For writes sent to a follower: the leader's API address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader_api: Option<String>,
@@ -197,4 +203,34 @@ pub struct EventsDto {
     pub last_seq: u64,
     /// Oldest first; at most the ring's capacity (256).
     pub events: Vec<EventDto>,
+}
+
+/// One lease as `GET /v1/leases` and `GET /v1/leases/{mac_or_ip}` answer it
+/// (`tandem lease list|show|release --json`): the replicated record and what
+/// it means now, by the answering node's clock.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseDto {
+    #[serde(flatten)]
+    pub lease: Lease,
+    /// "bound" (live), "expired" (released, or its time ran out: the record
+    /// stays so the client gets the same address back) or "declined".
+    pub status: String,
+    /// Seconds until `expires_at`; 0 once it has passed.
+    pub expires_in: u64,
+}
+
+impl LeaseDto {
+    #[must_use]
+    pub fn at(lease: Lease, now: u64) -> LeaseDto {
+        let status = match lease.state {
+            LeaseState::Bound if lease.is_active(now) => "bound",
+            LeaseState::Bound => "expired",
+            LeaseState::Declined => "declined",
+        };
+        LeaseDto {
+            status: status.into(),
+            expires_in: lease.expires_at.saturating_sub(now),
+            lease,
+        }
+    }
 }

@@ -32,7 +32,9 @@ fn fail(status: u16, message: impl Into<String>) -> EnrollError {
 
 fn remote(addr: &str, e: &ClientError) -> EnrollError {
     match e {
-        ClientError::Failed { status, message } if *status == 401 || *status == 403 => fail(
+        ClientError::Failed {
+            status, message, ..
+        } if *status == 401 || *status == 403 => fail(
             403,
             format!("the cluster at {addr} refused the join: {message}"),
         ),

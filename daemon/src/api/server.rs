@@ -23,7 +23,7 @@ use crate::consensus::{
     Cluster, ClusterHandle, MembershipError, NodeInfo, ProposeError, RaftFatal, Role,
 };
 use crate::metrics;
-use crate::model::{Command, CommandResponse, Lease, ServiceConfig};
+use crate::model::{Command, CommandResponse, ServiceConfig};
 use crate::trust::{ca, token, JoinToken, Material};
 
 /// Connections at once; more are closed at accept.
@@ -148,6 +148,7 @@ impl Api {
             Json(ErrorDto {
                 error: "not the leader".into(),
                 leader_api: self.leader_api(),
+                hint: None,
             }),
         )
             .into_response()
@@ -166,6 +167,7 @@ impl Api {
                 Json(ErrorDto {
                     error: "not the leader".into(),
                     leader_api: self.leader_api(),
+                    hint: None,
                 }),
             )
                 .into_response()),
@@ -232,10 +234,6 @@ fn judge_health(
     }
 }
 
-async fn leases(AxState(api): AxState<Api>) -> Json<Vec<Lease>> {
-    Json(api.cluster.read(|s| s.leases.values().cloned().collect()))
-}
-
 async fn get_config(AxState(api): AxState<Api>) -> Json<ServiceConfig> {
     Json(api.cluster.read(|s| s.config.clone()))
 }
@@ -289,6 +287,7 @@ fn membership_err(api: &Api, e: MembershipError) -> Response {
             Json(ErrorDto {
                 error: "not the leader".into(),
                 leader_api: api.leader_api(),
+                hint: None,
             }),
         )
             .into_response(),
@@ -566,10 +565,10 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let artifacts = super::artifacts::routes(api.cluster.clone(), api.artifacts.clone());
     let events = super::events::routes(api.cluster.id);
+    let leases = super::leases::routes(api.cluster.clone());
     let app = Router::new()
         .route("/v1/health", get(health))
         .route("/v1/status", get(status))
-        .route("/v1/leases", get(leases))
         .route("/v1/config", get(get_config).put(put_config))
         .route("/v1/cluster/members", post(add_member))
         .route("/v1/cluster/members/{id}", delete(remove_member))
@@ -583,6 +582,7 @@ pub async fn serve(
         .with_state(api)
         .merge(artifacts)
         .merge(events)
+        .merge(leases)
         // Last, so that it covers every route above (deny by default).
         .layer(axum::middleware::from_fn_with_state(
             auth,

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::{field_err, ConfigError};
-use crate::model::{BootProfile, ServiceConfig};
+use crate::model::{BootProfile, Reservation, ServiceConfig};
 
 /// Parses a service config file's text and validates it.
 pub fn parse(text: &str) -> Result<ServiceConfig, ConfigError> {
@@ -154,6 +154,86 @@ pub fn validate(c: &ServiceConfig) -> Result<(), ConfigError> {
                     "add a [[profile]] with that name",
                 ));
             }
+        }
+    }
+    Ok(())
+}
+
+/// The longest host name DHCP option 12 and DNS carry.
+const MAX_HOSTNAME: usize = 253;
+
+/// Checks one reservation that `tandem reservation add` would add to `c`,
+/// as [`validate`] checks a whole file, naming the command's own fields
+/// (`mac`, `ip`, `hostname`, `profile`) and the fix. Adding the very same
+/// reservation again is fine (a retried add).
+pub fn validate_reservation(c: &ServiceConfig, r: &Reservation) -> Result<(), ConfigError> {
+    if let Some(cur) = c.reservation_for(r.mac) {
+        if cur != r {
+            return Err(field_err(
+                "mac",
+                format!("{} is reserved already (ip {})", r.mac, cur.ip),
+                format!("`tandem reservation remove {}` first", r.mac),
+            ));
+        }
+    }
+    if let Some(other) = c.reservation_of_ip(r.ip).filter(|o| o.mac != r.mac) {
+        return Err(field_err(
+            "ip",
+            format!("{} is reserved for {} already", r.ip, other.mac),
+            format!(
+                "give another address, or `tandem reservation remove {}` first",
+                other.mac
+            ),
+        ));
+    }
+    let Some(subnet) = c.subnet_for(r.ip) else {
+        let nets: Vec<String> = c.subnets.iter().map(|s| s.cidr.to_string()).collect();
+        return Err(field_err(
+            "ip",
+            format!("{} is in no subnet of the service config", r.ip),
+            if nets.is_empty() {
+                "the config has no [[subnet]] yet: `tandem apply` one first".to_owned()
+            } else {
+                format!("pick an address inside {}", nets.join(" or "))
+            },
+        ));
+    };
+    if r.ip == subnet.cidr.network() || r.ip == subnet.cidr.broadcast() {
+        return Err(field_err(
+            "ip",
+            format!(
+                "{} is the network or broadcast address of {}",
+                r.ip, subnet.cidr
+            ),
+            "pick a host address",
+        ));
+    }
+    if let Some(h) = &r.hostname {
+        let ok = !h.is_empty()
+            && h.len() <= MAX_HOSTNAME
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if !ok {
+            return Err(field_err(
+                "hostname",
+                format!("{h:?} is not a host name"),
+                format!("use letters, digits, '-' and '.', at most {MAX_HOSTNAME} characters"),
+            ));
+        }
+    }
+    if let Some(p) = &r.profile {
+        if c.profile(p).is_none() {
+            let names: Vec<&str> = c.profiles.iter().map(|p| p.name.as_str()).collect();
+            return Err(field_err(
+                "profile",
+                format!("no profile named {p:?}"),
+                if names.is_empty() {
+                    "the config has no [[profile]]: leave --profile out, or `tandem apply` one"
+                        .to_owned()
+                } else {
+                    format!("name one of {}", names.join(", "))
+                },
+            ));
         }
     }
     Ok(())
@@ -324,6 +404,62 @@ cmdline = "console=ttyS0 quiet"
             assert_ne!(bad, GOOD, "replacement of {from} did not apply");
             let e = parse(&bad).unwrap_err().to_string();
             assert!(e.contains(field), "{field} not named in: {e}");
+        }
+    }
+
+    #[test]
+    fn a_new_reservation_is_checked_against_the_config_naming_its_field() {
+        let c = parse(GOOD).unwrap();
+        let r = |mac: &str, ip: &str, host: Option<&str>, profile: Option<&str>| Reservation {
+            mac: mac.parse().unwrap(),
+            ip: ip.parse().unwrap(),
+            hostname: host.map(str::to_owned),
+            profile: profile.map(str::to_owned),
+        };
+        validate_reservation(
+            &c,
+            &r("52:54:00:00:00:02", "10.99.2.2", Some("n2"), Some("linux")),
+        )
+        .unwrap();
+        // The very reservation the config holds: a retried add.
+        validate_reservation(&c, &c.reservations[0]).unwrap();
+        for (bad, field, fix) in [
+            (
+                r("52:54:00:00:00:01", "10.99.2.9", None, None),
+                "`mac`",
+                "reservation remove 52:54:00:00:00:01",
+            ),
+            (
+                r("52:54:00:00:00:02", "10.99.2.1", None, None),
+                "`ip`",
+                "reservation remove 52:54:00:00:00:01",
+            ),
+            (
+                r("52:54:00:00:00:02", "10.98.0.5", None, None),
+                "`ip`",
+                "inside 10.99.0.0/16",
+            ),
+            (
+                r("52:54:00:00:00:02", "10.99.255.255", None, None),
+                "`ip`",
+                "host address",
+            ),
+            (
+                r("52:54:00:00:00:02", "10.99.2.2", Some("a b"), None),
+                "`hostname`",
+                "letters",
+            ),
+            (
+                r("52:54:00:00:00:02", "10.99.2.2", None, Some("nope")),
+                "`profile`",
+                "default, linux",
+            ),
+        ] {
+            let e = validate_reservation(&c, &bad).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("field {field}")) && e.contains(fix),
+                "{e}"
+            );
         }
     }
 }

@@ -31,5 +31,7 @@ pub use config::{BootProfile, BootpPolicy, PoolRange, Reservation, ServiceConfig
 pub use lease::{Lease, LeaseState};
 pub use mac::{Mac, ParseMacError};
 pub use node::NodeInfo;
-pub use state::{Changes, Command, CommandResponse, State, TrustState, MAX_JOIN_TOKENS};
+pub use state::{
+    Changes, Command, CommandResponse, State, TrustState, MAX_JOIN_TOKENS, MAX_RESERVATIONS,
+};
 pub use usage::{pool_usage, PoolUsage};

@@ -4,7 +4,7 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 
 use super::artifact::{is_sha256_hex, validate_name, Artifact, MAX_ARTIFACTS};
-use super::config::ServiceConfig;
+use super::config::{Reservation, ServiceConfig};
 use super::lease::{Lease, LeaseState};
 use super::mac::Mac;
 
@@ -16,6 +16,15 @@ use super::mac::Mac;
 pub enum Command {
     /// Replace the whole service config (`tandem apply`).
     SetConfig { config: ServiceConfig },
+    /// Add one reservation to the service config (`tandem reservation add`).
+    /// An edit of the list in the state machine, not a whole config built
+    /// from a read: two adds at once both survive. Refused (state unchanged)
+    /// if the MAC or IP is reserved already, the IP is in no subnet or the
+    /// profile does not exist; adding the very same reservation again is a
+    /// no-op, so a retried add succeeds.
+    AddReservation { reservation: Reservation },
+    /// Drop the reservation of `mac` (`tandem reservation remove`).
+    RemoveReservation { mac: Mac },
     /// Bind (or renew) `lease.ip` to `lease.mac`. Any other address the same
     /// MAC held is given up, so a client holds one address.
     Grant { lease: Lease },
@@ -60,6 +69,10 @@ pub enum Command {
     /// now on, and the id is never admitted again.
     RevokeNode { node: u64 },
 }
+
+/// At most this many reservations: the service config is one row, rewritten
+/// on every edit, so the list stays small enough to rewrite per command.
+pub const MAX_RESERVATIONS: usize = 65_536;
 
 /// At most this many join tokens are outstanding; more is a script gone wrong.
 pub const MAX_JOIN_TOKENS: usize = 64;
@@ -163,6 +176,10 @@ impl State {
                 changes.config = true;
                 CommandResponse::Ok
             }
+            Command::AddReservation { reservation } => {
+                self.add_reservation(reservation, &mut changes)
+            }
+            Command::RemoveReservation { mac } => self.remove_reservation(*mac, &mut changes),
             Command::Grant { lease } => {
                 if let Some(cur) = self.leases.get(&lease.ip) {
                     if cur.mac != lease.mac
@@ -252,6 +269,66 @@ impl State {
             }
         };
         (resp, changes)
+    }
+
+    /// [`Command::AddReservation`]: the checks are repeated here, on the
+    /// state the entry is applied to, because the leader's check before
+    /// proposing may have raced another add. Reasons read like a config
+    /// error: "field `F`: problem; fix: what to do".
+    fn add_reservation(&mut self, r: &Reservation, changes: &mut Changes) -> CommandResponse {
+        let c = &self.config;
+        let refuse = |reason: String| CommandResponse::Rejected { reason };
+        if let Some(cur) = c.reservation_for(r.mac) {
+            if cur == r {
+                return CommandResponse::Ok;
+            }
+            return refuse(format!(
+                "field `mac`: {} is reserved already (ip {}); fix: `tandem reservation remove {}` first",
+                r.mac, cur.ip, r.mac
+            ));
+        }
+        if let Some(other) = c.reservation_of_ip(r.ip) {
+            return refuse(format!(
+                "field `ip`: {} is reserved for {} already; fix: give another address, or `tandem reservation remove {}` first",
+                r.ip, other.mac, other.mac
+            ));
+        }
+        if c.subnet_for(r.ip).is_none() {
+            return refuse(format!(
+                "field `ip`: {} is in no subnet of the service config; fix: pick an address inside a [[subnet]] (`tandem export` lists them)",
+                r.ip
+            ));
+        }
+        if let Some(p) = &r.profile {
+            if c.profile(p).is_none() {
+                return refuse(format!(
+                    "field `profile`: no profile named {p:?}; fix: name a [[profile]] of the service config, or add one with `tandem apply`"
+                ));
+            }
+        }
+        if c.reservations.len() >= MAX_RESERVATIONS {
+            return refuse(format!(
+                "field `mac`: the service config holds {MAX_RESERVATIONS} reservations already; fix: remove some first"
+            ));
+        }
+        self.config.reservations.push(r.clone());
+        changes.config = true;
+        CommandResponse::Ok
+    }
+
+    /// [`Command::RemoveReservation`].
+    fn remove_reservation(&mut self, mac: Mac, changes: &mut Changes) -> CommandResponse {
+        let before = self.config.reservations.len();
+        self.config.reservations.retain(|r| r.mac != mac);
+        if self.config.reservations.len() == before {
+            return CommandResponse::Rejected {
+                reason: format!(
+                    "field `mac`: {mac} has no reservation; fix: `tandem reservation list` shows the reserved MACs"
+                ),
+            };
+        }
+        changes.config = true;
+        CommandResponse::Ok
     }
 
     fn artifact_held(
@@ -442,6 +519,10 @@ impl std::fmt::Display for Command {
                     lease.ip, lease.mac, lease.expires_at
                 )
             }
+            Command::AddReservation { reservation: r } => {
+                write!(f, "add_reservation({} -> {})", r.mac, r.ip)
+            }
+            Command::RemoveReservation { mac } => write!(f, "remove_reservation({mac})"),
             Command::Release { ip, at } => write!(f, "release({ip} at {at})"),
             Command::Decline { ip, mac, until, .. } => {
                 write!(f, "decline({ip} by {mac} until {until})")
@@ -486,6 +567,108 @@ mod tests {
             granted_at: at,
             expires_at: at + 600,
         }
+    }
+
+    fn served() -> State {
+        let mut s = State::default();
+        let config: ServiceConfig = serde_json::from_value(serde_json::json!({
+            "subnet": [{"cidr": "10.0.0.0/24", "pools": ["10.0.0.100-10.0.0.200"]}],
+            "profile": [{"name": "pxe", "bios": "undionly.kpxe"}],
+        }))
+        .unwrap();
+        s.apply(&Command::SetConfig { config });
+        s
+    }
+
+    fn resv(mac: u8, ip: [u8; 4], profile: Option<&str>) -> Command {
+        Command::AddReservation {
+            reservation: Reservation {
+                mac: Mac([2, 0, 0, 0, 0, mac]),
+                ip: ip.into(),
+                hostname: Some(format!("host{mac}")),
+                profile: profile.map(str::to_owned),
+            },
+        }
+    }
+
+    fn rejected(r: CommandResponse) -> String {
+        match r {
+            CommandResponse::Rejected { reason } => reason,
+            CommandResponse::Ok => panic!("accepted"),
+        }
+    }
+
+    #[test]
+    fn two_reservation_adds_from_one_read_both_survive() {
+        // Both adds were checked against the same state (as two CLI calls at
+        // once are); applied in turn, neither loses the other.
+        let mut s = served();
+        let (r, ch) = s.apply_tracked(&resv(1, [10, 0, 0, 11], Some("pxe")));
+        assert_eq!(r, CommandResponse::Ok);
+        assert!(ch.config);
+        assert_eq!(s.apply(&resv(2, [10, 0, 0, 12], None)), CommandResponse::Ok);
+        let ips: Vec<_> = s
+            .config
+            .reservations
+            .iter()
+            .map(|r| r.ip.to_string())
+            .collect();
+        assert_eq!(ips, ["10.0.0.11", "10.0.0.12"]);
+        // The very same add again (a retry) is a no-op that succeeds.
+        let (r, ch) = s.apply_tracked(&resv(2, [10, 0, 0, 12], None));
+        assert_eq!((r, ch.config), (CommandResponse::Ok, false));
+        assert_eq!(s.config.reservations.len(), 2);
+    }
+
+    #[test]
+    fn reservation_adds_that_clash_or_dangle_are_refused_and_change_nothing() {
+        let mut s = served();
+        s.apply(&resv(1, [10, 0, 0, 11], None));
+        let before = s.config.clone();
+        let r = rejected(s.apply(&resv(1, [10, 0, 0, 13], None)));
+        assert!(
+            r.starts_with("field `mac`") && r.contains("remove 02:00:00:00:00:01"),
+            "{r}"
+        );
+        let r = rejected(s.apply(&resv(3, [10, 0, 0, 11], None)));
+        assert!(
+            r.starts_with("field `ip`") && r.contains("02:00:00:00:00:01"),
+            "{r}"
+        );
+        let r = rejected(s.apply(&resv(4, [192, 168, 0, 1], None)));
+        assert!(
+            r.starts_with("field `ip`") && r.contains("no subnet"),
+            "{r}"
+        );
+        let r = rejected(s.apply(&resv(5, [10, 0, 0, 15], Some("nope"))));
+        assert!(
+            r.starts_with("field `profile`") && r.contains("; fix: "),
+            "{r}"
+        );
+        assert_eq!(s.config, before);
+    }
+
+    #[test]
+    fn reservation_remove_drops_one_and_refuses_an_unknown_mac() {
+        let mut s = served();
+        s.apply(&resv(1, [10, 0, 0, 11], None));
+        s.apply(&resv(2, [10, 0, 0, 12], None));
+        let gone = Command::RemoveReservation {
+            mac: Mac([2, 0, 0, 0, 0, 1]),
+        };
+        let (r, ch) = s.apply_tracked(&gone);
+        assert_eq!((r, ch.config), (CommandResponse::Ok, true));
+        assert_eq!(s.config.reservations.len(), 1);
+        assert_eq!(s.config.reservations[0].mac, Mac([2, 0, 0, 0, 0, 2]));
+        let r = rejected(s.apply(&gone));
+        assert!(
+            r.starts_with("field `mac`") && r.contains("no reservation"),
+            "{r}"
+        );
+        // The commands travel in the log as JSON.
+        let back: Command = serde_json::from_str(&serde_json::to_string(&gone).unwrap()).unwrap();
+        assert_eq!(back, gone);
+        assert_eq!(gone.to_string(), "remove_reservation(02:00:00:00:00:01)");
     }
 
     #[test]
