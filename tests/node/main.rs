@@ -107,7 +107,9 @@ fn leases(lab: &Lab) -> Vec<Value> {
     let v = json(&out).unwrap_or_else(|e| panic!("tandem lease list --json: {e:#}"));
     v.as_array()
         .unwrap_or_else(|| panic!("lease list is not an array: {v}"))
-        .clone()
+        .iter()
+        .map(tandem_tests::cluster::record)
+        .collect()
 }
 
 /// The lease of `ip` in `tandem lease list --json`; panics with the whole

@@ -215,9 +215,22 @@ pub fn leases(lab: &Lab, i: usize) -> BTreeMap<Ipv4Addr, Value> {
                 .as_str()
                 .and_then(|s| s.parse().ok())
                 .unwrap_or_else(|| panic!("node {i}: lease without an IPv4 ip: {l}"));
-            (ip, l.clone())
+            (ip, record(l))
         })
         .collect()
+}
+
+/// A lease of `lease list --json` as replicated: without what the
+/// answering node's clock makes of it (`expires_in`, `status`), which
+/// changes from one second to the next.
+#[must_use]
+pub fn record(lease: &Value) -> Value {
+    let mut l = lease.clone();
+    if let Some(o) = l.as_object_mut() {
+        o.remove("expires_in");
+        o.remove("status");
+    }
+    l
 }
 
 /// The MAC of a lease, lower-case.

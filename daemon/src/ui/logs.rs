@@ -238,6 +238,12 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 /// Sort key of a line in the merge: time, term, index, then file order.
 type Key = (i128, u64, u64, usize);
 
+/// How far a line may come before the one above it in the same file
+/// without a warning. Threads stamp a line's time before they write it, so
+/// lines of one busy daemon can land a little out of order; the merge keeps
+/// them as close to their place as a stream allows.
+const WRITE_SKEW_NS: i128 = 50_000_000;
+
 fn key(e: &Entry, file: usize) -> Key {
     (e.at, e.term.unwrap_or(0), e.index.unwrap_or(0), file)
 }
@@ -296,7 +302,7 @@ pub fn merge<R: BufRead>(inputs: Vec<(String, R)>, out: &mut impl Write) -> io::
         stats.lines += 1;
         // Its continuation lines follow it, under the same label.
         if let Some(next) = advance(input, out, &label, width, &mut stats)? {
-            if next.at < e.at {
+            if next.at + WRITE_SKEW_NS < e.at {
                 input.out_of_order += 1;
             }
             heap.push(Reverse((key(&next, i), i)));

@@ -356,20 +356,14 @@ fn draw_nodes(f: &mut Frame, area: Rect, snap: &Snapshot, view: &View) {
             Style::new().fg(Color::Red),
         ));
     }
-    if snap.nodes.is_empty() {
-        f.render_widget(
-            Paragraph::new("no members known yet: asking the node (or give --nodes a,b,c)")
-                .block(b),
-            area,
-        );
-        return;
-    }
-    f.render_widget(
-        Table::new(rows, widths)
-            .header(header)
-            .column_spacing(1)
-            .block(b),
+    table_or(
+        f,
         area,
+        b,
+        snap.nodes
+            .is_empty()
+            .then_some("no members known yet: asking the node (or give --nodes a,b,c)"),
+        Table::new(rows, widths).header(header),
     );
 }
 
@@ -474,17 +468,21 @@ fn draw_xdp(f: &mut Frame, area: Rect, snap: &Snapshot, view: &View) {
         Constraint::Length(5),
     ];
     let b = block(view, Pane::Xdp);
-    if snap.xdp.is_empty() {
-        f.render_widget(Paragraph::new("no XDP counters").block(b), area);
-        return;
-    }
-    f.render_widget(
-        Table::new(rows, widths)
-            .header(header)
-            .column_spacing(1)
-            .block(b),
+    table_or(
+        f,
         area,
+        b,
+        snap.xdp.is_empty().then_some("no XDP counters"),
+        Table::new(rows, widths).header(header),
     );
+}
+
+/// `table` in `block`, or `empty` (a one-line note) when there is nothing to list.
+fn table_or(f: &mut Frame, area: Rect, block: Block, empty: Option<&str>, table: Table) {
+    match empty {
+        Some(note) => f.render_widget(Paragraph::new(note).block(block), area),
+        None => f.render_widget(table.column_spacing(1).block(block), area),
+    }
 }
 
 fn event_tag(kind: &str) -> (&'static str, Style) {
@@ -569,16 +567,12 @@ fn draw_artifacts(f: &mut Frame, area: Rect, snap: &Snapshot, view: &View) {
     ];
     let header = Row::new(["name", "size", "on"]).style(Style::new().add_modifier(Modifier::BOLD));
     let b = block(view, Pane::Artifacts);
-    if snap.artifacts.is_empty() {
-        f.render_widget(Paragraph::new("none").block(b), area);
-        return;
-    }
-    f.render_widget(
-        Table::new(rows, widths)
-            .header(header)
-            .column_spacing(1)
-            .block(b),
+    table_or(
+        f,
         area,
+        b,
+        snap.artifacts.is_empty().then_some("none"),
+        Table::new(rows, widths).header(header),
     );
 }
 
