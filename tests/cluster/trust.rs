@@ -133,13 +133,20 @@ fn stranger_writes(lab: &Lab, leader: usize, base: &str) {
     let evil_config = r#"{"subnets":[],"reservations":[],"profiles":[]}"#;
     let member = r#"{"id":66,"raft":"10.99.2.66:7480","api":"10.99.2.66:7481"}"#;
     let join = r#"{"addr":"10.99.2.66:7481","discard_local_state":true}"#;
-    let writes: [(&str, &str, Option<&str>); 6] = [
+    let reservation = r#"{"mac":"02:66:66:66:66:66","ip":"10.99.1.66"}"#;
+    let writes: [(&str, &str, Option<&str>); 12] = [
         ("PUT", "/v1/config", Some(evil_config)),
         ("POST", "/v1/cluster/members", Some(member)),
         ("DELETE", "/v1/cluster/members/3", None),
         ("POST", "/v1/cluster/handover", Some("{}")),
         ("POST", "/v1/cluster/join", Some(join)),
         ("GET", "/v1/leases", None),
+        ("GET", "/v1/leases/10.99.1.1", None),
+        ("POST", "/v1/leases/10.99.1.1/release", None),
+        ("GET", "/v1/reservations", None),
+        ("POST", "/v1/reservations", Some(reservation)),
+        ("DELETE", "/v1/reservations/02:66:66:66:66:66", None),
+        ("GET", "/v1/events", None),
     ];
     for (method, path, body) in writes {
         for bearer in [None, Some("0123456789abcdef")] {
@@ -170,7 +177,7 @@ fn stranger_writes(lab: &Lab, leader: usize, base: &str) {
     assert_eq!(code, 403, "enrollment without a join token: {text}");
     let unauthorized = counter(lab, leader, "tandem_api_unauthorized_total", &[]);
     assert!(
-        unauthorized >= unauthorized_before + 12.0,
+        unauthorized >= unauthorized_before + 24.0,
         "counted {unauthorized_before} -> {unauthorized}"
     );
 }
