@@ -14,9 +14,11 @@
 //! - [`NodeInfo`]: what the cluster records of a member (its Raft and API addresses).
 //! - [`State`]: the state machine's data, and the pure `apply` that changes it.
 //! - [`pool_usage`]: how full each subnet's pools are (bound, declined, free).
+//! - [`parse_duration`]: `250ms`, `1.5s`, `1h30m` as an operator writes them.
 
 mod artifact;
 mod config;
+mod duration;
 mod lease;
 mod mac;
 mod node;
@@ -28,6 +30,7 @@ pub use artifact::{
     MAX_NAME_BYTES, MAX_NAME_DEPTH,
 };
 pub use config::{BootProfile, BootpPolicy, PoolRange, Reservation, ServiceConfig, Subnet};
+pub use duration::parse_duration;
 pub use lease::{Lease, LeaseState};
 pub use mac::{Mac, ParseMacError};
 pub use node::NodeInfo;

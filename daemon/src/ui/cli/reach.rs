@@ -85,28 +85,9 @@ pub fn fibonacci_backoff(attempt: u32, cap: Duration) -> Duration {
     Duration::from_secs(a).min(cap)
 }
 
-/// A duration as the flags take it: `250ms`, `1.5s`, `2` (seconds), `1m`, `1h`.
+/// `--timeout` and `--backoff-cap`: at most a day.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration: write e.g. 500ms, 2s, 1.5s or 1m"))?;
-    let scale = match unit.trim() {
-        "ms" => 0.001,
-        "" | "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        u => return Err(format!("{s:?}: unknown unit {u:?}; use ms, s, m or h")),
-    };
-    let secs = n * scale;
-    if !(secs.is_finite() && secs > 0.0 && secs <= 86_400.0) {
-        return Err(format!("{s:?}: give more than 0 and at most 24h"));
-    }
-    Ok(Duration::from_secs_f64(secs))
+    crate::model::parse_duration(s, Duration::from_secs(86_400))
 }
 
 /// Which node a call goes to.
