@@ -269,6 +269,10 @@ fn a_bios_pxe_client_gets_undionly_by_tftp_from_the_next_server() {
 /// `undionly.kpxe`, the ROM fetches that by TFTP and runs it as a PXE NBP
 /// through the PXE API it installs; undionly's own iPXE then DHCPs with
 /// user-class iPXE, chains the script over HTTP and boots the kernel.
+///
+/// Seen in the serial log but not explained yet: the first undionly's DHCP
+/// was handed `undionly.kpxe` again and chained it once more before the next
+/// one got the script, so the test asks for "at least one" TFTP transfer.
 #[test]
 fn bios_vm_chains_undionly_by_tftp_then_the_script_over_http() {
     phase("lab up: one node serving; kernel, initramfs and undionly.kpxe (Debian ipxe)");
@@ -319,6 +323,11 @@ fn bios_vm_chains_undionly_by_tftp_then_the_script_over_http() {
 
     phase("undionly.kpxe came by TFTP and ran; the script, kernel and initrd by HTTP");
     let tftp = counter(&lab, 1, "tandem_tftp_transfers_total", &[("result", "ok")]);
+    println!(
+        "=== TFTP transfers: {}, undionly.kpxe fetches on serial: {}",
+        tftp - tftp_before,
+        log.matches("/undionly.kpxe... ok").count()
+    );
     assert!(
         tftp > tftp_before,
         "no TFTP transfer: the ROM did not fetch undionly.kpxe ({tftp_before} -> {tftp})"
