@@ -264,7 +264,7 @@ fn a_bios_pxe_client_gets_undionly_by_tftp_from_the_next_server() {
 /// test presses Ctrl-B through QEMU's monitor (`sendkey`) and types
 /// `set user-class PXEClient` and `autoboot` at the ROM's shell: the ROM's
 /// user-class setting replaces its built-in "iPXE", so it DHCPs as a plain
-/// BIOS PXE ROM (vendor class PXEClient arch 0, no user-class iPXE). Those
+/// BIOS PXE ROM (vendor class `PXEClient` arch 0, no user-class iPXE). Those
 /// keystrokes are the only thing not a real BIOS boot. tandem hands it
 /// `undionly.kpxe`, the ROM fetches that by TFTP and runs it as a PXE NBP
 /// through the PXE API it installs; undionly's own iPXE then DHCPs with
