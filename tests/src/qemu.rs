@@ -163,6 +163,8 @@ pub enum Firmware {
 pub struct Vm {
     pub process: LabProcess,
     pub serial: PathBuf,
+    /// QEMU's HMP monitor socket, for [`Vm::sendkey`] and [`Vm::type_line`].
+    pub monitor: PathBuf,
     pub started: Instant,
 }
 
@@ -175,6 +177,8 @@ impl Vm {
         let netdev = format!("tap,id=n0,ifname={tap},script=no,downscript=no");
         let mut nic = format!("virtio-net-pci,netdev=n0,mac={mac}");
         let serial_arg = format!("file:{}", serial.display());
+        let monitor = lab.root().join(format!("{name}.monitor.sock"));
+        let monitor_arg = format!("unix:{},server=on,wait=off", monitor.display());
         let mut args: Vec<String> = [
             "-accel",
             "tcg",
@@ -188,6 +192,8 @@ impl Vm {
             "-no-reboot",
             "-serial",
             &serial_arg,
+            "-monitor",
+            &monitor_arg,
             "-netdev",
             &netdev,
         ]
@@ -226,8 +232,35 @@ impl Vm {
         Vm {
             process,
             serial,
+            monitor,
             started,
         }
+    }
+
+    /// Presses `keys` (HMP `sendkey` syntax: `ctrl-b`, `shift-p`, `ret`) on
+    /// the VM's PS/2 keyboard through the monitor. The firmware reads it
+    /// through the BIOS keyboard services, like a real key press.
+    pub fn sendkey(&self, keys: &[&str]) {
+        use std::io::Write;
+        let mut sock = std::os::unix::net::UnixStream::connect(&self.monitor)
+            .unwrap_or_else(|e| panic!("connecting to {}: {e}", self.monitor.display()));
+        for k in keys {
+            writeln!(sock, "sendkey {k}").expect("writing to the QEMU monitor");
+            // QEMU holds each key 100 ms; the BIOS keyboard buffer holds 15
+            // keys, so a slower pace than the firmware reads loses none.
+            std::thread::sleep(Duration::from_millis(150));
+        }
+    }
+
+    /// Types `line` and Enter on the VM's keyboard (see [`Vm::sendkey`]).
+    /// Panics on a character [`qcode`] has no key for.
+    pub fn type_line(&self, line: &str) {
+        let keys: Vec<String> = line
+            .chars()
+            .map(|c| qcode(c).unwrap_or_else(|| panic!("no key for {c:?}")))
+            .chain(std::iter::once("ret".to_owned()))
+            .collect();
+        self.sendkey(&keys.iter().map(String::as_str).collect::<Vec<_>>());
     }
 
     /// The serial console so far.
@@ -255,6 +288,25 @@ impl Vm {
         );
         took
     }
+}
+
+/// The HMP `sendkey` name of the key (with shift if needed) that types `c`
+/// on a US keyboard; `None` for characters the tests do not need.
+#[must_use]
+pub fn qcode(c: char) -> Option<String> {
+    Some(match c {
+        'a'..='z' | '0'..='9' => c.to_string(),
+        'A'..='Z' => format!("shift-{}", c.to_ascii_lowercase()),
+        ' ' => "spc".to_owned(),
+        '-' => "minus".to_owned(),
+        '_' => "shift-minus".to_owned(),
+        '.' => "dot".to_owned(),
+        '/' => "slash".to_owned(),
+        ':' => "shift-semicolon".to_owned(),
+        '=' => "equal".to_owned(),
+        '&' => "shift-7".to_owned(),
+        _ => return None,
+    })
 }
 
 /// The service config of the VM boot tests: the lab's subnet and pool, a
