@@ -138,13 +138,13 @@ fn dhclient_as_a_uefi_http_boot_client_gets_the_binary_url() {
 const IPXE_EFI: &str = "/usr/lib/ipxe/ipxe.efi";
 const UNDIONLY: &str = "/usr/lib/ipxe/undionly.kpxe";
 
-/// The UEFI chain in real firmware: OVMF with no NIC ROM PXE-boots with its
-/// own client (arch 7, no user-class), gets `ipxe.efi` from the VIP by
-/// TFTP, and that iPXE (user-class iPXE now) chains the rendered script over
-/// HTTP and boots the kernel through its EFI stub.
-#[test]
-fn ovmf_pxe_chains_ipxe_efi_by_tftp_then_the_script_over_http() {
-    phase("lab up: one node serving; kernel, initramfs and ipxe.efi (Debian ipxe) as artifacts");
+/// One node serving `service`, with the kernel, a busybox initramfs and a
+/// first-stage boot program (`name`, from `path`) put as artifacts; returns
+/// the lab and its TFTP-ok and HTTP-200 counters before the boot.
+fn lab_with_first_stage(name: &str, path: &str, service: &str) -> (Lab, f64, f64) {
+    phase(&format!(
+        "lab up: one node serving; kernel, initramfs and {name} (Debian ipxe) as artifacts"
+    ));
     let lab = start_lab(1, 0);
     wait_leader(&lab);
     let kernel = cloud_kernel();
@@ -155,17 +155,27 @@ fn ovmf_pxe_chains_ipxe_efi_by_tftp_then_the_script_over_http() {
         &[
             ("vmlinuz", &kernel),
             ("initrd.img", &initrd),
-            ("ipxe.efi", std::path::Path::new(IPXE_EFI)),
+            (name, std::path::Path::new(path)),
         ],
     );
-    apply(
-        &lab,
-        1,
+    apply(&lab, 1, service);
+    assert_eq!(wait_single_server(&lab, Duration::from_secs(20)), 1);
+    let tftp = counter(&lab, 1, "tandem_tftp_transfers_total", &[("result", "ok")]);
+    let http = counter(&lab, 1, "tandem_http_requests_total", &[("code", "200")]);
+    (lab, tftp, http)
+}
+
+/// The UEFI chain in real firmware: OVMF with no NIC ROM PXE-boots with its
+/// own client (arch 7, no user-class), gets `ipxe.efi` from the VIP by
+/// TFTP, and that iPXE (user-class iPXE now) chains the rendered script over
+/// HTTP and boots the kernel through its EFI stub.
+#[test]
+fn ovmf_pxe_chains_ipxe_efi_by_tftp_then_the_script_over_http() {
+    let (lab, tftp_before, http_before) = lab_with_first_stage(
+        "ipxe.efi",
+        IPXE_EFI,
         &service_toml().replace("bios = \"undionly.kpxe\"", "uefi_x64 = \"ipxe.efi\""),
     );
-    assert_eq!(wait_single_server(&lab, Duration::from_secs(20)), 1);
-    let tftp_before = counter(&lab, 1, "tandem_tftp_transfers_total", &[("result", "ok")]);
-    let http_before = counter(&lab, 1, "tandem_http_requests_total", &[("code", "200")]);
 
     phase(
         "VM: OVMF PXE (arch 7) -> ipxe.efi by TFTP -> /boot/MAC.ipxe -> kernel + initrd over HTTP",
@@ -275,24 +285,8 @@ fn a_bios_pxe_client_gets_undionly_by_tftp_from_the_next_server() {
 /// one got the script, so the test asks for "at least one" TFTP transfer.
 #[test]
 fn bios_vm_chains_undionly_by_tftp_then_the_script_over_http() {
-    phase("lab up: one node serving; kernel, initramfs and undionly.kpxe (Debian ipxe)");
-    let lab = start_lab(1, 0);
-    wait_leader(&lab);
-    let kernel = cloud_kernel();
-    let initrd = build_initramfs(lab.root());
-    put_artifacts(
-        &lab,
-        1,
-        &[
-            ("vmlinuz", &kernel),
-            ("initrd.img", &initrd),
-            ("undionly.kpxe", std::path::Path::new(UNDIONLY)),
-        ],
-    );
-    apply(&lab, 1, &service_toml());
-    assert_eq!(wait_single_server(&lab, Duration::from_secs(20)), 1);
-    let tftp_before = counter(&lab, 1, "tandem_tftp_transfers_total", &[("result", "ok")]);
-    let http_before = counter(&lab, 1, "tandem_http_requests_total", &[("code", "200")]);
+    let (lab, tftp_before, http_before) =
+        lab_with_first_stage("undionly.kpxe", UNDIONLY, &service_toml());
 
     phase("VM: SeaBIOS + iPXE ROM; Ctrl-B, set user-class PXEClient, autoboot");
     let _ra = vm_tap(&lab, "vm0");
