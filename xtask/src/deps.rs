@@ -71,13 +71,15 @@ const SERVER_COMMS: &[&str] = &[
 const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 
 pub fn run() -> Result<()> {
-    apt_packages()?;
+    apt(APT_PACKAGES)?;
     rust_src()?;
     bpf_linker()
 }
 
-fn apt_packages() -> Result<()> {
-    let missing = missing_apt_packages()?;
+/// Installs those of `packages` that dpkg does not list as installed,
+/// without letting their scripts start any server.
+pub fn apt(packages: &[&'static str]) -> Result<()> {
+    let missing = missing_apt_packages(packages)?;
     if missing.is_empty() {
         return Ok(());
     }
@@ -96,7 +98,7 @@ fn apt_packages() -> Result<()> {
         std::fs::set_permissions(POLICY_RC_D, std::fs::Permissions::from_mode(0o755))?;
     }
     let before = host_servers();
-    let result = install(&missing);
+    let result = install(packages, &missing);
     // Whatever the policy missed (no systemd here, a package that starts its
     // server directly): stop every server that appeared during the install.
     for (pid, comm) in host_servers().difference(&before) {
@@ -113,7 +115,7 @@ fn apt_packages() -> Result<()> {
     result
 }
 
-fn install(missing: &[&str]) -> Result<()> {
+fn install(packages: &[&'static str], missing: &[&str]) -> Result<()> {
     let apt = |args: &[&str]| {
         let mut cmd = Command::new("apt-get");
         cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
@@ -126,7 +128,7 @@ fn install(missing: &[&str]) -> Result<()> {
         "if a package is unknown: llvm-22-dev comes from bookworm-security, so check that \
          deb.debian.org/debian-security is in the apt sources",
     )?;
-    let still = missing_apt_packages()?;
+    let still = missing_apt_packages(packages)?;
     if !still.is_empty() {
         bail!(
             "apt-get finished but these are still not installed: {}",
@@ -136,13 +138,13 @@ fn install(missing: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// The packages of [`APT_PACKAGES`] that dpkg does not list as installed.
-fn missing_apt_packages() -> Result<Vec<&'static str>> {
+/// The packages of `packages` that dpkg does not list as installed.
+fn missing_apt_packages(packages: &[&'static str]) -> Result<Vec<&'static str>> {
     // dpkg-query exits 1 when it knows nothing of some package; the lines it
     // does print are still right, so only its stdout counts.
     let out = Command::new("dpkg-query")
         .args(["-W", "-f=${Package} ${Status}\\n"])
-        .args(APT_PACKAGES)
+        .args(packages)
         .output()
         .context("running dpkg-query (is this Debian?)")?;
     let installed: HashSet<String> = String::from_utf8_lossy(&out.stdout)
@@ -151,7 +153,7 @@ fn missing_apt_packages() -> Result<Vec<&'static str>> {
         .filter_map(|l| l.split_whitespace().next())
         .map(str::to_owned)
         .collect();
-    Ok(APT_PACKAGES
+    Ok(packages
         .iter()
         .copied()
         .filter(|p| !installed.contains(*p))

@@ -9,12 +9,14 @@
 //! - [`demo`]: `cargo xtask demo`, three nodes form a cluster by join, serve a
 //!   real client, lose their leader, and the client keeps its address.
 //! - [`fuzz`]: `cargo xtask fuzz`, every cargo-fuzz target in turn (fuzz/).
+//! - [`image`]: `cargo xtask image`, the flashable appliance image (image/).
 //! - `bench` (in this file): builds and runs `tandem-bench dhcp|tftp` (benches/).
 //! - [`util`]: running commands, the workspace root, building `tandem`.
 
 mod demo;
 mod deps;
 mod fuzz;
+mod image;
 mod labcmd;
 mod testcmd;
 mod util;
@@ -67,6 +69,16 @@ enum Cmd {
         #[arg(long)]
         runs: Option<u64>,
     },
+    /// Build the appliance image: target/image/tandem-VERSION-amd64.img and .img.zst.
+    Image {
+        /// The image version (os-release IMAGE_VERSION, the file name);
+        /// default `<crate version>-g<git describe>`.
+        #[arg(long)]
+        version: Option<String>,
+        /// For image-test only: a build whose daemon exits at start.
+        #[arg(long, hide = true)]
+        broken: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -105,6 +117,9 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Demo => demo::run(),
         Cmd::Bench { args } => bench(&args),
         Cmd::Fuzz { secs, target, runs } => fuzz::run(secs, runs, target.as_deref()),
+        Cmd::Image { version, broken } => {
+            image::build(&image::Opts { version, broken }).map(|_| ())
+        }
     }
 }
 

@@ -25,6 +25,7 @@ mod artifact;
 mod cluster;
 mod docs;
 mod lease;
+mod health;
 mod output;
 pub mod reach;
 mod reservation;
@@ -98,6 +99,9 @@ pub enum Cmd {
     },
     /// This node's view of the cluster.
     Status,
+    /// Exit 0 when this node serves or follows a leader with a quorum; with
+    /// --timeout, wait for that (e.g. `tandem --timeout 3m health`).
+    Health,
     /// Leases: list, show one, release one.
     Lease {
         #[command(subcommand)]
@@ -183,6 +187,7 @@ pub fn run_admin(cli: &Cli) -> ExitCode {
             unreachable!("main runs the daemon; completions, man, logs and top ran above")
         }
         Cmd::Status => status::run(&r, out),
+        Cmd::Health => health::run(&r, out),
         Cmd::Lease { cmd } => lease::run(&r, out, cmd),
         Cmd::Reservation { cmd } => reservation::run(&r, out, cmd),
         Cmd::Apply { file } => service::apply(&r, out, file),
