@@ -49,8 +49,9 @@ const ROOT_PACKAGES: &[&str] = &[
     "dbus",
     "e2fsprogs",
     "mount",
-    // Only for its two EFI binaries, copied out into the ESP and the UKI.
-    "systemd-boot-efi",
+    // Its EFI binaries are copied out into the ESP and the UKI; in the
+    // root, systemd-bless-boot (boot counting) and bootctl.
+    "systemd-boot",
 ];
 
 /// Each root slot's size. Slot A in the image is exactly this big, slot B
@@ -181,7 +182,7 @@ pub fn build(opts: &Opts) -> Result<PathBuf> {
     // 3. The UKI for slot A, the ESP and the config partition.
     let t = Instant::now();
     let uki = work.join("tandem.efi");
-    make_uki(&work, &boot, &uki, &version, "a")?;
+    make_uki(&work, &boot, &uki, &version)?;
     let esp = work.join("esp.img");
     make_esp(&work, &esp, &uki, &version)?;
     let cfg = work.join("cfg.img");
@@ -210,13 +211,15 @@ pub fn build(opts: &Opts) -> Result<PathBuf> {
             .arg(&zst),
         "zstd",
     )?;
+    let update = write_update(&work, &out_dir, &version, &sqfs, &uki)?;
     let t_assemble = t.elapsed();
     std::fs::remove_dir_all(&work.join("staging"))?;
 
     let mib = |p: &Path| std::fs::metadata(p).map(|m| m.len() as f64 / f64::from(1 << 20));
     println!(
         "=== image {}: {:.1} MiB raw, {:.1} MiB zstd (root squashfs {:.1} MiB, UKI {:.1} MiB); \
-         {:.0} s in all: mmdebstrap {:.0} s, squashfs {:.0} s, ESP/UKI/GPT/zstd {:.0} s",
+         {:.0} s in all: mmdebstrap {:.0} s, squashfs {:.0} s, ESP/UKI/GPT/zstd {:.0} s\n\
+         === upgrade bundle for `tandem image install`: {}",
         img.display(),
         mib(&img)?,
         mib(&zst)?,
@@ -226,24 +229,114 @@ pub fn build(opts: &Opts) -> Result<PathBuf> {
         t_debootstrap.as_secs_f64(),
         t_squash.as_secs_f64(),
         t_assemble.as_secs_f64(),
+        update.display(),
     );
     Ok(img)
 }
 
-/// `<crate version>-g<commit>`, `-dirty` if the tree has changes.
+/// `cargo xtask image-test`: the test deps, the image, then tests/image
+/// (`--features image-test`) against it, one test at a time.
+pub fn test(harness_args: &[String]) -> Result<()> {
+    require_root("cargo xtask image-test")?;
+    crate::deps::run()?;
+    let img = build(&Opts {
+        version: None,
+        broken: false,
+    })?;
+    let bin = crate::util::target_dir().join("release").join("tandem");
+    println!(
+        "=== cargo test -p tandem-tests --test image (TANDEM_IMAGE={})",
+        img.display()
+    );
+    run_cmd(
+        crate::util::cargo()
+            .args([
+                "test",
+                "--release",
+                "-p",
+                "tandem-tests",
+                "--features",
+                "image-test",
+                "--test",
+                "image",
+                "--",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .args(harness_args)
+            .env("TANDEM_IMAGE", &img)
+            .env("TANDEM_BIN", &bin),
+        "the image tests",
+    )
+}
+
+/// The upgrade bundle `tandem image install` takes: a plain tar (ustar) of
+/// `manifest.json` (first), the root squashfs and the UKI; the manifest
+/// holds their sizes and sha256, which the install checks.
+fn write_update(
+    work: &Path,
+    out_dir: &Path,
+    version: &str,
+    sqfs: &Path,
+    uki: &Path,
+) -> Result<PathBuf> {
+    let sha = |p: &Path| -> Result<String> {
+        let out = Command::new("sha256sum")
+            .arg(p)
+            .output()
+            .context("sha256sum")?;
+        ensure!(out.status.success(), "sha256sum {} failed", p.display());
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned())
+    };
+    let manifest = serde_json::json!({
+        "format": 1,
+        "version": version,
+        "root": {"file": "root.squashfs", "bytes": std::fs::metadata(sqfs)?.len(), "sha256": sha(sqfs)?},
+        "uki": {"file": "tandem.efi", "bytes": std::fs::metadata(uki)?.len(), "sha256": sha(uki)?},
+    });
+    std::fs::write(
+        work.join("manifest.json"),
+        serde_json::to_vec_pretty(&manifest)?,
+    )?;
+    std::fs::rename(sqfs, work.join("root.squashfs"))?;
+    let out = out_dir.join(format!("tandem-{version}-amd64.update"));
+    run_cmd(
+        Command::new("tar")
+            .args(["--format=ustar", "--owner=0", "--group=0", "-cf"])
+            .arg(&out)
+            .arg("-C")
+            .arg(work)
+            .args(["manifest.json", "root.squashfs", "tandem.efi"]),
+        "tar (upgrade bundle)",
+    )?;
+    std::fs::rename(work.join("root.squashfs"), sqfs)?;
+    Ok(out)
+}
+
+/// `<crate version>.<commits>-g<commit>`: the commit count makes later
+/// builds sort higher, which is how systemd-boot picks the newest entry.
 fn default_version() -> Result<String> {
-    let out = Command::new("git")
-        .args(["describe", "--always", "--dirty", "--abbrev=10"])
-        .current_dir(workspace_root())
-        .output()
-        .context("git describe")?;
-    let describe = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    let crate_version = env!("CARGO_PKG_VERSION");
-    Ok(if describe.is_empty() {
-        crate_version.to_owned()
-    } else {
-        format!("{crate_version}-g{describe}")
-    })
+    let git = |args: &[&str]| -> Result<String> {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(workspace_root())
+            .output()
+            .with_context(|| format!("git {}", args.join(" ")))?;
+        ensure!(out.status.success(), "git {} failed", args.join(" "));
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    let count = git(&["rev-list", "--count", "HEAD"])?;
+    let hash = git(&["rev-parse", "--short=10", "HEAD"])?;
+    let dirty = !git(&["status", "--porcelain", "--untracked-files=no"])?.is_empty();
+    Ok(format!(
+        "{}.{count}-g{hash}{}",
+        env!("CARGO_PKG_VERSION"),
+        if dirty { "-dirty" } else { "" }
+    ))
 }
 
 /// Files from the repository that go into the root as they are: the binary,
@@ -283,10 +376,11 @@ fn stage_files(bin: &Path, root: &Path, staging: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A unified kernel image: systemd's EFI stub with the kernel, initrd,
-/// command line and os-release as PE sections (systemd 252 has no ukify).
-/// The command line names the slot's root partition by its GPT label.
-pub fn make_uki(work: &Path, boot: &Path, out: &Path, version: &str, slot: &str) -> Result<()> {
+/// A unified kernel image: systemd's EFI stub with the kernel, initrd and
+/// os-release as PE sections (systemd 252 has no ukify). It has no
+/// `.cmdline`: the stub then takes the boot entry's `options`, which name
+/// the slot's root, so one UKI serves either slot.
+fn make_uki(work: &Path, boot: &Path, out: &Path, version: &str) -> Result<()> {
     let find = |prefix: &str| -> Result<PathBuf> {
         let mut found = std::fs::read_dir(boot)?
             .filter_map(Result::ok)
@@ -304,23 +398,15 @@ pub fn make_uki(work: &Path, boot: &Path, out: &Path, version: &str, slot: &str)
     };
     let kernel = find("vmlinuz-")?;
     let initrd = find("initrd.img-")?;
-    let cmdline = work.join(format!("cmdline-{slot}"));
-    std::fs::write(
-        &cmdline,
-        format!(
-            "root=PARTLABEL=tandem-root-{slot} rootfstype=squashfs ro tandem.slot={slot} \
-             console=tty1 console=ttyS0,115200n8 quiet\n"
-        ),
-    )?;
     let osrel = work.join("os-release");
     std::fs::write(
         &osrel,
         format!(
-            "PRETTY_NAME=\"tandem {version} (slot {slot})\"\nID=tandem\nIMAGE_ID=tandem\nIMAGE_VERSION={version}\nVERSION_ID={version}\n"
+            "PRETTY_NAME=\"tandem {version}\"\nID=tandem\nIMAGE_ID=tandem\nIMAGE_VERSION={version}\nVERSION_ID={version}\n"
         ),
     )?;
     let stub = work.join("efi/linuxx64.efi.stub");
-    // Section addresses past the stub's own; the kernel below 48 MiB, the
+    // Section addresses past the stub's own; the kernel at 32 MiB, the
     // initrd after it.
     let kernel_len = std::fs::metadata(&kernel)?.len();
     let initrd_vma = 0x300_0000u64.max((0x200_0000 + kernel_len + 0xf_ffff) & !0xf_ffff);
@@ -328,9 +414,6 @@ pub fn make_uki(work: &Path, boot: &Path, out: &Path, version: &str, slot: &str)
     cmd.arg("--add-section")
         .arg(format!(".osrel={}", osrel.display()))
         .args(["--change-section-vma", ".osrel=0x20000"])
-        .arg("--add-section")
-        .arg(format!(".cmdline={}", cmdline.display()))
-        .args(["--change-section-vma", ".cmdline=0x30000"])
         .arg("--add-section")
         .arg(format!(".linux={}", kernel.display()))
         .args(["--change-section-vma", ".linux=0x2000000"])
@@ -343,13 +426,17 @@ pub fn make_uki(work: &Path, boot: &Path, out: &Path, version: &str, slot: &str)
     run_cmd(&mut cmd, "objcopy (UKI)")
 }
 
-/// The UKI's file name on the ESP: systemd-boot boots the highest version
-/// first, and `+N` (boot counting) only on installed, unproven entries.
-pub fn uki_name(version: &str, slot: &str, tries: Option<u32>) -> String {
-    match tries {
-        Some(n) => format!("tandem-{version}-{slot}+{n}.efi"),
-        None => format!("tandem-{version}-{slot}.efi"),
-    }
+/// A boot loader entry (Boot Loader Specification type #1) for `slot`: the
+/// UKI of `version` with the slot's root on its command line. `tandem image
+/// install` writes the same for the other slot, with `+N` tries (boot
+/// counting) in its file name.
+fn boot_entry(version: &str, slot: &str) -> String {
+    format!(
+        "title tandem {version} (slot {slot})\nversion {version}\nsort-key tandem\n\
+         efi /EFI/tandem/tandem-{version}.efi\n\
+         options root=PARTLABEL=tandem-root-{slot} rootfstype=squashfs ro tandem.slot={slot} \
+         console=tty1 console=ttyS0,115200n8 quiet\n"
+    )
 }
 
 fn mtools(args: &[&str], img: &Path, what: &str) -> Result<()> {
@@ -373,8 +460,9 @@ fn make_esp(work: &Path, esp: &Path, uki: &Path, version: &str) -> Result<()> {
         "::/EFI",
         "::/EFI/BOOT",
         "::/EFI/systemd",
-        "::/EFI/Linux",
+        "::/EFI/tandem",
         "::/loader",
+        "::/loader/entries",
     ] {
         mtools(&["mmd", d], esp, "mmd")?;
     }
@@ -386,9 +474,16 @@ fn make_esp(work: &Path, esp: &Path, uki: &Path, version: &str) -> Result<()> {
         esp,
         "mcopy",
     )?;
+    // Not under /EFI/Linux, where systemd-boot would list it a second
+    // time, as an entry of its own with no root on its command line.
     let u = uki.to_str().context("non-UTF-8 path")?;
-    let dest = format!("::/EFI/Linux/{}", uki_name(version, "a", None));
+    let dest = format!("::/EFI/tandem/tandem-{version}.efi");
     mtools(&["mcopy", u, &dest], esp, "mcopy")?;
+    let entry = work.join("entry-a.conf");
+    std::fs::write(&entry, boot_entry(version, "a"))?;
+    let e = entry.to_str().context("non-UTF-8 path")?;
+    let dest = format!("::/loader/entries/tandem-{version}-a.conf");
+    mtools(&["mcopy", e, &dest], esp, "mcopy")?;
     // No menu unless a key is held: the box boots unattended.
     let loader = work.join("loader.conf");
     std::fs::write(&loader, "timeout 0\nconsole-mode keep\neditor no\n")?;

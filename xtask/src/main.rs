@@ -79,6 +79,13 @@ enum Cmd {
         #[arg(long, hide = true)]
         broken: bool,
     },
+    /// Build the image, then boot it in QEMU VMs (tests/image): a 3-box
+    /// cluster that PXE-boots a fourth VM. Not part of `test` (slow).
+    ImageTest {
+        /// Passed to the test harness after `--` (e.g. a test name filter).
+        #[arg(last = true)]
+        harness_args: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -120,6 +127,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Image { version, broken } => {
             image::build(&image::Opts { version, broken }).map(|_| ())
         }
+        Cmd::ImageTest { harness_args } => image::test(&harness_args),
     }
 }
 

@@ -27,7 +27,9 @@ use crate::consensus::{Cluster, Leadership};
 
 /// How long a leader may wait for its first quorum ack before its state
 /// line says fenced: a few heartbeats (and twice the leader lease).
-const FENCED_AFTER: Duration = Duration::from_millis(2 * crate::consensus::LEADER_LEASE_MS);
+fn fenced_after() -> Duration {
+    crate::consensus::scaled(2 * crate::consensus::LEADER_LEASE_MS)
+}
 
 /// Where notifications go: `None` when not started by systemd (no `NOTIFY_SOCKET`).
 #[derive(Clone)]
@@ -107,7 +109,7 @@ impl Notifier {
     }
 
     /// Whether a leader of `term` without the lease has been so for longer
-    /// than [`FENCED_AFTER`] (a fresh leader waits for its first quorum ack).
+    /// than [`fenced_after`] (a fresh leader waits for its first quorum ack).
     pub(super) fn fenced(&mut self, term: u64, leads_unleased: bool) -> bool {
         if !leads_unleased {
             self.unleased = None;
@@ -118,7 +120,7 @@ impl Notifier {
             self.unleased = Some((term, Instant::now()));
             return false;
         }
-        since.elapsed() >= FENCED_AFTER
+        since.elapsed() >= fenced_after()
     }
 
     /// Shutdown has begun.

@@ -19,7 +19,7 @@ struct Wire {
     artifact_max_bytes: Option<u64>,
     /// How often held blobs are hashed again, in seconds (default 3600).
     artifact_verify_secs: Option<u64>,
-    cluster: Option<WireListen>,
+    cluster: Option<WireCluster>,
     api: Option<WireApi>,
     service: Option<WireService>,
     /// The leader's per-sender packet limits (XDP); defaults if left out.
@@ -77,6 +77,22 @@ struct WireListen {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct WireCluster {
+    listen: Option<String>,
+    /// Multiplies every Raft timer (heartbeat, election, leader lease) and
+    /// the failure detector's timeouts: 1 (default) is tuned for a LAN of
+    /// real machines. Slow hosts or links (emulated VMs, a WAN) need more;
+    /// failover then takes that many times longer. Every node of a cluster
+    /// should use the same value.
+    timing_scale: Option<u64>,
+}
+
+/// The largest `cluster.timing_scale`: 100 times the LAN timers is a 22 s
+/// silent failover, beyond what any boot network can wait.
+const TIMING_SCALE_MAX: u64 = 100;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct WireService {
     interface: Option<String>,
     vip: Option<String>,
@@ -112,6 +128,8 @@ pub struct NodeConfig {
     pub artifact_max_bytes: u64,
     pub artifact_verify_every: std::time::Duration,
     pub raft_listen: SocketAddr,
+    /// `cluster.timing_scale`: the Raft timers' multiplier (1 on a LAN).
+    pub timing_scale: u64,
     pub api_listen: SocketAddr,
     /// `GET` paths of the API open without the admin token (`api.open`).
     pub api_open: Vec<String>,
@@ -249,7 +267,22 @@ impl Wire {
         let artifact_dir = self
             .artifact_dir
             .unwrap_or_else(|| data_dir.join("artifacts"));
-        let raft_listen = listen("cluster.listen", self.cluster)?;
+        let timing_scale = self
+            .cluster
+            .as_ref()
+            .and_then(|c| c.timing_scale)
+            .unwrap_or(1);
+        if !(1..=TIMING_SCALE_MAX).contains(&timing_scale) {
+            return Err(field_err(
+                "cluster.timing_scale",
+                format!("{timing_scale} is out of range"),
+                format!("give 1 (a LAN, the default) up to {TIMING_SCALE_MAX}"),
+            ));
+        }
+        let raft_listen = listen(
+            "cluster.listen",
+            self.cluster.map(|c| WireListen { listen: c.listen }),
+        )?;
         let (api_listen, api_open) = api_section(self.api)?;
         if raft_listen == api_listen {
             return Err(field_err(
@@ -333,6 +366,7 @@ impl Wire {
             artifact_max_bytes,
             artifact_verify_every,
             raft_listen,
+            timing_scale,
             api_listen,
             api_open,
             service: ServiceIface {
@@ -393,6 +427,22 @@ vip = "10.0.0.10/24"
             .contains("api.open"));
         assert_eq!(c.service.http_port, 80);
         assert_eq!(c.limits, crate::config::PacketLimits::default());
+    }
+
+    #[test]
+    fn timing_scale_is_1_by_default_and_refused_out_of_range_by_name() {
+        assert_eq!(NodeConfig::parse(GOOD).unwrap().timing_scale, 1);
+        let with = |n: &str| {
+            GOOD.replace(
+                "listen = \"10.0.0.11:7480\"",
+                &format!("listen = \"10.0.0.11:7480\"\ntiming_scale = {n}"),
+            )
+        };
+        assert_eq!(NodeConfig::parse(&with("20")).unwrap().timing_scale, 20);
+        for bad in ["0", "101"] {
+            let e = NodeConfig::parse(&with(bad)).unwrap_err().to_string();
+            assert!(e.contains("cluster.timing_scale"), "{e}");
+        }
     }
 
     #[test]

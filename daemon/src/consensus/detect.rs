@@ -30,7 +30,6 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use openraft::raft::TransferLeaderRequest;
 use openraft::type_config::async_runtime::WatchReceiver as _;
@@ -44,14 +43,14 @@ use super::types::{NodeId, Raft};
 const LOG_TARGET: &str = "tandem::raft";
 /// A live leader on the LAN accepts within a millisecond; a dead host never
 /// answers, and the timers handle that case anyway.
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(50);
+const CONNECT_TIMEOUT_MS: u64 = 50;
 /// A dying process's listener still completes handshakes until the kernel
 /// closes it at the end of the exit (after unmapping its memory, which takes a
 /// while for a large process); then it resets them. A live server keeps the
 /// connection open waiting for a request. Past this wait the timers win anyway.
-const RESET_WAIT: Duration = Duration::from_millis(150);
+const RESET_WAIT_MS: u64 = 150;
 /// Forwarding the news to the successor is one small RPC on the LAN.
-const FORWARD_TIMEOUT: Duration = Duration::from_millis(100);
+const FORWARD_TIMEOUT_MS: u64 = 100;
 
 /// Watches for peer connections that end and runs at most one probe at a time.
 pub(super) struct Detector {
@@ -123,7 +122,10 @@ impl Detector {
             let req = req.clone();
             let tls = Arc::clone(&self.tls);
             tokio::spawn(async move {
-                if let Err(e) = send_transfer_leader(&tls, &addr, req, FORWARD_TIMEOUT).await {
+                if let Err(e) =
+                    send_transfer_leader(&tls, &addr, req, super::node::scaled(FORWARD_TIMEOUT_MS))
+                        .await
+                {
                     tracing::info!(target: LOG_TARGET, successor, error = %e, "successor not told; it will notice itself or by timeout");
                 }
             });
@@ -146,11 +148,16 @@ fn successor(voters: impl Iterator<Item = NodeId>, dead: NodeId) -> Option<NodeI
 /// `Some(how)` when no process listens on `addr`; `None` when one does or we
 /// cannot tell.
 async fn process_gone(addr: &str) -> Option<&'static str> {
-    match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+    match tokio::time::timeout(
+        super::node::scaled(CONNECT_TIMEOUT_MS),
+        TcpStream::connect(addr),
+    )
+    .await
+    {
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some("refused"),
         Ok(Ok(mut s)) => {
             let mut b = [0u8; 1];
-            match tokio::time::timeout(RESET_WAIT, s.read(&mut b)).await {
+            match tokio::time::timeout(super::node::scaled(RESET_WAIT_MS), s.read(&mut b)).await {
                 Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => Some("reset"),
                 // Our server never closes a connection before a request except
                 // when it stops, and it steps down before it stops.

@@ -32,8 +32,8 @@ mod types;
 pub use handle::{ClusterHandle, ProposeError};
 pub use membership::{join, size_warning, JoinMarker, MembershipError};
 pub use node::{
-    position, Cluster, ConsensusError, EnsureError, Leadership, RaftFatal, ELECTION_MAX_MS,
-    ELECTION_MIN_MS, HEARTBEAT_MS, LEADER_LEASE_MS, LEASE_CHECK_MS,
+    position, scaled, scaled_ms, Cluster, ConsensusError, EnsureError, Leadership, RaftFatal,
+    ELECTION_MAX_MS, ELECTION_MIN_MS, HEARTBEAT_MS, LEADER_LEASE_MS, LEASE_CHECK_MS,
 };
 pub use status::{ClusterStatus, MemberRole, MemberStatus, Role};
 pub use types::{NodeId, NodeInfo, NodeStore, TypeConfig};

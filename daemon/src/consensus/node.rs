@@ -99,6 +99,29 @@ const LINGER_MS: u64 = 1;
 /// How often the app checks the leader lease.
 pub const LEASE_CHECK_MS: u64 = 5;
 
+/// `cluster.timing_scale` of node.toml: every timer above (but the lease
+/// check, which only gets more precise) and the failure detector's, times
+/// this. Scaling them all alike keeps the timing argument above intact.
+/// Set once, before Raft starts; 1 until then (and in unit tests).
+static TIMING_SCALE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+/// Sets the timing scale for this process; later calls change nothing.
+pub fn set_timing_scale(scale: u64) {
+    let _ = TIMING_SCALE.set(scale.max(1));
+}
+
+/// `ms` times the timing scale.
+#[must_use]
+pub fn scaled_ms(ms: u64) -> u64 {
+    ms.saturating_mul(TIMING_SCALE.get().copied().unwrap_or(1))
+}
+
+/// [`scaled_ms`] as a duration.
+#[must_use]
+pub fn scaled(ms: u64) -> std::time::Duration {
+    std::time::Duration::from_millis(scaled_ms(ms))
+}
+
 /// This node's place in the log, for log lines: the current term and last
 /// log index, kept up to date by the leadership watch (which wakes on every
 /// change of Raft's metrics), read by the log formatter. Zero until Raft
@@ -170,11 +193,12 @@ impl Cluster {
         init: bool,
         cancel: CancellationToken,
     ) -> Result<Cluster, ConsensusError> {
+        set_timing_scale(cfg.timing_scale);
         let rc = openraft::Config {
             cluster_name: "tandem".into(),
-            heartbeat_interval: HEARTBEAT_MS,
-            election_timeout_min: ELECTION_MIN_MS,
-            election_timeout_max: ELECTION_MAX_MS,
+            heartbeat_interval: scaled_ms(HEARTBEAT_MS),
+            election_timeout_min: scaled_ms(ELECTION_MIN_MS),
+            election_timeout_max: scaled_ms(ELECTION_MAX_MS),
             // A snapshot serialises the whole lease table; every 100k entries
             // keeps that off the hot path (at 5k leases/s, once in 20 s) while
             // the log stays short enough for a fast restart.
@@ -333,9 +357,9 @@ impl Cluster {
         {
             return true;
         }
-        m.last_quorum_acked.as_ref().is_some_and(|sent| {
-            openraft::Instant::elapsed(&**sent) < std::time::Duration::from_millis(LEADER_LEASE_MS)
-        })
+        m.last_quorum_acked
+            .as_ref()
+            .is_some_and(|sent| openraft::Instant::elapsed(&**sent) < scaled(LEADER_LEASE_MS))
     }
 
     /// Why Raft stopped on its own, if it did: a storage error (disk full,

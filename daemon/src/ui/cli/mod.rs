@@ -24,8 +24,9 @@ use crate::api::client::Client;
 mod artifact;
 mod cluster;
 mod docs;
-mod lease;
 mod health;
+mod image;
+mod lease;
 mod output;
 pub mod reach;
 mod reservation;
@@ -126,6 +127,11 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: ArtifactCmd,
     },
+    /// Appliance upgrades: install a bundle into the inactive slot and reboot into it.
+    Image {
+        #[command(subcommand)]
+        cmd: image::ImageCmd,
+    },
     /// Several nodes' logs (text, JSON or journalctl output) as one story, by time, term and index.
     Logs {
         /// The log files, one per node, each in time order.
@@ -197,6 +203,7 @@ pub fn run_admin(cli: &Cli) -> ExitCode {
             cluster::run(&r, out, &|| Client::new(&first, &access()), cmd)
         }
         Cmd::Artifact { cmd } => artifact::run(&r, out, cmd),
+        Cmd::Image { cmd } => image::run(&r, out, cmd),
     };
     out.finish(done)
 }
