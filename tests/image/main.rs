@@ -425,18 +425,21 @@ fn three_boxes_form_a_cluster_that_pxe_boots_a_fourth_and_survives_losing_the_le
     );
 
     phase("boxes 2 and 3 get a join token on TANDEM-CFG and join");
-    let token = fleet
-        .ssh_ok(1, "tandem cluster token --ttl 1h")
-        .trim()
-        .to_owned();
-    assert!(!token.is_empty(), "no token printed");
-    let join = format!(
-        "address = \"{}:{}\"\ntoken = \"{token}\"\n",
-        box_ip(1),
-        lab::API_PORT
-    );
-    let mut b2 = Appliance::prepare(&fleet, 2, &[("join.toml", join.clone())]);
-    let mut b3 = Appliance::prepare(&fleet, 3, &[("join.toml", join)]);
+    // A token is good for one join: one each.
+    let join = || {
+        let token = fleet
+            .ssh_ok(1, "tandem cluster token --ttl 1h")
+            .trim()
+            .to_owned();
+        assert!(!token.is_empty(), "no token printed");
+        format!(
+            "address = \"{}:{}\"\ntoken = \"{token}\"\n",
+            box_ip(1),
+            lab::API_PORT
+        )
+    };
+    let mut b2 = Appliance::prepare(&fleet, 2, &[("join.toml", join())]);
+    let mut b3 = Appliance::prepare(&fleet, 3, &[("join.toml", join())]);
     b2.power_on(&fleet);
     b3.power_on(&fleet);
     for b in [&b2, &b3] {
@@ -535,5 +538,147 @@ fn three_boxes_form_a_cluster_that_pxe_boots_a_fourth_and_survives_losing_the_le
     println!(
         "=== PXE boot after the failover: {:.1} s",
         took.as_secs_f64()
+    );
+}
+
+/// An upgrade bundle named by an environment variable (set by `cargo xtask
+/// image-test`, which builds it).
+fn bundle(var: &str) -> PathBuf {
+    let p =
+        PathBuf::from(std::env::var_os(var).unwrap_or_else(|| {
+            panic!("{var} names an upgrade bundle: run `cargo xtask image-test`")
+        }));
+    assert!(p.exists(), "{var} {} does not exist", p.display());
+    p
+}
+
+impl Fleet {
+    /// Copies `file` to `dest` on box `i` (ssh, `cat >`: the box has no sftp).
+    fn push(&self, i: usize, file: &Path, dest: &str) {
+        let cmd = format!(
+            "ssh -i {} -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+             -o LogLevel=ERROR root@{} 'cat > {dest}' < {}",
+            self.key.display(),
+            box_ip(i),
+            file.display()
+        );
+        self.lab
+            .exec_ok(
+                &self.lab.client_ns(OPERATOR),
+                "sh",
+                &["-c", &cmd],
+                Duration::from_secs(300),
+            )
+            .unwrap_or_else(|e| panic!("copying {} to box {i}: {e:#}", file.display()));
+    }
+
+    /// `IMAGE_VERSION` of the root box `i` runs now, once it answers ssh.
+    fn running_version(&self, i: usize) -> Option<String> {
+        let out = self.ssh(i, ". /usr/lib/os-release; echo $IMAGE_VERSION; tandem --timeout 5s health >/dev/null && echo healthy");
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+/// `tandem image install` of a second build: the box writes slot B, reboots
+/// into it, and is healthy again with the new version (its boot blessed).
+/// Then a deliberately broken build (its daemon exits at start): the box
+/// boots it, fails its health check, reboots on its own until the entry has
+/// no tries left, and falls back to the good slot.
+#[test]
+fn a_box_upgrades_into_its_other_slot_and_falls_back_from_a_broken_build() {
+    let fleet = Fleet::new(1);
+    let good = bundle("TANDEM_IMAGE_UPDATE");
+    let broken = bundle("TANDEM_IMAGE_BROKEN");
+
+    phase("box 1 boots the image");
+    let mut b1 = Appliance::prepare(&fleet, 1, &[]);
+    b1.power_on(&fleet);
+    fleet.wait_healthy(&b1);
+    let v1 = fleet
+        .ssh_ok(1, ". /usr/lib/os-release; echo $IMAGE_VERSION")
+        .trim()
+        .to_owned();
+    let status = fleet.ssh_ok(1, "tandem image status");
+    println!("=== before: {status}");
+    assert!(status.contains("slot a"), "{status}");
+
+    phase("install the second build: the box reboots into slot b");
+    fleet.push(1, &good, "/var/tmp/next.update");
+    let out = fleet.ssh(1, "tandem image install /var/tmp/next.update");
+    println!("=== install: {}", describe_output(&out));
+    let t0 = Instant::now();
+    let ok = wait_until(BOOT_TIMEOUT, || {
+        fleet
+            .running_version(1)
+            .is_some_and(|v| !v.starts_with(&format!("{v1}\n")) && v.contains("healthy"))
+    });
+    assert!(
+        ok,
+        "box 1 did not come back healthy with a new version:\n{}",
+        b1.serial_text()
+    );
+    println!(
+        "=== upgraded and healthy {:.0} s after the install",
+        t0.elapsed().as_secs_f64()
+    );
+    let status = fleet.ssh_ok(1, "tandem image status");
+    println!("=== after: {status}");
+    assert!(status.contains("slot b"), "{status}");
+    // systemd-bless-boot drops the counter once boot-complete.target is reached.
+    let ok = wait_until(Duration::from_secs(120), || {
+        let s = fleet.ssh_ok(1, "ls /efi/loader/entries");
+        s.lines().any(|l| l.contains("-b.conf"))
+    });
+    assert!(ok, "the new entry was not blessed: {}", fleet.ssh_ok(1, "ls /efi/loader/entries; journalctl -b -u systemd-bless-boot -u tandem-healthy --no-pager"));
+    let v2 = fleet
+        .ssh_ok(1, ". /usr/lib/os-release; echo $IMAGE_VERSION")
+        .trim()
+        .to_owned();
+
+    phase("install a broken build: it fails its boots and the box falls back to slot b on its own");
+    fleet.push(1, &broken, "/var/tmp/broken.update");
+    let out = fleet.ssh(1, "tandem image install /var/tmp/broken.update");
+    println!("=== install: {}", describe_output(&out));
+    let t0 = Instant::now();
+    // First it must really boot the broken slot (its daemon fails) ...
+    let ok = wait_until(BOOT_TIMEOUT, || {
+        b1.serial_text().contains("deliberately broken build")
+            || fleet
+                .ssh(
+                    1,
+                    "journalctl -b -u tandem --no-pager | grep -q 'deliberately broken'",
+                )
+                .status
+                .success()
+    });
+    println!(
+        "=== broken build seen running: {ok} ({:.0} s)",
+        t0.elapsed().as_secs_f64()
+    );
+    // ... then come back on the good one, healthy.
+    let ok = wait_until(Duration::from_secs(1200), || {
+        fleet
+            .running_version(1)
+            .is_some_and(|v| v.starts_with(&format!("{v2}\n")) && v.contains("healthy"))
+            && fleet
+                .ssh_ok(1, "cat /proc/cmdline")
+                .contains("tandem.slot=b")
+    });
+    assert!(
+        ok,
+        "box 1 did not fall back to {v2} in slot b:\n{}",
+        b1.serial_text()
+    );
+    println!(
+        "=== fell back to {v2} in slot b {:.0} s after the broken install",
+        t0.elapsed().as_secs_f64()
+    );
+    let entries = fleet.ssh_ok(1, "ls /efi/loader/entries");
+    println!("=== entries: {entries}");
+    assert!(
+        entries.contains("+0-"),
+        "the broken entry should have no tries left: {entries}"
     );
 }

@@ -239,9 +239,25 @@ pub fn build(opts: &Opts) -> Result<PathBuf> {
 pub fn test(harness_args: &[String]) -> Result<()> {
     require_root("cargo xtask image-test")?;
     crate::deps::run()?;
+    // Three builds: the image the boxes are flashed with, a later version
+    // to upgrade to, and a broken one (its daemon exits at start) that must
+    // roll back. Later versions sort higher, as systemd-boot wants.
+    let base = default_version()?;
     let img = build(&Opts {
-        version: None,
+        version: Some(base.clone()),
         broken: false,
+    })?;
+    let out_dir = crate::util::target_dir().join("image");
+    let update = |v: &str| out_dir.join(format!("tandem-{v}-amd64.update"));
+    let next = format!("{base}.1");
+    build(&Opts {
+        version: Some(next.clone()),
+        broken: false,
+    })?;
+    let bad = format!("{base}.2-broken");
+    build(&Opts {
+        version: Some(bad.clone()),
+        broken: true,
     })?;
     let bin = crate::util::target_dir().join("release").join("tandem");
     println!(
@@ -265,6 +281,8 @@ pub fn test(harness_args: &[String]) -> Result<()> {
             ])
             .args(harness_args)
             .env("TANDEM_IMAGE", &img)
+            .env("TANDEM_IMAGE_UPDATE", update(&next))
+            .env("TANDEM_IMAGE_BROKEN", update(&bad))
             .env("TANDEM_BIN", &bin),
         "the image tests",
     )
