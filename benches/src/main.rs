@@ -100,6 +100,31 @@ enum BenchCmd {
         /// Parts to run, comma-separated: storm, window, http.
         #[arg(long, value_delimiter = ',', default_value = "storm,window,http")]
         parts: Vec<String>,
+        /// TFTP clients of the window part, comma-separated: atftp (one
+        /// process per transfer), bench (`tftp-get`: one process for all).
+        #[arg(long, value_delimiter = ',', default_value = "atftp,bench")]
+        window_clients: Vec<String>,
+    },
+    /// The bench's own TFTP client: COUNT downloads at once from one
+    /// process (what `boot`'s window part runs inside a client namespace).
+    TftpGet {
+        /// The server's address and port.
+        #[arg(long)]
+        server: std::net::SocketAddrV4,
+        #[arg(long)]
+        file: String,
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+        #[arg(long, default_value_t = 1468)]
+        blksize: u16,
+        /// Ask for this window; without it, RFC 1350 lock-step.
+        #[arg(long)]
+        windowsize: Option<u16>,
+        /// Transfer J writes DIR/cJ.bin.
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        #[arg(long, default_value_t = 300)]
+        timeout_secs: u64,
     },
     /// Raft heartbeats of a 3-node cluster while perfdhcp offers far more
     /// DHCP than the leader commits: follower ack ages, leader changes.
@@ -198,7 +223,14 @@ fn run(cli: Cli) -> Result<Vec<serde_json::Value>> {
             size_mib,
             windowsize,
             parts,
+            window_clients,
         } => {
+            for c in &window_clients {
+                anyhow::ensure!(
+                    ["atftp", "bench"].contains(&c.as_str()),
+                    "unknown window client {c:?}: atftp or bench"
+                );
+            }
             for p in &parts {
                 anyhow::ensure!(
                     ["storm", "window", "http"].contains(&p.as_str()),
@@ -214,8 +246,41 @@ fn run(cli: Cli) -> Result<Vec<serde_json::Value>> {
                 storm: has("storm"),
                 window: has("window"),
                 http: has("http"),
+                window_atftp: window_clients.iter().any(|c| c == "atftp"),
+                window_bench: window_clients.iter().any(|c| c == "bench"),
                 ..BootOptions::default()
             })
+        }
+        BenchCmd::TftpGet {
+            server,
+            file,
+            count,
+            blksize,
+            windowsize,
+            dir,
+            timeout_secs,
+        } => {
+            let results = tandem_bench::tftpget::run(&tandem_bench::tftpget::GetOptions {
+                server,
+                file,
+                count,
+                blksize,
+                windowsize,
+                dir,
+                timeout: Duration::from_secs(timeout_secs),
+            })?;
+            let mut failed = 0;
+            for (j, r) in (1..).zip(&results) {
+                match r {
+                    Ok((d, bytes)) => println!("transfer {j} ok {:.6} {bytes}", d.as_secs_f64()),
+                    Err(why) => {
+                        failed += 1;
+                        println!("transfer {j} failed: {why}");
+                    }
+                }
+            }
+            anyhow::ensure!(failed == 0, "{failed} of {count} transfers failed");
+            Ok(Vec::new())
         }
         BenchCmd::Overload { rate, secs } => {
             anyhow::ensure!(

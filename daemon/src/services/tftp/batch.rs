@@ -171,7 +171,11 @@ mod tests {
         tx.connect(rx.local_addr().unwrap()).await.unwrap();
         let mut batch = Batch::new(blksize);
         for b in 1..=blocks {
-            let len = if b == blocks { tail } else { usize::from(blksize) };
+            let len = if b == blocks {
+                tail
+            } else {
+                usize::from(blksize)
+            };
             if batch.is_full() {
                 batch.flush(&tx).await.unwrap();
             }
@@ -194,11 +198,18 @@ mod tests {
         let n = got.len();
         for (i, d) in got.iter().enumerate() {
             let block = u16::try_from(i + 1).unwrap();
-            let len = if i + 1 == n { tail } else { usize::from(blksize) };
+            let len = if i + 1 == n {
+                tail
+            } else {
+                usize::from(blksize)
+            };
             match Packet::parse(d) {
                 Ok(Packet::Data { block: b, data }) => {
                     assert_eq!(b, block, "datagram {i}");
-                    assert!(data == payload(block, len).as_slice(), "payload of block {block}");
+                    assert!(
+                        data == payload(block, len).as_slice(),
+                        "payload of block {block}"
+                    );
                 }
                 other => panic!("datagram {i} is not DATA: {other:?}"),
             }

@@ -27,8 +27,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::config::{TftpConfig, TftpError};
 use super::batch::Batch;
+use super::config::{TftpConfig, TftpError};
 use super::packet::{encode_error, ErrorCode, Mode, Packet, ParseError, Request};
 use super::session::{wire_block, Action, Negotiated, Session};
 use crate::metrics::{self, ResultLabel};
