@@ -116,6 +116,16 @@ fn stepdowns(target: &Target, marks: &[u64]) -> Option<usize> {
     })
 }
 
+/// The TFTP clients of the window part.
+#[derive(Clone, Copy, Debug)]
+pub struct WindowClients {
+    /// atftp, one process per transfer.
+    pub atftp: bool,
+    /// The bench's own (`tandem-bench tftp-get`), one process for all
+    /// transfers, cheaper than the server it loads.
+    pub bench: bool,
+}
+
 /// Knobs of the boot bench.
 #[derive(Clone, Debug)]
 pub struct BootOptions {
@@ -129,10 +139,7 @@ pub struct BootOptions {
     pub storm: bool,
     pub window: bool,
     pub http: bool,
-    /// Window part clients: atftp (a process per transfer) and the bench's
-    /// own (`tftp-get`, one process for all transfers).
-    pub window_atftp: bool,
-    pub window_bench: bool,
+    pub window_clients: WindowClients,
     /// Give up on a round after this long.
     pub timeout: Duration,
 }
@@ -148,8 +155,10 @@ impl Default for BootOptions {
             storm: true,
             window: true,
             http: true,
-            window_atftp: true,
-            window_bench: true,
+            window_clients: WindowClients {
+                atftp: true,
+                bench: true,
+            },
             timeout: Duration::from_secs(300),
         }
     }
@@ -422,7 +431,7 @@ impl<'a> Ctx<'a> {
         if o.http {
             side.http = Some(self.part(target, || self.http(target, name), Round::skipped)?);
         }
-        if o.window && tandem && o.window_atftp {
+        if o.window && tandem && o.window_clients.atftp {
             side.window =
                 Some(self.part(target, || self.window(target, name, true), Round::skipped)?);
             side.lockstep = Some(self.part(
@@ -431,7 +440,7 @@ impl<'a> Ctx<'a> {
                 Round::skipped,
             )?);
         }
-        if o.window && tandem && o.window_bench {
+        if o.window && tandem && o.window_clients.bench {
             side.window_bench = Some(self.part(
                 target,
                 || self.window_bench(target, name, true),
@@ -504,7 +513,7 @@ impl<'a> Ctx<'a> {
         if self.opts.window {
             let hpa = start_tftpd_hpa(bench, PEER_NODE, &self.peer_root)?;
             let mut r = Ok(());
-            if self.opts.window_atftp {
+            if self.opts.window_clients.atftp {
                 match self.part(
                     target,
                     || self.window(target, "tftpd-hpa", true),
@@ -514,7 +523,7 @@ impl<'a> Ctx<'a> {
                     Err(e) => r = Err(e),
                 }
             }
-            if self.opts.window_bench && r.is_ok() {
+            if self.opts.window_clients.bench && r.is_ok() {
                 match self.part(
                     target,
                     || self.window_bench(target, "tftpd-hpa", true),

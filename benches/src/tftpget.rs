@@ -134,10 +134,95 @@ fn oack_options(body: &[u8]) -> Vec<(String, String)> {
 }
 
 impl Transfer {
+    /// Transfer `j`'s socket (with a large receive queue) and output file.
+    fn open(opts: &GetOptions, j: usize) -> Result<Transfer> {
+        let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).context("binding a UDP socket")?;
+        sock.set_nonblocking(true)?;
+        let want: libc::c_int = RCVBUF;
+        // SAFETY: setsockopt with a valid int option value.
+        let rc = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&raw const want).cast(),
+                4,
+            )
+        };
+        if rc != 0 {
+            eprintln!(
+                "could not enlarge the receive queue: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        let path = output_path(&opts.dir, j);
+        let file =
+            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        let now = Instant::now();
+        Ok(Transfer {
+            sock,
+            tid: None,
+            blksize: 512,
+            window: 1,
+            next: 1,
+            in_window: 0,
+            gap_acked: false,
+            last_sent: Vec::new(),
+            heard: now,
+            retries: 0,
+            started: now,
+            pending: Vec::with_capacity(FLUSH + usize::from(opts.blksize)),
+            file,
+            bytes: 0,
+            result: None,
+        })
+    }
+
     fn send(&mut self, packet: Vec<u8>, to: SocketAddr) {
         // A lost send is like a lost datagram: the retry timer covers it.
         let _ = self.sock.send_to(&packet, to);
         self.last_sent = packet;
+    }
+
+    /// Reads every datagram queued on the socket, [`BATCH`] per call.
+    fn drain(&mut self, bufs: &mut [[u8; SLOT]], got: &mut Vec<(usize, SocketAddr)>, now: Instant) {
+        loop {
+            match recv_batch(&self.sock, bufs, got) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                // WouldBlock: drained. Others are ICMP errors for earlier
+                // sends, which the retry timer covers.
+                Err(_) => break,
+            }
+            for (slot, &(len, from)) in got.iter().enumerate() {
+                if self.result.is_none() {
+                    self.on_datagram(&bufs[slot][..len.min(SLOT)], from, now);
+                }
+            }
+            // A full batch means more may be queued.
+            if got.len() < BATCH || self.result.is_some() {
+                break;
+            }
+        }
+    }
+
+    /// After [`RETRY`] of silence, sends the last packet again, or gives up.
+    fn on_tick(&mut self, now: Instant, server: SocketAddr) {
+        if self.result.is_some() || now - self.heard < RETRY {
+            return;
+        }
+        if self.retries >= MAX_RETRIES {
+            self.finish(Err(format!(
+                "no answer after {MAX_RETRIES} retries (at block {})",
+                self.next
+            )));
+        } else {
+            self.retries += 1;
+            self.heard = now;
+            let to = self.tid.unwrap_or(server);
+            let last = std::mem::take(&mut self.last_sent);
+            self.send(last, to);
+        }
     }
 
     fn finish(&mut self, r: Result<Duration, String>) {
@@ -294,46 +379,7 @@ pub fn run(opts: &GetOptions) -> Result<Vec<Result<(Duration, u64), String>>> {
     let mut transfers = Vec::with_capacity(opts.count);
     let start = Instant::now();
     for j in 1..=opts.count {
-        let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).context("binding a UDP socket")?;
-        sock.set_nonblocking(true)?;
-        let want: libc::c_int = RCVBUF;
-        // SAFETY: setsockopt with a valid int option value.
-        let rc = unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUFFORCE,
-                (&raw const want).cast(),
-                4,
-            )
-        };
-        if rc != 0 {
-            eprintln!(
-                "could not enlarge the receive queue: {}",
-                std::io::Error::last_os_error()
-            );
-        }
-        let path = output_path(&opts.dir, j);
-        let file =
-            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-        let now = Instant::now();
-        let mut t = Transfer {
-            sock,
-            tid: None,
-            blksize: 512,
-            window: 1,
-            next: 1,
-            in_window: 0,
-            gap_acked: false,
-            last_sent: Vec::new(),
-            heard: now,
-            retries: 0,
-            started: now,
-            pending: Vec::with_capacity(FLUSH + usize::from(opts.blksize)),
-            file,
-            bytes: 0,
-            result: None,
-        };
+        let mut t = Transfer::open(opts, j)?;
         t.send(request.clone(), server);
         transfers.push(t);
     }
@@ -375,39 +421,9 @@ pub fn run(opts: &GetOptions) -> Result<Vec<Result<(Duration, u64), String>>> {
         for (k, &i) in live.iter().enumerate() {
             let t = &mut transfers[i];
             if fds[k].revents != 0 {
-                // Drain the socket: a full batch means more may be queued.
-                loop {
-                    match recv_batch(&t.sock, &mut bufs, &mut got) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                        // ICMP errors for earlier sends: the timer covers them.
-                        Err(_) => break,
-                    }
-                    for (slot, &(len, from)) in got.iter().enumerate() {
-                        if t.result.is_none() {
-                            t.on_datagram(&bufs[slot][..len.min(SLOT)], from, now);
-                        }
-                    }
-                    if got.len() < BATCH || t.result.is_some() {
-                        break;
-                    }
-                }
+                t.drain(&mut bufs, &mut got, now);
             }
-            if t.result.is_none() && now - t.heard >= RETRY {
-                if t.retries >= MAX_RETRIES {
-                    t.finish(Err(format!(
-                        "no answer after {MAX_RETRIES} retries (at block {})",
-                        t.next
-                    )));
-                } else {
-                    t.retries += 1;
-                    t.heard = now;
-                    let to = t.tid.unwrap_or(server);
-                    let last = std::mem::take(&mut t.last_sent);
-                    t.send(last, to);
-                }
-            }
+            t.on_tick(now, server);
             if t.result.is_none() && now - start >= opts.timeout {
                 t.finish(Err(format!("still running after {:?}", opts.timeout)));
             }
