@@ -26,6 +26,10 @@ use tracing::debug;
 
 use super::packet::append_data;
 
+/// The per-packet log target of the whole TFTP server (`server`'s, repeated
+/// here so that this leaf does not import its caller).
+const PACKET_TARGET: &str = "tandem::packet::tftp";
+
 /// The kernel's `UDP_MAX_SEGMENTS` before Linux 6.10 (128 since): segments
 /// one GSO send may carry.
 const MAX_SEGMENTS: usize = 64;
@@ -90,7 +94,7 @@ impl Batch {
         match res {
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Err(e),
             Err(e) => {
-                debug!(target: super::server::PACKET_TARGET, error = %e, "tftp send failed; the timer will retry");
+                debug!(target: PACKET_TARGET, error = %e, "tftp send failed; the timer will retry");
                 Ok(())
             }
             Ok(()) => Ok(()),
@@ -102,7 +106,7 @@ impl Batch {
             match send_gso(sock, &self.buf, self.segment).await {
                 Ok(()) => return Ok(()),
                 Err(e) if gso_unsupported(&e) => {
-                    debug!(target: super::server::PACKET_TARGET, error = %e, "UDP GSO refused on this transfer's socket; one send per block from now on");
+                    debug!(target: PACKET_TARGET, error = %e, "UDP GSO refused on this transfer's socket; one send per block from now on");
                     self.per_send = 1;
                 }
                 Err(e) => return Err(e),

@@ -36,7 +36,7 @@ use crate::metrics::{self, ResultLabel};
 const LOG_TARGET: &str = "tandem::tftp";
 /// Per-packet and per-transfer debug lines: their own target, so turning
 /// them on (`TANDEM_LOG=info,tandem::packet=debug`) drowns nothing else.
-pub(super) const PACKET_TARGET: &str = "tandem::packet::tftp";
+const PACKET_TARGET: &str = "tandem::packet::tftp";
 /// Largest datagram we accept on the listener; requests with long option
 /// lists can exceed 512 bytes.
 const LISTEN_BUF: usize = 65_536;
