@@ -10,7 +10,12 @@
 //! - **window**: 50 clients fetch the file by TFTP with atftp asking for
 //!   `windowsize` 16 and `blksize` 1468, from tandem and from tftpd-hpa
 //!   (which ignores the option and runs lock-step); tandem also with the same
-//!   client asking for no window, to show what the window alone buys.
+//!   client asking for no window, to show what the window alone buys. Then
+//!   the same three rounds with the bench's own client (`tandem-bench
+//!   tftp-get`, [`crate::tftpget`]): all 50 transfers from one process, which
+//!   costs less CPU than the server it loads. 50 atftp processes cost about
+//!   as much as tandem serving them, so on two cores their rows measure the
+//!   clients as much as the server (`--window-clients` picks either).
 //! - **http**: 50 clients fetch it over HTTP with curl from tandem and from
 //!   nginx, and the servers' CPU per GiB served (utime + stime of every
 //!   process in the server's namespaces, from `/proc/PID/stat`, sampled
