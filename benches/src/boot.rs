@@ -10,7 +10,12 @@
 //! - **window**: 50 clients fetch the file by TFTP with atftp asking for
 //!   `windowsize` 16 and `blksize` 1468, from tandem and from tftpd-hpa
 //!   (which ignores the option and runs lock-step); tandem also with the same
-//!   client asking for no window, to show what the window alone buys.
+//!   client asking for no window, to show what the window alone buys. Then
+//!   the same three rounds with the bench's own client (`tandem-bench
+//!   tftp-get`, [`crate::tftpget`]): all 50 transfers from one process, which
+//!   costs less CPU than the server it loads. 50 atftp processes cost about
+//!   as much as tandem serving them, so on two cores their rows measure the
+//!   clients as much as the server (`--window-clients` picks either).
 //! - **http**: 50 clients fetch it over HTTP with curl from tandem and from
 //!   nginx, and the servers' CPU per GiB served (utime + stime of every
 //!   process in the server's namespaces, from `/proc/PID/stat`, sampled
@@ -95,6 +100,37 @@ fn count_since(path: &Path, from: u64, needle: &str) -> usize {
         .count()
 }
 
+/// The length of each of `target`'s logs, to count step-downs from.
+fn log_marks(target: &Target) -> Vec<u64> {
+    target
+        .logs
+        .iter()
+        .map(|l| std::fs::metadata(l).map_or(0, |m| m.len()))
+        .collect()
+}
+
+/// Step-downs logged since `marks` ([`log_marks`]); `None` for the peers.
+fn stepdowns(target: &Target, marks: &[u64]) -> Option<usize> {
+    (!target.logs.is_empty()).then(|| {
+        target
+            .logs
+            .iter()
+            .zip(marks)
+            .map(|(l, &from)| count_since(l, from, STEP_DOWN))
+            .sum()
+    })
+}
+
+/// The TFTP clients of the window part.
+#[derive(Clone, Copy, Debug)]
+pub struct WindowClients {
+    /// atftp, one process per transfer.
+    pub atftp: bool,
+    /// The bench's own (`tandem-bench tftp-get`), one process for all
+    /// transfers, cheaper than the server it loads.
+    pub bench: bool,
+}
+
 /// Knobs of the boot bench.
 #[derive(Clone, Debug)]
 pub struct BootOptions {
@@ -108,6 +144,7 @@ pub struct BootOptions {
     pub storm: bool,
     pub window: bool,
     pub http: bool,
+    pub window_clients: WindowClients,
     /// Give up on a round after this long.
     pub timeout: Duration,
 }
@@ -123,6 +160,10 @@ impl Default for BootOptions {
             storm: true,
             window: true,
             http: true,
+            window_clients: WindowClients {
+                atftp: true,
+                bench: true,
+            },
             timeout: Duration::from_secs(300),
         }
     }
@@ -317,8 +358,8 @@ pub fn run(opts: &BootOptions) -> Result<Vec<serde_json::Value>> {
     if let (Some(t), Some(p)) = (&tandem.storm, &peers.storm) {
         out.push(report_storm(opts, t, p));
     }
-    if let (Some(t), Some(p)) = (&tandem.window, &peers.window) {
-        out.push(report_window(opts, t, tandem.lockstep.as_ref(), p));
+    if opts.window {
+        out.push(report_window(opts, &tandem, &peers));
     }
     if let (Some(t), Some(p)) = (&tandem.http, &peers.http) {
         out.push(report_http(opts, t, p));
@@ -334,6 +375,9 @@ struct Side {
     window: Option<Round>,
     /// tandem only: the window part's client asking for no window.
     lockstep: Option<Round>,
+    /// The same two with the bench's own client (`tftp-get`).
+    window_bench: Option<Round>,
+    lockstep_bench: Option<Round>,
     http: Option<Round>,
 }
 
@@ -392,12 +436,24 @@ impl<'a> Ctx<'a> {
         if o.http {
             side.http = Some(self.part(target, || self.http(target, name), Round::skipped)?);
         }
-        if o.window && tandem {
+        if o.window && tandem && o.window_clients.atftp {
             side.window =
                 Some(self.part(target, || self.window(target, name, true), Round::skipped)?);
             side.lockstep = Some(self.part(
                 target,
                 || self.window(target, &format!("{name} (no window)"), false),
+                Round::skipped,
+            )?);
+        }
+        if o.window && tandem && o.window_clients.bench {
+            side.window_bench = Some(self.part(
+                target,
+                || self.window_bench(target, name, true),
+                Round::skipped,
+            )?);
+            side.lockstep_bench = Some(self.part(
+                target,
+                || self.window_bench(target, &format!("{name} (no window)"), false),
                 Round::skipped,
             )?);
         }
@@ -461,13 +517,29 @@ impl<'a> Ctx<'a> {
         }
         if self.opts.window {
             let hpa = start_tftpd_hpa(bench, PEER_NODE, &self.peer_root)?;
-            let r = self.part(
-                target,
-                || self.window(target, "tftpd-hpa", true),
-                Round::skipped,
-            );
+            let mut r = Ok(());
+            if self.opts.window_clients.atftp {
+                match self.part(
+                    target,
+                    || self.window(target, "tftpd-hpa", true),
+                    Round::skipped,
+                ) {
+                    Ok(x) => side.window = Some(x),
+                    Err(e) => r = Err(e),
+                }
+            }
+            if self.opts.window_clients.bench && r.is_ok() {
+                match self.part(
+                    target,
+                    || self.window_bench(target, "tftpd-hpa", true),
+                    Round::skipped,
+                ) {
+                    Ok(x) => side.window_bench = Some(x),
+                    Err(e) => r = Err(e),
+                }
+            }
             hpa.kill_and_wait();
-            side.window = Some(r?);
+            r?;
         }
         Ok(side)
     }
@@ -559,6 +631,139 @@ impl<'a> Ctx<'a> {
         Ok(r)
     }
 
+    /// The window part with the bench's own client (`tandem-bench
+    /// tftp-get`): one process in client 1's namespace runs every transfer,
+    /// after one transfer alone as the warm-up.
+    fn window_bench(&self, target: &Target, name: &str, windowed: bool) -> Result<Round> {
+        let warm = self
+            .bench_client_round(
+                &Target {
+                    ns: Vec::new(),
+                    logs: Vec::new(),
+                },
+                1,
+                windowed,
+            )
+            .with_context(|| format!("{name}: warm-up bench-client fetch"))?;
+        if let Some(why) = warm.failed {
+            bail!("{name}: warm-up bench-client fetch: {why}");
+        }
+        println!(
+            "    {name}: warm-up (bench client): one transfer alone took {:.2} s",
+            warm.wall.as_secs_f64()
+        );
+        let r = self.bench_client_round(target, self.opts.clients, windowed)?;
+        println!(
+            "    {name}: {} transfers from one bench-client process in {:.2} s",
+            self.opts.clients,
+            r.wall.as_secs_f64()
+        );
+        Ok(r)
+    }
+
+    /// One `tftp-get` process fetching `n` copies at once. Per-client times
+    /// are the client's own (RRQ to the final ACK); the wall time runs from
+    /// spawning the process to its exit.
+    fn bench_client_round(&self, target: &Target, n: usize, windowed: bool) -> Result<Round> {
+        let bench = self.bench;
+        let log = self.log(1);
+        let plans: Vec<ClientPlan> = (1..=n)
+            .map(|j| ClientPlan {
+                dhcp: false,
+                program: "tandem-bench",
+                args: Vec::new(),
+                keep: Some(self.download(j)),
+            })
+            .collect();
+        for path in plans.iter().filter_map(|p| p.keep.as_ref()).chain([&log]) {
+            if path.exists() {
+                std::fs::remove_file(path)
+                    .with_context(|| format!("removing {}", path.display()))?;
+            }
+        }
+        let exe = std::env::current_exe().context("finding the tandem-bench binary")?;
+        let exe = exe.to_str().context("binary path is not UTF-8")?.to_owned();
+        let mut args = vec![
+            "tftp-get".to_owned(),
+            "--server".into(),
+            format!("{VIP}:69"),
+            "--file".into(),
+            FILE.into(),
+            "--count".into(),
+            n.to_string(),
+            "--blksize".into(),
+            self.opts.blksize.to_string(),
+            "--dir".into(),
+            self.downloads.0.display().to_string(),
+            "--timeout-secs".into(),
+            self.opts.timeout.as_secs().to_string(),
+        ];
+        if windowed {
+            args.extend(["--windowsize".into(), self.opts.windowsize.to_string()]);
+        }
+        let mut server = CpuTracker::new(&target.ns);
+        let marks = log_marks(target);
+        let client0 = children_cpu();
+        let start = Instant::now();
+        let p = bench.spawn(&bench.lab.client_ns(1), &exe, &args, &log)?;
+        let deadline = start + self.opts.timeout + Duration::from_secs(10);
+        let status = loop {
+            if let Some(st) = p.try_status() {
+                break Some(st);
+            }
+            server.sample_every(SAMPLE);
+            if let Err(e) = interrupt::check() {
+                p.kill_and_wait();
+                return Err(e);
+            }
+            if Instant::now() >= deadline {
+                p.kill_and_wait();
+                break None;
+            }
+            std::thread::sleep(POLL);
+        };
+        let wall = start.elapsed();
+        let client_cpu = children_cpu().saturating_sub(client0);
+        server.sample();
+        let server_cpu = server.used();
+        let report = std::fs::read_to_string(&log).unwrap_or_default();
+        let ok = crate::tftpget::parse_report(&report);
+        let mut finished = vec![false; n];
+        let mut per_client = Vec::with_capacity(n);
+        for &(j, d, bytes) in &ok {
+            ensure!(
+                (1..=n).contains(&j) && bytes == self.size,
+                "bench client: transfer {j} reported {bytes} bytes, want {}",
+                self.size
+            );
+            finished[j - 1] = true;
+            per_client.push(d);
+        }
+        let failed = match status {
+            Some(st) if st.success() && ok.len() == n => None,
+            Some(st) => Some(format!("bench client exited ({st}): {}", tail(&log, 3))),
+            None => Some(format!(
+                "bench client still running after {:?}",
+                self.opts.timeout
+            )),
+        };
+        self.check(&plans, &finished)?;
+        if let Some(why) = &failed {
+            eprintln!("    round failed: {why}");
+        }
+        Ok(Round {
+            wall,
+            bytes: self.size * per_client.len() as u64,
+            per_client,
+            dhcp: Vec::new(),
+            failed,
+            server_cpu,
+            client_cpu,
+            retries: 0,
+            stepdowns: stepdowns(target, &marks),
+        })
+    }
+
     /// The HTTP part: curl into tmpfs.
     fn http(&self, target: &Target, name: &str) -> Result<Round> {
         let plan = |j: usize| {
@@ -644,11 +849,7 @@ impl<'a> Ctx<'a> {
             }
         }
         let mut server = CpuTracker::new(&target.ns);
-        let marks: Vec<u64> = target
-            .logs
-            .iter()
-            .map(|l| std::fs::metadata(l).map_or(0, |m| m.len()))
-            .collect();
+        let marks = log_marks(target);
         let client0 = children_cpu();
         let start = Instant::now();
         let spawn = |k: usize, dhcp: bool| -> Result<LabProcess> {
@@ -761,14 +962,7 @@ impl<'a> Ctx<'a> {
         let client_cpu = children_cpu().saturating_sub(client0);
         server.sample();
         let server_cpu = server.used();
-        let stepdowns = (!target.logs.is_empty()).then(|| {
-            target
-                .logs
-                .iter()
-                .zip(&marks)
-                .map(|(l, &from)| count_since(l, from, STEP_DOWN))
-                .sum()
-        });
+        let stepdowns = stepdowns(target, &marks);
         let finished: Vec<bool> = done.iter().map(Option::is_some).collect();
         self.check(&plans, &finished)?;
         if let Some(why) = &failed {
@@ -1182,38 +1376,71 @@ fn report_storm(opts: &BootOptions, t: &(Round, Round), p: &(Round, Round)) -> s
     })
 }
 
-fn report_window(
-    opts: &BootOptions,
-    t: &Round,
-    lockstep: Option<&Round>,
-    h: &Round,
-) -> serde_json::Value {
+fn report_window(opts: &BootOptions, tandem: &Side, peers: &Side) -> serde_json::Value {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "\nTFTP WINDOW: {} atftp clients, {} MiB each, blksize {}, asking for windowsize {}",
+        "\nTFTP WINDOW: {} clients, {} MiB each, blksize {}, asking for windowsize {}",
         opts.clients, opts.size_mib, opts.blksize, opts.windowsize
     );
+    let _ = writeln!(
+        s,
+        "  atftp = one atftp process per transfer; bench = one `tandem-bench tftp-get` \
+         process for all transfers (poll + recvmmsg)"
+    );
     header(&mut s);
-    row(&mut s, &format!("tandem windowsize {}", opts.windowsize), t);
-    if let Some(l) = lockstep {
-        row(&mut s, "tandem (no windowsize)", l);
-    }
-    row(&mut s, "tftpd-hpa (lock-step)", h);
-    let r = ratio(h, t);
-    let _ = writeln!(s, "ratio (tftpd-hpa wall / tandem wall): {r:.3}");
-    print!("{s}");
-    json!({
+    let mut v = json!({
         "bench": "boot-tftp-window",
         "clients": opts.clients,
         "size_mib": opts.size_mib,
         "blksize": opts.blksize,
         "windowsize": opts.windowsize,
-        "tandem": t.json(),
-        "tandem_no_window": lockstep.map(Round::json),
-        "tftpd_hpa": h.json(),
-        "ratio": json_num(Some(r), 3),
-    })
+    });
+    let clients = [
+        ("atftp", &tandem.window, &tandem.lockstep, &peers.window, ""),
+        (
+            "bench",
+            &tandem.window_bench,
+            &tandem.lockstep_bench,
+            &peers.window_bench,
+            "bench_client",
+        ),
+    ];
+    for (client, t, l, h, key) in clients {
+        let Some(t) = t else { continue };
+        row(
+            &mut s,
+            &format!("{client}: tandem window {}", opts.windowsize),
+            t,
+        );
+        if let Some(l) = l {
+            row(&mut s, &format!("{client}: tandem no window"), l);
+        }
+        let mut fig = json!({
+            "tandem": t.json(),
+            "tandem_no_window": l.as_ref().map(Round::json),
+        });
+        if let Some(h) = h {
+            row(&mut s, &format!("{client}: tftpd-hpa lock-step"), h);
+            let r = ratio(h, t);
+            let _ = writeln!(
+                s,
+                "  {client}: ratio (tftpd-hpa wall / tandem wall): {r:.3}"
+            );
+            fig["tftpd_hpa"] = h.json();
+            fig["ratio"] = json_num(Some(r), 3);
+        }
+        // The atftp figures keep their old top-level keys.
+        if key.is_empty() {
+            for (k, x) in fig.as_object().into_iter().flatten() {
+                v[k] = x.clone();
+            }
+        } else {
+            v[key] = fig;
+        }
+    }
+    print!("{s}");
+    v
 }
 
 fn report_http(opts: &BootOptions, t: &Round, n: &Round) -> serde_json::Value {

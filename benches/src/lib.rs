@@ -34,6 +34,8 @@
 //! - [`probe`]: a DHCP probe that timestamps every reply (failover,
 //!   stability); [`capture`]: tcpdump on the client's switch port and a
 //!   pcap reader (who answered each transaction).
+//! - [`tftpget`]: the bench's own TFTP client, many windowed transfers from
+//!   one process (`tandem-bench tftp-get`), cheaper than the server it loads.
 //! - [`dhcp`], [`tftp`], [`failover`], [`stability`], [`boot`], [`overload`]:
 //!   the benches.
 
@@ -52,6 +54,7 @@ pub mod search;
 pub mod servers;
 pub mod stability;
 pub mod tftp;
+pub mod tftpget;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};

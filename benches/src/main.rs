@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use tandem_bench::boot::BootOptions;
+use tandem_bench::boot::{BootOptions, WindowClients};
 use tandem_bench::dhcp::{DhcpOptions, Load};
 use tandem_bench::failover::FailoverOptions;
 use tandem_bench::overload::OverloadOptions;
@@ -100,7 +100,14 @@ enum BenchCmd {
         /// Parts to run, comma-separated: storm, window, http.
         #[arg(long, value_delimiter = ',', default_value = "storm,window,http")]
         parts: Vec<String>,
+        /// TFTP clients of the window part, comma-separated: atftp (one
+        /// process per transfer), bench (`tftp-get`: one process for all).
+        #[arg(long, value_delimiter = ',', default_value = "atftp,bench")]
+        window_clients: Vec<String>,
     },
+    /// The bench's own TFTP client: COUNT downloads at once from one
+    /// process (what `boot`'s window part runs inside a client namespace).
+    TftpGet(TftpGetArgs),
     /// Raft heartbeats of a 3-node cluster while perfdhcp offers far more
     /// DHCP than the leader commits: follower ack ages, leader changes.
     Overload {
@@ -127,6 +134,75 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+#[derive(clap::Args)]
+struct TftpGetArgs {
+    /// The server's address and port.
+    #[arg(long)]
+    server: std::net::SocketAddrV4,
+    #[arg(long)]
+    file: String,
+    #[arg(long, default_value_t = 1)]
+    count: usize,
+    #[arg(long, default_value_t = 1468)]
+    blksize: u16,
+    /// Ask for this window; without it, RFC 1350 lock-step.
+    #[arg(long)]
+    windowsize: Option<u16>,
+    /// Transfer J writes DIR/cJ.bin.
+    #[arg(long)]
+    dir: std::path::PathBuf,
+    #[arg(long, default_value_t = 300)]
+    timeout_secs: u64,
+}
+
+/// Runs `tftp-get`: one line per transfer, an error if any failed.
+fn tftp_get(a: TftpGetArgs) -> Result<Vec<serde_json::Value>> {
+    let count = a.count;
+    let results = tandem_bench::tftpget::run(&tandem_bench::tftpget::GetOptions {
+        server: a.server,
+        file: a.file,
+        count,
+        blksize: a.blksize,
+        windowsize: a.windowsize,
+        dir: a.dir,
+        timeout: Duration::from_secs(a.timeout_secs),
+    })?;
+    let mut failed = 0;
+    for (j, r) in (1..).zip(&results) {
+        match r {
+            Ok((d, bytes)) => println!("transfer {j} ok {:.6} {bytes}", d.as_secs_f64()),
+            Err(why) => {
+                failed += 1;
+                println!("transfer {j} failed: {why}");
+            }
+        }
+    }
+    anyhow::ensure!(failed == 0, "{failed} of {count} transfers failed");
+    Ok(Vec::new())
+}
+
+/// Every name of a comma-separated flag is one of `known`.
+fn check_names(names: &[String], what: &str, known: &[&str]) -> Result<()> {
+    for n in names {
+        anyhow::ensure!(
+            known.contains(&n.as_str()),
+            "unknown {what} {n:?}: one of {}",
+            known.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// The window part's clients from `--window-clients`.
+fn window_clients(names: &[String]) -> Result<WindowClients> {
+    check_names(names, "window client", &["atftp", "bench"])?;
+    let has = |c: &str| names.iter().any(|x| x == c);
+    Ok(WindowClients {
+        atftp: has("atftp"),
+        bench: has("bench"),
+    })
 }
 
 fn run(cli: Cli) -> Result<Vec<serde_json::Value>> {
@@ -198,13 +274,9 @@ fn run(cli: Cli) -> Result<Vec<serde_json::Value>> {
             size_mib,
             windowsize,
             parts,
+            window_clients: names,
         } => {
-            for p in &parts {
-                anyhow::ensure!(
-                    ["storm", "window", "http"].contains(&p.as_str()),
-                    "unknown part {p:?}: storm, window or http"
-                );
-            }
+            check_names(&parts, "part", &["storm", "window", "http"])?;
             let has = |p: &str| parts.iter().any(|x| x == p);
             tandem_bench::boot::run(&BootOptions {
                 storm_clients,
@@ -214,9 +286,11 @@ fn run(cli: Cli) -> Result<Vec<serde_json::Value>> {
                 storm: has("storm"),
                 window: has("window"),
                 http: has("http"),
+                window_clients: window_clients(&names)?,
                 ..BootOptions::default()
             })
         }
+        BenchCmd::TftpGet(a) => tftp_get(a),
         BenchCmd::Overload { rate, secs } => {
             anyhow::ensure!(
                 (1..=600).contains(&secs) && (1..=100_000).contains(&rate),

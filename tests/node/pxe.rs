@@ -280,9 +280,20 @@ fn a_bios_pxe_client_gets_undionly_by_tftp_from_the_next_server() {
 /// through the PXE API it installs; undionly's own iPXE then DHCPs with
 /// user-class iPXE, chains the script over HTTP and boots the kernel.
 ///
-/// Seen in the serial log but not explained yet: the first undionly's DHCP
-/// was handed `undionly.kpxe` again and chained it once more before the next
-/// one got the script, so the test asks for "at least one" TFTP transfer.
+/// Why the first undionly chains `undionly.kpxe` once more (two TFTP
+/// transfers, every run), so that the test asks for "at least one": the
+/// test's own `set user-class PXEClient` leaks into it. iPXE's PXE API hands
+/// an NBP a DHCPACK it builds from its settings (`create_fakedhcpack` merges
+/// the global settings, where the shell's `set` lands), undionly registers
+/// that packet as its `net0.dhcp` (cachedhcp), and its DHCP request takes
+/// `user-class` from the settings, so it asks as `PXEClient` and tandem
+/// rightly answers `undionly.kpxe`. The second undionly's cached DHCPACK is
+/// built from tandem's real ACK, which carries no option 77, so it asks as
+/// `iPXE` and gets the script. A capture on the lab bridge (tcpdump on
+/// `br0`, cut short by the lab's teardown) shows the first part: the ROM's
+/// DHCP and the first undionly's (a new xid, after the TFTP transfer) both
+/// carry user-class `PXEClient`, and tandem's replies carry no option 77.
+/// The rest is read from iPXE's source. Not a profile-selection bug.
 #[test]
 fn bios_vm_chains_undionly_by_tftp_then_the_script_over_http() {
     let (lab, tftp_before, http_before) =

@@ -274,6 +274,12 @@ fn push_options(out: &mut Vec<u8>, options: &[(String, String)]) {
 /// transfer loop reuses one buffer instead of building a [`Packet`].
 pub fn encode_data(out: &mut Vec<u8>, block: u16, payload: &[u8]) {
     out.clear();
+    append_data(out, block, payload);
+}
+
+/// A DATA packet appended to `out` (a window of them laid end to end is
+/// what a GSO send takes).
+pub fn append_data(out: &mut Vec<u8>, block: u16, payload: &[u8]) {
     out.reserve(4 + payload.len());
     out.extend_from_slice(&OP_DATA.to_be_bytes());
     out.extend_from_slice(&block.to_be_bytes());
