@@ -344,7 +344,7 @@ fn install(r: &Reach, out: Out, file: &Path, no_reboot: bool) -> Done {
         .map_err(|e| {
             failed(
                 format!("writing slot {target}: {e}"),
-                "check the disk (dmesg); slot {slot} is untouched",
+                &format!("check the disk (dmesg); slot {slot} is untouched and still boots"),
             )
         })?;
     drop(part);
