@@ -3,7 +3,8 @@
 
 use crate::services::tftp::packet::{Packet, Request};
 use crate::services::tftp::session::{
-    wire_block, Action, Negotiated, Session, BLKSIZE_MAX, BLKSIZE_MIN, WINDOWSIZE_MAX,
+    wire_block, Action, Negotiated, Session, BLKSIZE_MAX, BLKSIZE_MIN, MAX_UNVERIFIED_RETRIES,
+    WINDOWSIZE_MAX,
 };
 
 /// Parses one datagram; whatever parses must survive a round trip (the
@@ -76,7 +77,9 @@ fn chunk<'a>(data: &mut &'a [u8]) -> Option<&'a [u8]> {
 /// past the last block, and covers the file exactly (full blocks, then one
 /// short one); the OACK is sent exactly while one is pending; an ACK is acted
 /// on only if it acknowledges a block sent and not yet acknowledged;
-/// `GiveUp` comes after exactly `max_retries` resends without progress; a
+/// `GiveUp` comes after exactly `max_retries` resends without progress (at
+/// most `MAX_UNVERIFIED_RETRIES` until the client has answered once: the
+/// session's flood guard against spoofed RRQs); a
 /// finished session stays finished. At the end, a well-behaved client
 /// (acking each window) completes the transfer in the expected number of
 /// windows.
@@ -114,6 +117,7 @@ pub fn tftp_session(mut data: &[u8]) {
         sent_upto: 0,
         retries: 0,
         max_retries,
+        verified: false,
         finished: false,
     };
     let a = m.s.start();
@@ -155,6 +159,8 @@ struct Model<'a> {
     sent_upto: u64,
     retries: u32,
     max_retries: u32,
+    /// The client answered once (an ACK acted on): the full retry budget.
+    verified: bool,
     finished: bool,
 }
 
@@ -197,7 +203,14 @@ impl Model<'_> {
         match ev {
             Event::Start if self.oack_pending => Action::SendOack,
             Event::Start => self.window_from(1),
-            Event::Timeout if self.retries >= self.max_retries => {
+            Event::Timeout
+                if self.retries
+                    >= if self.verified {
+                        self.max_retries
+                    } else {
+                        self.max_retries.min(MAX_UNVERIFIED_RETRIES)
+                    } =>
+            {
                 self.finished = true;
                 Action::GiveUp
             }
@@ -212,6 +225,7 @@ impl Model<'_> {
             Event::Ack(0) if self.oack_pending => {
                 self.oack_pending = false;
                 self.retries = 0;
+                self.verified = true;
                 self.window_from(1)
             }
             Event::Ack(_) if self.oack_pending => Action::Wait,
@@ -223,6 +237,7 @@ impl Model<'_> {
                 };
                 self.acked = abs;
                 self.retries = 0;
+                self.verified = true;
                 if abs == self.last {
                     self.finished = true;
                     return Action::Complete;
