@@ -122,9 +122,13 @@ impl Detector {
             let req = req.clone();
             let tls = Arc::clone(&self.tls);
             tokio::spawn(async move {
-                if let Err(e) =
-                    send_transfer_leader(&tls, &addr, req, super::node::scaled(FORWARD_TIMEOUT_MS))
-                        .await
+                if let Err(e) = send_transfer_leader(
+                    &tls,
+                    &addr,
+                    req,
+                    super::timing::scaled(FORWARD_TIMEOUT_MS),
+                )
+                .await
                 {
                     tracing::info!(target: LOG_TARGET, successor, error = %e, "successor not told; it will notice itself or by timeout");
                 }
@@ -149,7 +153,7 @@ fn successor(voters: impl Iterator<Item = NodeId>, dead: NodeId) -> Option<NodeI
 /// cannot tell.
 async fn process_gone(addr: &str) -> Option<&'static str> {
     match tokio::time::timeout(
-        super::node::scaled(CONNECT_TIMEOUT_MS),
+        super::timing::scaled(CONNECT_TIMEOUT_MS),
         TcpStream::connect(addr),
     )
     .await
@@ -157,7 +161,7 @@ async fn process_gone(addr: &str) -> Option<&'static str> {
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some("refused"),
         Ok(Ok(mut s)) => {
             let mut b = [0u8; 1];
-            match tokio::time::timeout(super::node::scaled(RESET_WAIT_MS), s.read(&mut b)).await {
+            match tokio::time::timeout(super::timing::scaled(RESET_WAIT_MS), s.read(&mut b)).await {
                 Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => Some("reset"),
                 // Our server never closes a connection before a request except
                 // when it stops, and it steps down before it stops.

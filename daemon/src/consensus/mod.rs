@@ -27,6 +27,7 @@ mod membership;
 pub(crate) mod network;
 mod node;
 mod status;
+mod timing;
 mod types;
 
 pub use handle::{ClusterHandle, ProposeError};

@@ -99,28 +99,7 @@ const LINGER_MS: u64 = 1;
 /// How often the app checks the leader lease.
 pub const LEASE_CHECK_MS: u64 = 5;
 
-/// `cluster.timing_scale` of node.toml: every timer above (but the lease
-/// check, which only gets more precise) and the failure detector's, times
-/// this. Scaling them all alike keeps the timing argument above intact.
-/// Set once, before Raft starts; 1 until then (and in unit tests).
-static TIMING_SCALE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-
-/// Sets the timing scale for this process; later calls change nothing.
-pub fn set_timing_scale(scale: u64) {
-    let _ = TIMING_SCALE.set(scale.max(1));
-}
-
-/// `ms` times the timing scale.
-#[must_use]
-pub fn scaled_ms(ms: u64) -> u64 {
-    ms.saturating_mul(TIMING_SCALE.get().copied().unwrap_or(1))
-}
-
-/// [`scaled_ms`] as a duration.
-#[must_use]
-pub fn scaled(ms: u64) -> std::time::Duration {
-    std::time::Duration::from_millis(scaled_ms(ms))
-}
+pub use super::timing::{scaled, scaled_ms, set_timing_scale};
 
 /// This node's place in the log, for log lines: the current term and last
 /// log index, kept up to date by the leadership watch (which wakes on every
